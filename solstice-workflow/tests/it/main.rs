@@ -1,0 +1,4 @@
+//! Integration tests of solstice-workflow: one test binary with topic modules.
+
+mod conformance_expressions;
+mod support;

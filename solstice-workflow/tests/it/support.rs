@@ -1,0 +1,33 @@
+//! Helpers shared by the integration tests.
+
+use std::path::PathBuf;
+
+/// GitHub's conformance data (`shared/conformance/github-actions` beside the repository).
+/// `SOLSTICE_CONFORMANCE_DIR` overrides the location. A missing directory fails the test:
+/// conformance must never be skipped silently.
+pub fn conformance_dir() -> PathBuf {
+    let dir = match std::env::var_os("SOLSTICE_CONFORMANCE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/github-actions"),
+    };
+    assert!(
+        dir.is_dir(),
+        "GitHub conformance data not found at {} (set SOLSTICE_CONFORMANCE_DIR)",
+        dir.display()
+    );
+    dir
+}
+
+/// Compares JSON values treating all numbers as f64 (the conformance data writes `1` and
+/// `1.0` interchangeably).
+pub fn json_equal(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_equal(p, q)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
+        }
+        _ => a == b,
+    }
+}
