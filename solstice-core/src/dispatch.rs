@@ -1,0 +1,184 @@
+//! The runner-service side: jobs from a [`JobSource`] into the queue, events back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{JobQueue, JobSource, QueueError, ReportOutcome, SourceMessage};
+
+/// Capped exponential backoff for retrying an unreachable forge, queue or database.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// Starts at `first`, doubles after each failure, never waits longer than `max`.
+    pub fn new(first: Duration, max: Duration) -> Self {
+        Self { first, max, next: first }
+    }
+
+    /// The delay before the next try; each call doubles the following one.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    /// Back to the first delay, after a success.
+    pub fn reset(&mut self) {
+        self.next = self.first;
+    }
+
+    /// Sleeps for the next delay; returns `false` if `cancel` fired first.
+    pub async fn wait(&mut self, cancel: &CancellationToken) -> bool {
+        let delay = self.next_delay();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => true,
+            _ = cancel.cancelled() => false,
+        }
+    }
+}
+
+impl Default for Backoff {
+    /// 250 ms, doubling up to 30 s.
+    fn default() -> Self {
+        Self::new(Duration::from_millis(250), Duration::from_secs(30))
+    }
+}
+
+/// Serves a job source: its jobs go into the queue, the events of its jobs go back to
+/// it, and the forge's cancellations reach the orchestrators.
+///
+/// Unreachable forges and queues are retried with [`Backoff`]; an event is acknowledged
+/// to the queue only after the source accepted it, so nothing is lost across restarts.
+/// Returns when the source has no more jobs (`next` gave `None`) or `stop` fired.
+///
+/// # Errors
+/// [`QueueError`] when the event route cannot be opened.
+pub async fn serve_source(
+    source: Arc<dyn JobSource>,
+    queue: Arc<dyn JobQueue>,
+    stop: CancellationToken,
+) -> Result<(), QueueError> {
+    let mut events = queue.consume_events(source.name()).await?;
+    let reporter = {
+        let source = source.clone();
+        let queue = queue.clone();
+        let stop = stop.clone();
+        async move {
+            let mut backoff = Backoff::default();
+            loop {
+                let delivery = tokio::select! {
+                    d = events.next() => d,
+                    _ = stop.cancelled() => return,
+                };
+                let delivery = match delivery {
+                    Ok(d) => d,
+                    Err(QueueError::Closed) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event queue unavailable; retrying");
+                        if !backoff.wait(&stop).await {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                backoff.reset();
+                loop {
+                    match source.report(&delivery.event).await {
+                        Ok(ReportOutcome::Continue) => break,
+                        Ok(ReportOutcome::CancelRequested) => {
+                            publish_cancel(queue.as_ref(), delivery.event.job_id, &stop).await;
+                            break;
+                        }
+                        Err(e) if e.is_transient() => {
+                            tracing::warn!(job_id = %delivery.event.job_id, error = %e, "reporting failed; retrying");
+                            if !backoff.wait(&stop).await {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(job_id = %delivery.event.job_id, seq = delivery.event.seq, error = %e, "event refused by the source; dropping it");
+                            break;
+                        }
+                    }
+                }
+                backoff.reset();
+                if let Err(e) = delivery.acker.ack().await {
+                    tracing::warn!(error = %e, "could not acknowledge an event; it will be delivered again");
+                }
+            }
+        }
+    };
+    let fetcher = async {
+        let mut backoff = Backoff::default();
+        loop {
+            let message = match source.next(&stop).await {
+                Ok(Some(message)) => message,
+                Ok(None) => return,
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(source = source.name(), error = %e, "source unavailable; retrying");
+                    if !backoff.wait(&stop).await {
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(source = source.name(), error = %e, "source failed; retrying");
+                    if !backoff.wait(&stop).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            backoff.reset();
+            match message {
+                SourceMessage::Job(job) => loop {
+                    match queue.publish_job(&job).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!(job_id = %job.id, error = %e, "could not queue a job; retrying");
+                            if !backoff.wait(&stop).await {
+                                return;
+                            }
+                        }
+                    }
+                },
+                SourceMessage::Cancel(id) => publish_cancel(queue.as_ref(), id, &stop).await,
+            }
+        }
+    };
+    tokio::select! {
+        () = fetcher => {}
+        () = reporter => {}
+    }
+    Ok(())
+}
+
+async fn publish_cancel(queue: &dyn JobQueue, id: crate::JobId, stop: &CancellationToken) {
+    let mut backoff = Backoff::default();
+    while let Err(e) = queue.publish_cancel(id).await {
+        tracing::warn!(job_id = %id, error = %e, "could not send a cancellation; retrying");
+        if !backoff.wait(stop).await {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
+        let delays: Vec<_> = (0..5).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 500, 500]);
+        b.reset();
+        assert_eq!(b.next_delay().as_millis(), 100);
+    }
+}

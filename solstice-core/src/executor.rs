@@ -1,0 +1,242 @@
+//! The [`StepExecutor`] seam: running one step in a machine.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::{CheckoutSource, CheckoutStep, LogSink, Machine};
+
+/// A script step, resolved and ready to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptRun {
+    /// The step's position in the job, from 0 (executors use it to name files).
+    pub index: usize,
+    /// The script text.
+    pub script: String,
+    /// The shell command line with `{0}` for the script path (GitHub's convention).
+    pub shell: String,
+    /// The complete environment for the step (the executor adds `GITHUB_OUTPUT`,
+    /// `GITHUB_ENV` and `GITHUB_PATH`, pointing at files it reads back).
+    pub env: BTreeMap<String, String>,
+    /// Working directory: relative to the workspace, or absolute.
+    pub working_directory: Option<String>,
+    /// Directories to put in front of `PATH` (what earlier steps wrote to `$GITHUB_PATH`).
+    pub path: Vec<String>,
+}
+
+/// How a step's process ended.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StepExit {
+    /// The exit code; `None` when the process was killed (timeout or cancellation) or
+    /// died of a signal.
+    pub exit_code: Option<i32>,
+    /// `name=value` pairs the step wrote to `$GITHUB_OUTPUT`.
+    pub outputs: BTreeMap<String, String>,
+    /// Variables the step wrote to `$GITHUB_ENV`, for the following steps.
+    pub env: BTreeMap<String, String>,
+    /// Directories the step wrote to `$GITHUB_PATH`, for the following steps.
+    pub path: Vec<String>,
+}
+
+impl StepExit {
+    /// An exit with just a code.
+    pub fn code(code: i32) -> Self {
+        Self { exit_code: Some(code), ..Self::default() }
+    }
+
+    /// Whether the process exited with status 0.
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == Some(0)
+    }
+}
+
+/// Why an executor could not run a step at all (a step that ran and failed is an
+/// `Ok(StepExit)` with a non-zero code, not an error).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecError {
+    /// The executor cannot reach machines of this kind.
+    #[error("this executor cannot run steps on machine {0}")]
+    UnsupportedMachine(String),
+    /// The connection to the machine failed or broke.
+    #[error("lost the connection to machine {machine}")]
+    Connection {
+        /// The machine.
+        machine: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Setting the step up failed (script upload, workspace, checkout).
+    #[error("{message}")]
+    Setup {
+        /// What failed, in this layer's words.
+        message: String,
+        /// The cause.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// Runs steps in a machine and streams their output.
+///
+/// # Contract
+/// - Output goes to `output` line by line *while* the step runs, stdout and stderr
+///   apart, in the order each stream produced them.
+/// - When `cancel` fires, the executor kills the step's whole process group and returns
+///   promptly with `exit_code: None`. The engine uses this for timeouts too.
+/// - A step that cannot be started is an `Err`; a step that ran is an `Ok`, whatever its
+///   exit code.
+///
+/// # Example
+/// ```
+/// use solstice_core::{HostExecutor, HostHypervisor, Hypervisor, StepExecutor, ScriptRun,
+///                     MachineRequest, LogSink, JobId};
+/// use tokio_util::sync::CancellationToken;
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let hypervisor = HostHypervisor::new();
+/// let (sink, mut lines) = LogSink::channel(64);
+/// let request = MachineRequest { job_id: JobId::new(), label: "host".into(), debug_ssh: false };
+/// let machine = hypervisor.provision(&request, &sink, &CancellationToken::new()).await?;
+/// let step = ScriptRun {
+///     index: 0,
+///     script: "echo hello".into(),
+///     shell: "sh -e {0}".into(),
+///     env: Default::default(),
+///     working_directory: None,
+///     path: Vec::new(),
+/// };
+/// let exit = HostExecutor::new().run_script(&machine, &step, &sink, CancellationToken::new()).await?;
+/// assert!(exit.succeeded());
+/// assert_eq!(lines.recv().await.map(|l| l.line).as_deref(), Some("hello"));
+/// hypervisor.destroy(&machine).await?;
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(run()).unwrap();
+/// ```
+#[async_trait]
+pub trait StepExecutor: Send + Sync + 'static {
+    /// Runs a script step.
+    ///
+    /// # Errors
+    /// [`ExecError`] when the step could not be started or the machine was lost.
+    async fn run_script(
+        &self,
+        machine: &Machine,
+        step: &ScriptRun,
+        output: &LogSink,
+        cancel: CancellationToken,
+    ) -> Result<StepExit, ExecError>;
+
+    /// Puts the repository into the workspace (the built-in `actions/checkout`).
+    ///
+    /// # Errors
+    /// [`ExecError`] when the source could not be fetched or uploaded.
+    async fn checkout(
+        &self,
+        machine: &Machine,
+        source: &CheckoutSource,
+        step: &CheckoutStep,
+        output: &LogSink,
+        cancel: CancellationToken,
+    ) -> Result<StepExit, ExecError>;
+}
+
+/// A shell command line split into words, with the script's file name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShellCommand {
+    words: Vec<String>,
+    /// The file name the script should get (GitHub picks the extension by shell:
+    /// `.sh`, `.py`, `.ps1`), e.g. `step-3.sh`.
+    pub script_name: String,
+}
+
+impl ShellCommand {
+    /// The argument vector with `{0}` replaced by `script_path`. A shell line without
+    /// `{0}` gets the path appended, as GitHub does.
+    pub fn argv(&self, script_path: &str) -> Vec<String> {
+        let mut replaced = false;
+        let mut argv: Vec<String> = self
+            .words
+            .iter()
+            .map(|w| {
+                if w.contains("{0}") {
+                    replaced = true;
+                    w.replace("{0}", script_path)
+                } else {
+                    w.clone()
+                }
+            })
+            .collect();
+        if !replaced {
+            argv.push(script_path.to_owned());
+        }
+        argv
+    }
+}
+
+/// Splits a step's shell line (`bash --noprofile --norc -eo pipefail {0}`) and picks the
+/// script file name for step `index`. Executors of every kind share this so that a
+/// shell means the same on the host and in a VM.
+pub fn shell_command(shell: &str, index: usize) -> ShellCommand {
+    let words: Vec<String> = shell.split_whitespace().map(str::to_owned).collect();
+    let program = words.first().map(|w| w.rsplit('/').next().unwrap_or(w)).unwrap_or("");
+    let extension = match program {
+        p if p.starts_with("python") => "py",
+        "pwsh" | "powershell" => "ps1",
+        "cmd" => "cmd",
+        _ => "sh",
+    };
+    let name = if index == usize::MAX { "checkout".to_owned() } else { format!("step-{index}") };
+    ShellCommand { words, script_name: format!("{name}.{extension}") }
+}
+
+/// Parses a `$GITHUB_OUTPUT` or `$GITHUB_ENV` file: `name=value` lines and
+/// `name<<DELIMITER` … `DELIMITER` blocks for multi-line values. Later entries win.
+pub fn parse_command_file(text: &str) -> BTreeMap<String, String> {
+    let mut values = BTreeMap::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let heredoc = line.split_once("<<").filter(|(name, _)| !name.contains('='));
+        if let Some((name, delimiter)) = heredoc {
+            let mut value = Vec::new();
+            for body in lines.by_ref() {
+                if body == delimiter {
+                    break;
+                }
+                value.push(body);
+            }
+            values.insert(name.to_owned(), value.join("\n"));
+        } else if let Some((name, value)) = line.split_once('=') {
+            values.insert(name.to_owned(), value.to_owned());
+        }
+    }
+    values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_files_hold_single_and_multi_line_values() {
+        let parsed = parse_command_file("a=1\nb<<EOF\nline 1\nline=2\nEOF\n\nc=x=y\na=3\n");
+        assert_eq!(parsed.get("a").map(String::as_str), Some("3"));
+        assert_eq!(parsed.get("b").map(String::as_str), Some("line 1\nline=2"));
+        assert_eq!(parsed.get("c").map(String::as_str), Some("x=y"));
+        assert_eq!(parsed.len(), 3);
+    }
+
+    #[test]
+    fn shells_substitute_the_script_path() {
+        let bash = shell_command("bash --noprofile --norc -eo pipefail {0}", 2);
+        assert_eq!(bash.script_name, "step-2.sh");
+        assert_eq!(bash.argv("/t/s.sh"), ["bash", "--noprofile", "--norc", "-eo", "pipefail", "/t/s.sh"]);
+        let py = shell_command("python {0}", 0);
+        assert_eq!(py.script_name, "step-0.py");
+        assert_eq!(shell_command("perl", 1).argv("/x"), ["perl", "/x"]);
+    }
+}

@@ -1,0 +1,118 @@
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Hypervisor, HypervisorError, LogSink, Machine, MachineAccess, MachineRequest};
+
+/// A [`Hypervisor`] whose "machines" are fresh temporary directories on this host.
+///
+/// It serves the `host` label (and any labels given to [`HostHypervisor::with_labels`]).
+/// Each machine's workspace is a new directory under the system's temporary directory
+/// (or the one given to [`HostHypervisor::in_dir`]), removed by `destroy`. Pair it with
+/// [`crate::HostExecutor`]. Steps run with the host user's rights: use it for trusted
+/// jobs and for tests. Cloning is cheap.
+#[derive(Debug, Clone)]
+pub struct HostHypervisor {
+    labels: Arc<Vec<String>>,
+    parent: Option<PathBuf>,
+    live: Arc<Mutex<HashMap<String, tempfile::TempDir>>>,
+}
+
+impl HostHypervisor {
+    /// A host hypervisor serving the `host` label.
+    pub fn new() -> Self {
+        Self::with_labels(vec!["host".to_owned()])
+    }
+
+    /// A host hypervisor serving the given labels.
+    pub fn with_labels(labels: Vec<String>) -> Self {
+        Self { labels: Arc::new(labels), parent: None, live: Arc::default() }
+    }
+
+    /// Makes workspaces under `dir` instead of the system temporary directory.
+    #[must_use]
+    pub fn in_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.parent = Some(dir.into());
+        self
+    }
+
+    /// How many machines exist right now.
+    pub fn live_machines(&self) -> usize {
+        self.live.lock().map(|live| live.len()).unwrap_or(0)
+    }
+}
+
+impl Default for HostHypervisor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl Hypervisor for HostHypervisor {
+    fn serves(&self, label: &str) -> bool {
+        self.labels.iter().any(|l| l == label)
+    }
+
+    async fn provision(
+        &self,
+        request: &MachineRequest,
+        _console: &LogSink,
+        cancel: &CancellationToken,
+    ) -> Result<Machine, HypervisorError> {
+        if !self.serves(&request.label) {
+            return Err(HypervisorError::UnknownLabel(request.label.clone()));
+        }
+        if cancel.is_cancelled() {
+            return Err(HypervisorError::Cancelled);
+        }
+        let prefix = format!("solstice-{}-", request.job_id);
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix);
+        let dir = match &self.parent {
+            Some(parent) => builder.tempdir_in(parent),
+            None => builder.tempdir(),
+        }
+        .map_err(|e| HypervisorError::Backend {
+            message: "could not create the job's workspace directory".into(),
+            transient: true,
+            source: Some(Box::new(e)),
+        })?;
+        let workspace = dir.path().to_string_lossy().into_owned();
+        let id = format!("host-{}", request.job_id);
+        let machine =
+            Machine { id: id.clone(), label: request.label.clone(), workspace, access: MachineAccess::Local };
+        self.live
+            .lock()
+            .map_err(|_| HypervisorError::Backend {
+                message: "host machine registry poisoned".into(),
+                transient: false,
+                source: None,
+            })?
+            .insert(id, dir);
+        Ok(machine)
+    }
+
+    async fn destroy(&self, machine: &Machine) -> Result<(), HypervisorError> {
+        let dir = self.live.lock().ok().and_then(|mut live| live.remove(&machine.id));
+        if let Some(dir) = dir {
+            let path = dir.path().to_path_buf();
+            tokio::task::spawn_blocking(move || dir.close())
+                .await
+                .map_err(|e| HypervisorError::Backend {
+                    message: format!("removing {} panicked", path.display()),
+                    transient: false,
+                    source: Some(Box::new(e)),
+                })?
+                .map_err(|e| HypervisorError::Backend {
+                    message: format!("could not remove {}", path.display()),
+                    transient: false,
+                    source: Some(Box::new(e)),
+                })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,60 @@
+//! The core of Solstice CI: the job model, the four seams, and the engine that runs jobs.
+//!
+//! A [`JobSource`] (a forge, a local workflow) yields [`JobRequest`]s; a [`JobQueue`]
+//! carries them to an orchestrator's [`Engine`], which asks a [`Hypervisor`] for a
+//! machine, runs each step with a [`StepExecutor`], and sends [`JobEvent`]s back the same
+//! way. Everything else in Solstice CI implements one of these seams.
+//!
+//! ```
+//! use solstice_core::{Engine, HostExecutor, HostHypervisor, JobRequest, MemoryQueue, StepCommand};
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Engine::builder()
+//!     .hypervisor(HostHypervisor::new())
+//!     .executor(HostExecutor::new())
+//!     .build()?;
+//! let job = JobRequest::new("hello", vec!["host".into()], vec![StepCommand::run("greet", "echo hello")]);
+//! let (result, events) = engine.run_job_collect(job).await;
+//! assert_eq!(result, solstice_core::JobResult::Success);
+//! assert!(events.iter().any(|e| matches!(&e.kind, solstice_core::JobEventKind::Log { line, .. } if line == "hello")));
+//! # Ok(()) }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(run()).unwrap();
+//! ```
+//!
+//! # Optional features
+//! - `sqlite` (default): the job state [`Store`] on SQLite, the embedded default.
+//! - `postgres`: the same store on PostgreSQL, chosen by URL.
+//! - `amqp`: the RabbitMQ [`JobQueue`].
+//! - `testing`: scripted fakes of the seams for tests of code built on this crate.
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod dispatch;
+mod engine;
+mod executor;
+mod host;
+mod machine;
+mod mask;
+mod model;
+mod queue;
+mod sink;
+mod source;
+#[cfg(feature = "_store")]
+mod store;
+
+pub use dispatch::{Backoff, serve_source};
+pub use engine::{Engine, EngineBuilder, EngineError};
+pub use executor::{
+    ExecError, ScriptRun, ShellCommand, StepExecutor, StepExit, parse_command_file, shell_command,
+};
+pub use host::{HostExecutor, HostHypervisor};
+pub use machine::{Hypervisor, HypervisorError, Machine, MachineAccess, MachineRequest, SshAccess};
+pub use mask::Masker;
+pub use model::*;
+pub use queue::{
+    Acker, CancelConsumer, EventConsumer, EventDelivery, JobConsumer, JobDelivery, JobQueue,
+    MemoryQueue, QueueError,
+};
+pub use sink::{LogSink, OutputLine};
+pub use source::{JobSource, ReportOutcome, SourceError, SourceMessage};
+#[cfg(feature = "_store")]
+pub use store::{JobRecord, Store, StoreError, VmRecord};

@@ -1,0 +1,151 @@
+//! The [`Hypervisor`] seam: machines that jobs run in.
+
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::{JobId, LogSink, Secret};
+
+/// What the engine asks a hypervisor for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineRequest {
+    /// The job the machine is for.
+    pub job_id: JobId,
+    /// The `runs-on` label chosen for the job (see [`crate::JobRequest::route_label`]).
+    pub label: String,
+    /// The job opted in to debug SSH if it fails.
+    pub debug_ssh: bool,
+}
+
+/// How steps reach a machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MachineAccess {
+    /// Steps run as processes on this host.
+    Local,
+    /// Steps run over SSH.
+    Ssh(SshAccess),
+}
+
+/// SSH coordinates of a machine, with the job's ephemeral credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshAccess {
+    /// Where the SSH server listens (a loopback port forward for QEMU guests).
+    pub addr: SocketAddr,
+    /// The user to log in as.
+    pub user: String,
+    /// The host key the server must present, in OpenSSH public key format.
+    pub host_key: String,
+    /// The job's private key, OpenSSH format. Lives only in memory.
+    pub client_key: Secret,
+}
+
+/// A provisioned machine, reachable and ready for steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    /// The hypervisor's id of the machine, unique on its host.
+    pub id: String,
+    /// The label it was made for.
+    pub label: String,
+    /// Absolute path of the job's workspace inside the machine.
+    pub workspace: String,
+    /// How to reach it.
+    pub access: MachineAccess,
+}
+
+/// Why a hypervisor could not give or take back a machine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HypervisorError {
+    /// No image or machine type serves the label.
+    #[error("no machine serves the label `{0}`")]
+    UnknownLabel(String),
+    /// Provisioning was cancelled before the machine was ready.
+    #[error("provisioning was cancelled")]
+    Cancelled,
+    /// The machine did not become reachable in time.
+    #[error("machine {machine} did not become reachable within {seconds} s")]
+    BootTimeout {
+        /// The machine's id.
+        machine: String,
+        /// The deadline that passed.
+        seconds: u64,
+    },
+    /// Anything else the backend reports; `transient` says whether a retry may help.
+    #[error("{message}")]
+    Backend {
+        /// What failed, in this layer's words.
+        message: String,
+        /// A retry might succeed (resources busy, a download failed).
+        transient: bool,
+        /// The backend's own error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl HypervisorError {
+    /// Whether trying again later might succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Backend { transient, .. } => *transient,
+            Self::BootTimeout { .. } => true,
+            Self::UnknownLabel(_) | Self::Cancelled => false,
+        }
+    }
+}
+
+/// Gives the engine machines and takes them back.
+///
+/// # Contract
+/// - [`provision`](Hypervisor::provision) returns only when the machine is reachable
+///   through its [`MachineAccess`]. If it fails or is cancelled, it has already released
+///   everything it made: no process, file or port is left behind.
+/// - [`destroy`](Hypervisor::destroy) stops the machine and removes every file of it.
+///   It is idempotent and is called exactly once for every machine `provision` returned,
+///   whatever happened to the job (the engine guarantees this, also after a panic in an
+///   executor).
+/// - Boot console output goes to `console` as it appears.
+///
+/// # Example
+/// ```
+/// use solstice_core::{Hypervisor, HostHypervisor, MachineRequest, LogSink, JobId};
+/// use tokio_util::sync::CancellationToken;
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let hypervisor = HostHypervisor::new();
+/// let (console, _lines) = LogSink::channel(64);
+/// let request = MachineRequest { job_id: JobId::new(), label: "host".into(), debug_ssh: false };
+/// let machine = hypervisor.provision(&request, &console, &CancellationToken::new()).await?;
+/// assert!(std::path::Path::new(&machine.workspace).is_dir());
+/// hypervisor.destroy(&machine).await?;
+/// assert!(!std::path::Path::new(&machine.workspace).exists());
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(run()).unwrap();
+/// ```
+#[async_trait]
+pub trait Hypervisor: Send + Sync + 'static {
+    /// Whether this hypervisor can make machines for `label`.
+    fn serves(&self, label: &str) -> bool;
+
+    /// Makes, starts and waits for a machine.
+    ///
+    /// # Errors
+    /// [`HypervisorError`]; on error nothing is left behind.
+    ///
+    /// # Cancel safety
+    /// When `cancel` fires, returns [`HypervisorError::Cancelled`] promptly after
+    /// tearing down what it had started.
+    async fn provision(
+        &self,
+        request: &MachineRequest,
+        console: &LogSink,
+        cancel: &CancellationToken,
+    ) -> Result<Machine, HypervisorError>;
+
+    /// Stops the machine and removes everything it used.
+    ///
+    /// # Errors
+    /// [`HypervisorError`] when something could not be removed; the engine logs it.
+    async fn destroy(&self, machine: &Machine) -> Result<(), HypervisorError>;
+}

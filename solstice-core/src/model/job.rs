@@ -1,0 +1,285 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Secret;
+
+/// GitHub's default job timeout: 360 minutes.
+pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(360 * 60);
+
+/// A job's identity inside Solstice CI, unique across sources.
+///
+/// A source that redelivers the same forge job must give it the same id: the id is what
+/// makes redelivery harmless (see [`crate::JobQueue`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub uuid::Uuid);
+
+impl JobId {
+    /// A fresh random id.
+    pub fn new() -> Self {
+        Self(uuid::Uuid::new_v4())
+    }
+
+    /// A stable id derived from a source name and the forge's own job id, so that the
+    /// same forge job always maps to the same [`JobId`].
+    pub fn from_external(source: &str, external_id: &str) -> Self {
+        let name = format!("{source}\u{0}{external_id}");
+        Self(uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()))
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for JobId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        uuid::Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// Where a job came from, and where its events must go back to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct JobOrigin {
+    /// The name of the source instance that owns the job (for example
+    /// `forgejo:3f2a…` for one registered runner). Events are routed back by it.
+    pub source: String,
+    /// The forge's own identifier of the job (Forgejo task id, GitHub job id).
+    pub external_id: String,
+    /// The repository as `owner/name`, when known (debug-SSH limits are per repository).
+    pub repository: Option<String>,
+}
+
+/// Where the built-in checkout fetches the repository from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum CheckoutSource {
+    /// A git remote, fetched at a commit.
+    Git {
+        /// Clone URL, without credentials.
+        url: String,
+        /// The commit (or ref) to check out.
+        rev: String,
+        /// A token for HTTP basic auth, if the repository is private.
+        token: Option<Secret>,
+    },
+    /// A directory on the machine that runs the orchestrator (used by `solstice run`).
+    LocalDir {
+        /// The directory whose contents become the workspace.
+        path: String,
+    },
+}
+
+/// A `uses: actions/checkout` step, done by the executor itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CheckoutStep {
+    /// Relative path under the workspace (`path:` input); empty for the workspace itself.
+    pub path: String,
+    /// A ref to check out instead of the job's commit (`ref:` input).
+    pub git_ref: Option<String>,
+    /// `fetch-depth:` (0 = full history). GitHub's default is 1.
+    pub fetch_depth: u32,
+    /// `submodules:` (`false`, `true` or `recursive`).
+    pub submodules: Option<String>,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum StepAction {
+    /// A `run:` script.
+    Run {
+        /// The script text, expressions already substituted where they were known.
+        script: String,
+        /// The shell command line, with `{0}` standing for the script file, as GitHub
+        /// writes it: `bash --noprofile --norc -eo pipefail {0}`, `sh -e {0}`, …
+        shell: String,
+    },
+    /// The built-in checkout.
+    Checkout(CheckoutStep),
+}
+
+/// One step of a job, ready to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepCommand {
+    /// The step's `id:`, used for the `steps` context.
+    pub id: Option<String>,
+    /// The name shown in logs and in the forge.
+    pub name: String,
+    /// What the step does.
+    pub action: StepAction,
+    /// Environment for this step (job env already merged in by the translator).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory, relative to the workspace, or absolute.
+    pub working_directory: Option<String>,
+    /// The `if:` expression, without `${{ }}`; `None` means `success()`.
+    pub condition: Option<String>,
+    /// `continue-on-error`: a failure of this step does not fail the job.
+    #[serde(default)]
+    pub continue_on_error: bool,
+    /// `timeout-minutes`, as a duration.
+    #[serde(default, with = "opt_duration_secs")]
+    pub timeout: Option<std::time::Duration>,
+}
+
+impl StepCommand {
+    /// A `run:` step with the default shell (`bash`) and no other settings.
+    pub fn run(name: impl Into<String>, script: impl Into<String>) -> Self {
+        Self {
+            id: None,
+            name: name.into(),
+            action: StepAction::Run {
+                script: script.into(),
+                shell: "bash --noprofile --norc -eo pipefail {0}".to_owned(),
+            },
+            env: BTreeMap::new(),
+            working_directory: None,
+            condition: None,
+            continue_on_error: false,
+            timeout: None,
+        }
+    }
+}
+
+/// One job, as a source hands it to the queue and an orchestrator runs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRequest {
+    /// Solstice's id of the job.
+    pub id: JobId,
+    /// Where it came from and where its events go.
+    pub origin: JobOrigin,
+    /// Display name (job name with matrix values).
+    pub name: String,
+    /// `runs-on` labels; the queue routes by the first one an orchestrator serves.
+    pub runs_on: Vec<String>,
+    /// The steps, in order.
+    pub steps: Vec<StepCommand>,
+    /// Job-level environment (workflow env merged with job env).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Values that must be masked as `***` in every log line.
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+    /// Where the built-in checkout gets the repository, if the job checks out.
+    pub checkout: Option<CheckoutSource>,
+    /// The whole job's time limit (`timeout-minutes`).
+    #[serde(with = "duration_secs")]
+    pub timeout: std::time::Duration,
+    /// Keep a failed job's machine for debug SSH (opt-in, never the default).
+    #[serde(default)]
+    pub debug_ssh: bool,
+    /// Expression contexts known when the job was made (`github`, `matrix`, `needs`,
+    /// `vars`, `inputs`, `strategy`, ...), as a JSON object. The engine adds `env`,
+    /// `steps`, `job` and `runner` when it evaluates a step's `if:`.
+    #[serde(default)]
+    pub contexts: serde_json::Map<String, serde_json::Value>,
+}
+
+impl JobRequest {
+    /// The label the queue routes this job by: the first `runs-on` label that is not one
+    /// of GitHub's generic self-hosted labels (`self-hosted`, `linux`, `x64`, ...), or
+    /// the first label if all are generic. Sources check that they serve it.
+    pub fn route_label(&self) -> &str {
+        const GENERIC: [&str; 8] =
+            ["self-hosted", "linux", "windows", "macos", "x64", "x86_64", "arm", "arm64"];
+        self.runs_on
+            .iter()
+            .find(|label| !GENERIC.iter().any(|g| g.eq_ignore_ascii_case(label)))
+            .or_else(|| self.runs_on.first())
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+
+    /// A job with a fresh id, the given labels and steps, and defaults elsewhere.
+    pub fn new(name: impl Into<String>, runs_on: Vec<String>, steps: Vec<StepCommand>) -> Self {
+        Self {
+            id: JobId::new(),
+            origin: JobOrigin::default(),
+            name: name.into(),
+            runs_on,
+            steps,
+            env: BTreeMap::new(),
+            secrets: Vec::new(),
+            checkout: None,
+            timeout: DEFAULT_JOB_TIMEOUT,
+            debug_ssh: false,
+            contexts: serde_json::Map::new(),
+        }
+    }
+}
+
+mod duration_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+mod opt_duration_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<f64>::deserialize(d)?
+            .map(|secs| Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_survives_a_json_round_trip() {
+        let mut job = JobRequest::new("build", vec!["omnios".into()], vec![StepCommand::run("hi", "echo hi")]);
+        job.secrets.push(Secret::new("s3cr3t"));
+        job.steps[0].timeout = Some(std::time::Duration::from_secs(90));
+        let text = serde_json::to_string(&job).expect("serialize");
+        let back: JobRequest = serde_json::from_str(&text).expect("deserialize");
+        assert_eq!(back, job);
+    }
+
+    #[test]
+    fn the_route_label_skips_generic_labels() {
+        let job = JobRequest::new("j", vec!["self-hosted".into(), "X64".into(), "omnios".into()], vec![]);
+        assert_eq!(job.route_label(), "omnios");
+        let job = JobRequest::new("j", vec!["self-hosted".into()], vec![]);
+        assert_eq!(job.route_label(), "self-hosted");
+        assert_eq!(JobRequest::new("j", vec![], vec![]).route_label(), "");
+    }
+
+    #[test]
+    fn external_ids_map_to_stable_job_ids() {
+        let a = JobId::from_external("forgejo:r1", "42");
+        assert_eq!(a, JobId::from_external("forgejo:r1", "42"));
+        assert_ne!(a, JobId::from_external("forgejo:r1", "43"));
+        assert_ne!(a, JobId::from_external("forgejo:r2", "42"));
+    }
+}
