@@ -11,10 +11,9 @@ mod value;
 use serde::Serialize;
 
 pub use error::{ExpressionError, ExpressionErrorKind};
-#[allow(unused_imports)]
 pub(crate) use lexer::is_legal_identifier;
-#[allow(unused_imports)]
 pub(crate) use number::format_number;
+pub(crate) use value::number_to_json;
 pub(crate) use template::{TemplatePart, split_template};
 
 use eval::Scope;

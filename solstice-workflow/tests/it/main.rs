@@ -1,4 +1,5 @@
 //! Integration tests of solstice-workflow: one test binary with topic modules.
 
 mod conformance_expressions;
+mod conformance_workflow_reader;
 mod support;

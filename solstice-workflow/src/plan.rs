@@ -1,0 +1,790 @@
+//! Stage 2: translate a [`Workflow`] into a validated [`WorkflowPlan`]: matrix expansion,
+//! shells, defaults, env merging, the built-in checkout, and Solstice CI's restrictions.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::{Diagnostics, Pos, WorkflowErrorKind, WorkflowErrors};
+use crate::expression::{Expression, JobStatus, TemplatePart, split_template};
+use crate::syntax::{Job, RunDefaults, Step, Workflow, parse_workflow};
+
+/// GitHub's limit on the jobs one matrix may generate.
+pub const MAX_MATRIX_JOBS: usize = 256;
+/// GitHub's default job timeout.
+pub const DEFAULT_TIMEOUT_MINUTES: u64 = 360;
+/// The command line GitHub uses when a step names no shell (and no default applies) on a
+/// machine with bash. [`PlanOptions::default_shell`] changes it, e.g. to `sh -e {0}` for
+/// guests without bash.
+pub const DEFAULT_SHELL: &str = "bash -e {0}";
+
+/// Settings for [`plan_workflow`].
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct PlanOptions {
+    contexts: Map<String, Value>,
+    default_shell: Option<String>,
+}
+
+impl PlanOptions {
+    /// Options with no translation-time contexts and GitHub's default shell.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes a context known at translation time (typically `github`, `vars`, `inputs`; also
+    /// `needs` when re-planning a job whose needs have finished). Expressions that use only
+    /// known contexts (plus `matrix` and `strategy`, always known) are substituted in the plan;
+    /// the others stay `${{ }}` for the engine. Default: no contexts.
+    pub fn context(mut self, name: &str, value: Value) -> Self {
+        self.contexts.insert(name.to_owned(), value);
+        self
+    }
+
+    /// The shell command line for `run` steps that name no shell. Default: [`DEFAULT_SHELL`].
+    pub fn default_shell(mut self, command_line: &str) -> Self {
+        self.default_shell = Some(command_line.to_owned());
+        self
+    }
+}
+
+/// A translated workflow: one [`JobPlan`] per job and matrix combination.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct WorkflowPlan {
+    /// The workflow's `name:` (or the file name when absent).
+    pub name: String,
+    /// The jobs in file order, each matrix expanded in GitHub's order.
+    pub jobs: Vec<JobPlan>,
+}
+
+/// One job to run (one matrix combination of a workflow job).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct JobPlan {
+    /// The job's key under `jobs:` (the same for every combination of a matrix).
+    pub id: String,
+    /// The display name, GitHub's way: `name:` evaluated, or the id, followed by the matrix
+    /// values in parentheses when the name does not use the matrix (`build (ubuntu, 1.2)`).
+    pub name: String,
+    /// `runs-on` labels, expressions resolved where possible.
+    pub runs_on: Vec<String>,
+    /// `runs-on.group`, if given.
+    pub runner_group: Option<String>,
+    /// This combination's matrix values, or null for a job without a matrix.
+    pub matrix: Option<Map<String, Value>>,
+    /// Ids of the jobs this one needs.
+    pub needs: Vec<String>,
+    /// The `if:` condition, normalized (`success()` when absent), without `${{ }}`; evaluate
+    /// with [`crate::evaluate_condition`] against [`JobPlan::contexts`] plus `needs`.
+    #[serde(rename = "if")]
+    pub condition: String,
+    /// `timeout-minutes`, default 360.
+    pub timeout_minutes: u64,
+    /// `continue-on-error`.
+    pub continue_on_error: bool,
+    /// Workflow `env` then job `env` (job wins); values may hold run-time `${{ }}`.
+    pub env: Map<String, Value>,
+    /// `outputs:` (expressions kept for the engine).
+    pub outputs: Map<String, Value>,
+    /// `strategy.fail-fast` (default true).
+    pub fail_fast: bool,
+    /// `strategy.max-parallel`, if given.
+    pub max_parallel: Option<u64>,
+    /// The expression contexts known at translation time for this job: `matrix`, `strategy`
+    /// and whatever [`PlanOptions::context`] supplied. The engine adds `env`, `job`,
+    /// `runner`, `steps`, `needs`, `secrets` when it evaluates.
+    pub contexts: Map<String, Value>,
+    /// The steps, in order.
+    pub steps: Vec<StepPlan>,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum StepKind {
+    /// A `run:` script executed with [`StepPlan::shell`].
+    Run,
+    /// The built-in checkout (`uses: actions/checkout@*`), see [`StepPlan::checkout`].
+    Checkout,
+}
+
+/// Inputs of the built-in checkout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct CheckoutPlan {
+    /// `path:` relative to the workspace (default: the workspace itself, `null`).
+    pub path: Option<String>,
+    /// `ref:` (default: the ref that triggered the workflow, `null`).
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    /// `fetch-depth:`: commits to fetch, 0 for the whole history (default 1).
+    pub fetch_depth: u64,
+    /// `submodules:`: `false` (default), `true` or `recursive`.
+    pub submodules: Submodules,
+}
+
+/// The `submodules:` input of checkout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Submodules {
+    /// Do not fetch submodules.
+    False,
+    /// Fetch the first level of submodules.
+    True,
+    /// Fetch submodules recursively.
+    Recursive,
+}
+
+/// One step of a [`JobPlan`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct StepPlan {
+    /// `id:` or GitHub's generated id (`__run`, `__actions_checkout`, `__run_2`).
+    pub id: String,
+    /// The display name: `name:`, else `Run <first line of the script>` or
+    /// `Checkout` as GitHub shows them.
+    pub name: String,
+    /// `run` or `checkout`.
+    pub kind: StepKind,
+    /// The script of a run step; translation-time expressions substituted, run-time ones
+    /// (`steps.*`, `env.*`, `secrets.*`, `job.*`, `runner.*`, `needs.*`, `hashFiles()`) left
+    /// as `${{ }}` for [`crate::interpolate`].
+    pub run: Option<String>,
+    /// The full shell command line of a run step, `{0}` standing for the script file
+    /// (`bash --noprofile --norc -eo pipefail {0}`, `sh -e {0}`, `python {0}`, ...).
+    pub shell: Option<String>,
+    /// The checkout inputs of a checkout step.
+    pub checkout: Option<CheckoutPlan>,
+    /// The `if:` condition, normalized, without `${{ }}`.
+    #[serde(rename = "if")]
+    pub condition: String,
+    /// `working-directory` (step, else job default, else workflow default).
+    pub working_directory: Option<String>,
+    /// Workflow `env`, then job `env`, then step `env` (later wins).
+    pub env: Map<String, Value>,
+    /// `continue-on-error`.
+    pub continue_on_error: bool,
+    /// `timeout-minutes`, if given.
+    pub timeout_minutes: Option<u64>,
+}
+
+/// Translates a GitHub Actions workflow into a plan: reads it ([`parse_workflow`]), then
+/// expands matrices, resolves shells and defaults, merges env, maps `actions/checkout` to
+/// the built-in checkout and rejects what Solstice CI cannot run. `file_name` is only used
+/// in error messages; no file is read.
+///
+/// # Errors
+/// Every problem found, each with file, line and column.
+pub fn plan_workflow(source: &str, file_name: &str, options: &PlanOptions) -> Result<WorkflowPlan, WorkflowErrors> {
+    let workflow = parse_workflow(source, file_name)?;
+    plan_parsed(&workflow, file_name, options)
+}
+
+/// Stage 2 alone, for a workflow already read with [`parse_workflow`] (or built from KDL).
+///
+/// # Errors
+/// Every problem found, each with file, line and column.
+pub fn plan_parsed(workflow: &Workflow, file_name: &str, options: &PlanOptions) -> Result<WorkflowPlan, WorkflowErrors> {
+    let mut diag = Diagnostics::new(file_name);
+    let mut jobs = Vec::new();
+    for job in &workflow.jobs {
+        plan_job(workflow, job, options, &mut diag, &mut jobs);
+    }
+    let name = workflow.name.clone().unwrap_or_else(|| file_name.to_owned());
+    diag.into_result(WorkflowPlan { name, jobs })
+}
+
+/// Substitutes the expressions that can be evaluated now.
+struct Resolver<'a> {
+    contexts: &'a Map<String, Value>,
+}
+
+impl Resolver<'_> {
+    fn known(&self, expr: &Expression) -> bool {
+        expr.referenced_contexts().iter().all(|c| self.contexts.contains_key(c))
+            && !expr.called_functions().iter().any(|f| {
+                matches!(*f, "hashFiles" | "success" | "failure" | "cancelled" | "always")
+            })
+    }
+
+    /// Evaluates `text` fully when it is exactly one resolvable expression (keeping the
+    /// value's type), otherwise substitutes what it can and returns a string.
+    fn value(&self, text: &str) -> Result<Value, String> {
+        if !text.contains("${{") {
+            return Ok(Value::String(text.to_owned()));
+        }
+        let parts = split_template(text).map_err(|e| e.message().to_owned())?;
+        if let [TemplatePart::Expression { text: inner, .. }] = parts.as_slice() {
+            let expr = Expression::parse(inner).map_err(|e| e.message().to_owned())?;
+            if self.known(&expr) {
+                return expr.evaluate(self.contexts, JobStatus::Success).map(|v| v.value).map_err(|e| e.message().to_owned());
+            }
+            return Ok(Value::String(text.to_owned()));
+        }
+        self.text(text).map(Value::String)
+    }
+
+    fn text(&self, text: &str) -> Result<String, String> {
+        if !text.contains("${{") {
+            return Ok(text.to_owned());
+        }
+        let parts = split_template(text).map_err(|e| e.message().to_owned())?;
+        let mut out = String::with_capacity(text.len());
+        for part in parts {
+            match part {
+                TemplatePart::Literal(s) => out.push_str(s),
+                TemplatePart::Expression { text: inner, .. } => {
+                    let expr = Expression::parse(inner).map_err(|e| e.message().to_owned())?;
+                    if self.known(&expr) {
+                        let single = format!("${{{{ {inner} }}}}");
+                        out.push_str(&crate::expression::interpolate(&single, self.contexts).map_err(|e| e.message().to_owned())?);
+                    } else {
+                        out.push_str("${{ ");
+                        out.push_str(inner);
+                        out.push_str(" }}");
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn value_text(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => crate::expression::format_number(n.as_f64().unwrap_or(f64::NAN)),
+        Value::Bool(b) => b.to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn is_checkout(uses: &str) -> bool {
+    let path = uses.split('@').next().unwrap_or_default();
+    path.eq_ignore_ascii_case("actions/checkout")
+}
+
+/// GitHub's command line for a named shell; custom shells must contain `{0}`.
+pub(crate) fn shell_command_line(shell: &str) -> Result<String, String> {
+    Ok(match shell {
+        "bash" => "bash --noprofile --norc -eo pipefail {0}".to_owned(),
+        "sh" => "sh -e {0}".to_owned(),
+        "pwsh" => "pwsh -command \". '{0}'\"".to_owned(),
+        "powershell" => "powershell -command \". '{0}'\"".to_owned(),
+        "python" => "python {0}".to_owned(),
+        "cmd" => "%ComSpec% /D /E:ON /V:OFF /S /C \"CALL \"{0}\"\"".to_owned(),
+        custom if custom.contains("{0}") => custom.to_owned(),
+        custom => {
+            return Err(format!(
+                "the shell '{custom}' is not one of bash, sh, pwsh, powershell, python, cmd, and a custom shell must contain {{0}} where the script file goes (for example 'perl {{0}}')"
+            ));
+        }
+    })
+}
+
+/// Expands a matrix object with GitHub's rules.
+pub(crate) fn expand_matrix(matrix: &Map<String, Value>) -> Result<Vec<Map<String, Value>>, String> {
+    let vectors: Vec<(&String, Vec<Value>)> = matrix
+        .iter()
+        .filter(|(k, _)| k.as_str() != "include" && k.as_str() != "exclude")
+        .map(|(k, v)| (k, v.as_array().cloned().unwrap_or_else(|| vec![v.clone()])))
+        .collect();
+    for (k, v) in &vectors {
+        if v.is_empty() {
+            return Err(format!("Matrix vector '{k}' does not contain any values"));
+        }
+    }
+    let entries = |key: &str| -> Result<Vec<Map<String, Value>>, String> {
+        match matrix.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| i.as_object().cloned().ok_or_else(|| format!("each matrix '{key}' entry must be a mapping")))
+                .collect(),
+            Some(_) => Err(format!("matrix '{key}' must be a sequence of mappings")),
+        }
+    };
+    let includes = entries("include")?;
+    let excludes = entries("exclude")?;
+    let mut total: usize = 1;
+    for (_, v) in &vectors {
+        total = total.saturating_mul(v.len());
+    }
+    if total > MAX_MATRIX_JOBS * 64 {
+        return Err(format!("the matrix expands to {total} jobs; at most {MAX_MATRIX_JOBS} are allowed"));
+    }
+    let mut combos: Vec<Map<String, Value>> = if vectors.is_empty() { Vec::new() } else { vec![Map::new()] };
+    for (key, values) in &vectors {
+        let mut next = Vec::with_capacity(combos.len() * values.len());
+        for combo in &combos {
+            for value in values {
+                let mut c = combo.clone();
+                c.insert((*key).clone(), value.clone());
+                next.push(c);
+            }
+        }
+        combos = next;
+    }
+    combos.retain(|combo| {
+        !excludes.iter().any(|ex| ex.iter().all(|(k, v)| combo.get(k).is_some_and(|c| partial_match(c, v))))
+    });
+    let original: Vec<&String> = vectors.iter().map(|(k, _)| *k).collect();
+    let base_len = combos.len();
+    for entry in &includes {
+        let mut added = false;
+        for combo in combos.iter_mut().take(base_len) {
+            let compatible = entry.iter().all(|(k, v)| !original.contains(&k) || combo.get(k) == Some(v));
+            if compatible {
+                for (k, v) in entry {
+                    combo.insert(k.clone(), v.clone());
+                }
+                added = true;
+            }
+        }
+        if !added {
+            combos.push(entry.clone());
+        }
+    }
+    if combos.len() > MAX_MATRIX_JOBS {
+        return Err(format!(
+            "the matrix expands to {} jobs; at most {MAX_MATRIX_JOBS} are allowed",
+            combos.len()
+        ));
+    }
+    Ok(combos)
+}
+
+/// An exclude value matches when equal, or (for objects) when every key it names matches.
+fn partial_match(actual: &Value, pattern: &Value) -> bool {
+    match (actual, pattern) {
+        (Value::Object(a), Value::Object(p)) => p.iter().all(|(k, v)| a.get(k).is_some_and(|x| partial_match(x, v))),
+        _ => actual == pattern,
+    }
+}
+
+fn plan_job(workflow: &Workflow, job: &Job, options: &PlanOptions, diag: &mut Diagnostics, out: &mut Vec<JobPlan>) {
+    let pos_of = |key: &str| job.key_pos.get(key).copied().unwrap_or(job.pos);
+    if let Some(uses) = &job.uses {
+        diag.push(
+            WorkflowErrorKind::Unsupported,
+            pos_of("uses"),
+            format!("job '{}' calls the reusable workflow '{uses}', which Solstice CI does not support; copy that workflow's jobs into this file", job.id),
+        );
+        return;
+    }
+    if !job.container.is_null() {
+        diag.push(
+            WorkflowErrorKind::Unsupported,
+            pos_of("container"),
+            format!("job '{}' uses 'container:', which Solstice CI does not support: jobs run directly in a virtual machine; pick an image with 'runs-on' instead", job.id),
+        );
+    }
+    if !job.services.is_null() {
+        diag.push(
+            WorkflowErrorKind::Unsupported,
+            pos_of("services"),
+            format!("job '{}' uses 'services:', which Solstice CI does not support; start the service in a 'run' step instead", job.id),
+        );
+    }
+    for step in &job.steps {
+        if let Some(uses) = &step.uses
+            && !is_checkout(uses)
+        {
+            diag.push(
+                WorkflowErrorKind::Unsupported,
+                step.uses_pos,
+                format!("step 'uses: {uses}' is not supported: Solstice CI runs 'run' steps and the built-in checkout (actions/checkout) only; replace the action with 'run' commands that do the same work"),
+            );
+        }
+    }
+    let base_contexts = options.contexts.clone();
+    let strategy = job.strategy.as_ref();
+    let combos: Vec<Option<Map<String, Value>>> = match strategy.and_then(|s| s.matrix.as_ref()) {
+        None => vec![None],
+        Some(matrix) => {
+            let pos = strategy.map_or(job.pos, |s| s.matrix_pos);
+            let resolver = Resolver { contexts: &base_contexts };
+            let resolved = resolve_matrix(&resolver, matrix);
+            match resolved {
+                Ok(Value::Object(m)) => match expand_matrix(&m) {
+                    Ok(c) if c.is_empty() => vec![None],
+                    Ok(c) => c.into_iter().map(Some).collect(),
+                    Err(message) => {
+                        diag.push(WorkflowErrorKind::Matrix, pos, message);
+                        return;
+                    }
+                },
+                Ok(Value::String(s)) if s.contains("${{") => {
+                    diag.push(WorkflowErrorKind::Matrix, pos, format!("the matrix '{s}' depends on values known only while the workflow runs (such as needs outputs); Solstice CI must expand the matrix before the job starts, so give those contexts to the planner or write the matrix out"));
+                    return;
+                }
+                Ok(other) => {
+                    diag.push(WorkflowErrorKind::Matrix, pos, format!("the matrix must be a mapping, not {other}"));
+                    return;
+                }
+                Err(message) => {
+                    diag.push(WorkflowErrorKind::Expression, pos, message);
+                    return;
+                }
+            }
+        }
+    };
+    let total = combos.len();
+    let fail_fast_raw = strategy.map_or(Value::Bool(true), |s| s.fail_fast.clone());
+    let max_parallel_raw = strategy.and_then(|s| s.max_parallel.clone());
+    for (index, combo) in combos.into_iter().enumerate() {
+        let mut contexts = base_contexts.clone();
+        let resolver_base = Resolver { contexts: &base_contexts };
+        let fail_fast = match &fail_fast_raw {
+            Value::String(s) => resolver_base.value(s).map(|v| truthy(&v)).unwrap_or(true),
+            other => truthy(other),
+        };
+        let max_parallel = match &max_parallel_raw {
+            Some(Value::String(s)) => resolver_base.value(s).ok().and_then(|v| v.as_f64()).map(|f| f as u64),
+            Some(v) => v.as_f64().map(|f| f as u64),
+            None => None,
+        };
+        let mut strategy_ctx = Map::new();
+        strategy_ctx.insert("fail-fast".into(), Value::Bool(fail_fast));
+        strategy_ctx.insert("job-index".into(), Value::from(index));
+        strategy_ctx.insert("job-total".into(), Value::from(total));
+        strategy_ctx.insert("max-parallel".into(), Value::from(max_parallel.unwrap_or(total as u64)));
+        contexts.insert("strategy".into(), Value::Object(strategy_ctx));
+        contexts.insert("matrix".into(), combo.clone().map_or(Value::Object(Map::new()), Value::Object));
+        let resolver = Resolver { contexts: &contexts };
+        let mut fail = |pos: Pos, message: String| diag.push(WorkflowErrorKind::Expression, pos, message);
+
+        let raw_name = job.name.clone().unwrap_or_else(|| job.id.clone());
+        let mut name = resolver.text(&raw_name).unwrap_or_else(|m| {
+            fail(pos_of("name"), m);
+            raw_name.clone()
+        });
+        let name_uses_matrix = raw_name.contains("${{") && raw_name.to_ascii_lowercase().contains("matrix");
+        if let Some(values) = &combo
+            && !name_uses_matrix
+            && !values.is_empty()
+        {
+            let shown: Vec<String> = values.values().map(value_text).collect();
+            name = format!("{name} ({})", shown.join(", "));
+        }
+        let runs_on = job.runs_on.clone().unwrap_or_default();
+        let mut labels = Vec::new();
+        for label in &runs_on.labels {
+            match resolver.value(label) {
+                Ok(Value::Array(items)) => labels.extend(items.iter().map(value_text)),
+                Ok(v) => labels.push(value_text(&v)),
+                Err(m) => fail(pos_of("runs-on"), m),
+            }
+        }
+        let timeout_minutes = match &job.timeout_minutes {
+            None => DEFAULT_TIMEOUT_MINUTES,
+            Some(raw) => number_field(&resolver, raw).unwrap_or_else(|m| {
+                fail(pos_of("timeout-minutes"), m);
+                DEFAULT_TIMEOUT_MINUTES
+            }),
+        };
+        let continue_on_error = match &job.continue_on_error {
+            None => false,
+            Some(raw) => bool_field(&resolver, raw).unwrap_or_else(|m| {
+                fail(pos_of("continue-on-error"), m);
+                false
+            }),
+        };
+        let mut env = Map::new();
+        for (k, v) in workflow.env.iter().chain(job.env.iter()) {
+            let text = v.as_str().unwrap_or_default();
+            match resolver.text(text) {
+                Ok(t) => env.insert(k.clone(), Value::String(t)),
+                Err(m) => {
+                    fail(pos_of("env"), m);
+                    None
+                }
+            };
+        }
+        let defaults = RunDefaults {
+            shell: job.defaults.shell.clone().or_else(|| workflow.defaults.shell.clone()),
+            working_directory: job
+                .defaults
+                .working_directory
+                .clone()
+                .or_else(|| workflow.defaults.working_directory.clone()),
+        };
+        let mut steps = Vec::new();
+        for step in &job.steps {
+            if let Some(plan) = plan_step(step, &defaults, &env, &resolver, options, diag) {
+                steps.push(plan);
+            }
+        }
+        out.push(JobPlan {
+            id: job.id.clone(),
+            name,
+            runs_on: labels,
+            runner_group: runs_on.group.clone(),
+            matrix: combo,
+            needs: job.needs.clone(),
+            condition: job.condition.clone(),
+            timeout_minutes,
+            continue_on_error,
+            env,
+            outputs: job.outputs.clone(),
+            fail_fast,
+            max_parallel,
+            contexts,
+            steps,
+        });
+    }
+}
+
+fn resolve_matrix(resolver: &Resolver<'_>, matrix: &Value) -> Result<Value, String> {
+    Ok(match matrix {
+        Value::String(s) => resolver.value(s)?,
+        Value::Array(items) => Value::Array(items.iter().map(|i| resolve_matrix(resolver, i)).collect::<Result<_, _>>()?),
+        Value::Object(map) => {
+            let mut out = Map::new();
+            for (k, v) in map {
+                out.insert(k.clone(), resolve_matrix(resolver, v)?);
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    })
+}
+
+fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        _ => true,
+    }
+}
+
+fn number_field(resolver: &Resolver<'_>, raw: &Value) -> Result<u64, String> {
+    let value = match raw {
+        Value::String(s) => resolver.value(s)?,
+        other => other.clone(),
+    };
+    let number = match &value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) if !s.contains("${{") => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match number {
+        Some(n) if n >= 0.0 && n.is_finite() => Ok(n.ceil() as u64),
+        _ => Err(format!(
+            "expected a number of minutes, got '{}' (it must be known before the job starts)",
+            value_text(&value)
+        )),
+    }
+}
+
+fn bool_field(resolver: &Resolver<'_>, raw: &Value) -> Result<bool, String> {
+    let value = match raw {
+        Value::String(s) => resolver.value(s)?,
+        other => other.clone(),
+    };
+    match &value {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) if s.contains("${{") => Err(format!(
+            "expected true or false, got '{s}' (it must be known before the job starts)"
+        )),
+        other => Ok(truthy(other)),
+    }
+}
+
+fn plan_step(
+    step: &Step,
+    defaults: &RunDefaults,
+    job_env: &Map<String, Value>,
+    resolver: &Resolver<'_>,
+    options: &PlanOptions,
+    diag: &mut Diagnostics,
+) -> Option<StepPlan> {
+    let mut fail = |message: String| diag.push(WorkflowErrorKind::Expression, step.pos, message);
+    let mut text = |raw: &str| {
+        resolver.text(raw).unwrap_or_else(|m| {
+            fail(m);
+            raw.to_owned()
+        })
+    };
+    let mut env = job_env.clone();
+    for (k, v) in &step.env {
+        env.insert(k.clone(), Value::String(text(v.as_str().unwrap_or_default())));
+    }
+    let working_directory = step.working_directory.as_deref().or(defaults.working_directory.as_deref()).map(&mut text);
+    let continue_on_error = match &step.continue_on_error {
+        None => false,
+        Some(raw) => bool_field(resolver, raw).unwrap_or_else(|m| {
+            diag.push(WorkflowErrorKind::Expression, step.pos, m);
+            false
+        }),
+    };
+    let timeout_minutes = match &step.timeout_minutes {
+        None => None,
+        Some(raw) => match number_field(resolver, raw) {
+            Ok(n) => Some(n),
+            Err(m) => {
+                diag.push(WorkflowErrorKind::Expression, step.pos, m);
+                None
+            }
+        },
+    };
+    let explicit_name = step.name.as_deref().map(|n| resolver.text(n).unwrap_or_else(|_| n.to_owned()));
+    if let Some(run) = &step.run {
+        let script = resolver.text(run).unwrap_or_else(|m| {
+            diag.push(WorkflowErrorKind::Expression, step.pos, m);
+            run.clone()
+        });
+        let shell = match step.shell.as_deref().or(defaults.shell.as_deref()) {
+            Some(shell) => match shell_command_line(shell.trim()) {
+                Ok(line) => line,
+                Err(m) => {
+                    diag.push(WorkflowErrorKind::Syntax, step.pos, m);
+                    return None;
+                }
+            },
+            None => options.default_shell.clone().unwrap_or_else(|| DEFAULT_SHELL.to_owned()),
+        };
+        let name = explicit_name.unwrap_or_else(|| format!("Run {}", run.lines().next().unwrap_or_default().trim()));
+        return Some(StepPlan {
+            id: step.id.clone(),
+            name,
+            kind: StepKind::Run,
+            run: Some(script),
+            shell: Some(shell),
+            checkout: None,
+            condition: step.condition.clone(),
+            working_directory,
+            env,
+            continue_on_error,
+            timeout_minutes,
+        });
+    }
+    let uses = step.uses.as_deref()?;
+    if !is_checkout(uses) {
+        return None; // already reported
+    }
+    let checkout = plan_checkout(step, resolver, diag)?;
+    Some(StepPlan {
+        id: step.id.clone(),
+        name: explicit_name.unwrap_or_else(|| format!("Run {uses}")),
+        kind: StepKind::Checkout,
+        run: None,
+        shell: None,
+        checkout: Some(checkout),
+        condition: step.condition.clone(),
+        working_directory,
+        env,
+        continue_on_error,
+        timeout_minutes,
+    })
+}
+
+/// Inputs of actions/checkout that change nothing for a runner that fetches the repository
+/// itself.
+const IGNORED_CHECKOUT_INPUTS: &[&str] =
+    &["token", "persist-credentials", "clean", "show-progress", "set-safe-directory", "fetch-tags", "filter"];
+
+fn plan_checkout(step: &Step, resolver: &Resolver<'_>, diag: &mut Diagnostics) -> Option<CheckoutPlan> {
+    let mut plan = CheckoutPlan { path: None, git_ref: None, fetch_depth: 1, submodules: Submodules::False };
+    let mut ok = true;
+    for (key, raw) in &step.with {
+        let raw = raw.as_str().unwrap_or_default();
+        let value = match resolver.text(raw) {
+            Ok(v) => v,
+            Err(m) => {
+                diag.push(WorkflowErrorKind::Expression, step.pos, m);
+                ok = false;
+                continue;
+            }
+        };
+        match key.as_str() {
+            "path" => plan.path = Some(value),
+            "ref" => plan.git_ref = Some(value).filter(|v| !v.is_empty()),
+            "fetch-depth" => match value.trim().parse::<u64>() {
+                Ok(n) => plan.fetch_depth = n,
+                Err(_) => {
+                    diag.push(WorkflowErrorKind::Syntax, step.pos, format!("checkout 'fetch-depth' must be a whole number (0 for the whole history), not '{value}'"));
+                    ok = false;
+                }
+            },
+            "submodules" => match value.trim().to_ascii_lowercase().as_str() {
+                "false" | "" => plan.submodules = Submodules::False,
+                "true" => plan.submodules = Submodules::True,
+                "recursive" => plan.submodules = Submodules::Recursive,
+                other => {
+                    diag.push(WorkflowErrorKind::Syntax, step.pos, format!("checkout 'submodules' must be true, false or recursive, not '{other}'"));
+                    ok = false;
+                }
+            },
+            k if IGNORED_CHECKOUT_INPUTS.contains(&k) => {}
+            other => {
+                diag.push(
+                    WorkflowErrorKind::Unsupported,
+                    step.pos,
+                    format!("the built-in checkout does not support the input '{other}'; supported inputs are path, ref, fetch-depth and submodules"),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn include_extends_or_adds_and_exclude_comes_first() {
+        // GitHub's documented example.
+        let matrix = m(serde_json::json!({
+            "fruit": ["apple", "pear"],
+            "animal": ["cat", "dog"],
+            "include": [
+                {"color": "green"},
+                {"color": "pink", "animal": "cat"},
+                {"fruit": "apple", "shape": "circle"},
+                {"fruit": "banana"},
+                {"fruit": "banana", "animal": "cat"}
+            ]
+        }));
+        let combos = expand_matrix(&matrix).expect("expands");
+        let expected = serde_json::json!([
+            {"fruit": "apple", "animal": "cat", "color": "pink", "shape": "circle"},
+            {"fruit": "apple", "animal": "dog", "color": "green", "shape": "circle"},
+            {"fruit": "pear", "animal": "cat", "color": "pink"},
+            {"fruit": "pear", "animal": "dog", "color": "green"},
+            {"fruit": "banana"},
+            {"fruit": "banana", "animal": "cat"}
+        ]);
+        assert_eq!(Value::Array(combos.into_iter().map(Value::Object).collect()), expected);
+    }
+
+    #[test]
+    fn exclude_partial_match_and_limit() {
+        let matrix = m(serde_json::json!({
+            "os": ["a", "b"], "v": [1, 2],
+            "exclude": [{"os": "a", "v": 2}]
+        }));
+        assert_eq!(expand_matrix(&matrix).expect("expands").len(), 3);
+        let big = m(serde_json::json!({"a": (0..16).collect::<Vec<_>>(), "b": (0..17).collect::<Vec<_>>()}));
+        let err = expand_matrix(&big).expect_err("too big");
+        assert!(err.contains("272"), "{err}");
+    }
+
+    #[test]
+    fn shells_use_github_command_lines() {
+        assert_eq!(shell_command_line("bash").as_deref(), Ok("bash --noprofile --norc -eo pipefail {0}"));
+        assert_eq!(shell_command_line("perl {0}").as_deref(), Ok("perl {0}"));
+        shell_command_line("perl").expect_err("needs {0}");
+    }
+}

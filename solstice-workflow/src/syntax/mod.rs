@@ -1,0 +1,830 @@
+//! Stage 1: the workflow as written, decoded from YAML into a model that mirrors GitHub's
+//! workflow syntax, validated the way GitHub's reader validates it (ids, `needs`, required
+//! keys, unknown keys, expressions). Nothing Solstice-specific is rejected here; that is
+//! stage 2's job ([`crate::plan_workflow`]).
+
+pub(crate) mod yaml;
+
+use serde::Serialize;
+
+use crate::error::{Diagnostics, Pos, WorkflowErrors};
+use crate::expression::{Expression, TemplatePart, is_legal_identifier, split_template};
+use yaml::{Key, Node, Value};
+
+/// A parsed workflow file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Workflow {
+    /// `name:`, if given.
+    pub name: Option<String>,
+    /// `run-name:`, if given.
+    pub run_name: Option<String>,
+    /// `on:` as written (triggers are the forge's business).
+    pub on: serde_json::Value,
+    /// Workflow-level `env:`.
+    pub env: serde_json::Map<String, serde_json::Value>,
+    /// Workflow-level `defaults.run`.
+    pub defaults: RunDefaults,
+    /// `permissions:` as written (null when absent).
+    pub permissions: serde_json::Value,
+    /// `concurrency:` as written (null when absent).
+    pub concurrency: serde_json::Value,
+    /// The jobs, in file order.
+    pub jobs: Vec<Job>,
+}
+
+/// `defaults.run`: the shell and working directory of `run` steps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct RunDefaults {
+    /// `shell:`.
+    pub shell: Option<String>,
+    /// `working-directory:`.
+    pub working_directory: Option<String>,
+}
+
+/// `runs-on:` normalized: a label list and an optional runner group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct RunsOn {
+    /// The labels (a single string becomes one label). May contain `${{ }}`.
+    pub labels: Vec<String>,
+    /// `group:` of the object form.
+    pub group: Option<String>,
+}
+
+/// `strategy:`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Strategy {
+    /// `matrix:` as written: an object of vectors plus `include`/`exclude`, or a string
+    /// expression such as `${{ fromJSON(needs.setup.outputs.matrix) }}`.
+    pub matrix: Option<serde_json::Value>,
+    /// `fail-fast:` (boolean or expression), default true.
+    pub fail_fast: serde_json::Value,
+    /// `max-parallel:` (number or expression), if given.
+    pub max_parallel: Option<serde_json::Value>,
+    #[serde(skip)]
+    pub(crate) matrix_pos: Pos,
+}
+
+/// A job as written.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Job {
+    /// The job's key under `jobs:`.
+    pub id: String,
+    /// `name:` as written.
+    pub name: Option<String>,
+    /// `needs:` normalized to a list.
+    pub needs: Vec<String>,
+    /// `runs-on:`; `None` only for reusable-workflow jobs (`uses:`).
+    pub runs_on: Option<RunsOn>,
+    /// `if:` normalized GitHub's way, without `${{ }}`: `success()` when absent, and
+    /// `success() && (cond)` when the condition calls no status function.
+    pub condition: String,
+    /// Job-level `env:`.
+    pub env: serde_json::Map<String, serde_json::Value>,
+    /// Job-level `defaults.run`.
+    pub defaults: RunDefaults,
+    /// `timeout-minutes:` (number or expression).
+    pub timeout_minutes: Option<serde_json::Value>,
+    /// `continue-on-error:` (boolean or expression).
+    pub continue_on_error: Option<serde_json::Value>,
+    /// `outputs:`.
+    pub outputs: serde_json::Map<String, serde_json::Value>,
+    /// `strategy:`.
+    pub strategy: Option<Strategy>,
+    /// `environment:` as written.
+    pub environment: serde_json::Value,
+    /// `concurrency:` as written.
+    pub concurrency: serde_json::Value,
+    /// `permissions:` as written.
+    pub permissions: serde_json::Value,
+    /// `container:` as written (Solstice CI rejects it at planning).
+    pub container: serde_json::Value,
+    /// `services:` as written (Solstice CI rejects it at planning).
+    pub services: serde_json::Value,
+    /// `uses:` of a reusable-workflow job (Solstice CI rejects it at planning).
+    pub uses: Option<String>,
+    /// The steps.
+    pub steps: Vec<Step>,
+    #[serde(skip)]
+    pub(crate) pos: Pos,
+    #[serde(skip)]
+    pub(crate) key_pos: std::collections::HashMap<&'static str, Pos>,
+}
+
+/// A step as written.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Step {
+    /// `id:`, or the id GitHub generates (`__run`, `__actions_checkout`, `__run_2`, ...).
+    pub id: String,
+    /// `name:`.
+    pub name: Option<String>,
+    /// `if:` normalized like [`Job::condition`].
+    pub condition: String,
+    /// `run:`.
+    pub run: Option<String>,
+    /// `uses:`.
+    pub uses: Option<String>,
+    /// `with:` (values as text).
+    pub with: serde_json::Map<String, serde_json::Value>,
+    /// `env:`.
+    pub env: serde_json::Map<String, serde_json::Value>,
+    /// `shell:`.
+    pub shell: Option<String>,
+    /// `working-directory:`.
+    pub working_directory: Option<String>,
+    /// `continue-on-error:` (boolean or expression).
+    pub continue_on_error: Option<serde_json::Value>,
+    /// `timeout-minutes:` (number or expression).
+    pub timeout_minutes: Option<serde_json::Value>,
+    #[serde(skip)]
+    pub(crate) pos: Pos,
+    #[serde(skip)]
+    pub(crate) uses_pos: Pos,
+}
+
+const WORKFLOW_KEYS: &[&str] =
+    &["name", "run-name", "description", "on", "env", "defaults", "permissions", "concurrency", "jobs"];
+const JOB_KEYS: &[&str] = &[
+    "name",
+    "needs",
+    "runs-on",
+    "permissions",
+    "environment",
+    "concurrency",
+    "outputs",
+    "env",
+    "defaults",
+    "if",
+    "steps",
+    "timeout-minutes",
+    "cancel-timeout-minutes",
+    "strategy",
+    "continue-on-error",
+    "container",
+    "services",
+    "uses",
+    "with",
+    "secrets",
+    "snapshot",
+];
+const STEP_KEYS: &[&str] = &[
+    "id",
+    "if",
+    "name",
+    "uses",
+    "run",
+    "working-directory",
+    "shell",
+    "with",
+    "env",
+    "continue-on-error",
+    "timeout-minutes",
+];
+
+/// GitHub's limit on the length of one expression.
+const MAX_EXPRESSION_LENGTH: usize = 21_000;
+
+/// Reads a GitHub Actions workflow (stage 1 only): YAML decoding and GitHub's own validation,
+/// without Solstice-specific restrictions or matrix expansion. `file_name` is only used in
+/// error messages.
+///
+/// # Errors
+/// Every problem found, each with file, line and column.
+pub fn parse_workflow(source: &str, file_name: &str) -> Result<Workflow, WorkflowErrors> {
+    let mut diag = Diagnostics::new(file_name);
+    let Some(root) = yaml::parse(source, &mut diag) else {
+        return diag.into_result(empty_workflow());
+    };
+    let workflow = read_workflow(&root, &mut diag);
+    diag.into_result(workflow)
+}
+
+fn empty_workflow() -> Workflow {
+    Workflow {
+        name: None,
+        run_name: None,
+        on: serde_json::Value::Null,
+        env: serde_json::Map::new(),
+        defaults: RunDefaults::default(),
+        permissions: serde_json::Value::Null,
+        concurrency: serde_json::Value::Null,
+        jobs: Vec::new(),
+    }
+}
+
+struct Reader<'d> {
+    diag: &'d mut Diagnostics,
+}
+
+impl Reader<'_> {
+    fn mapping<'n>(&mut self, node: &'n Node) -> &'n [(Key, Node)] {
+        match &node.value {
+            Value::Map(pairs) => pairs,
+            Value::Seq(_) => {
+                self.diag.syntax(node.pos, "A sequence was not expected");
+                &[]
+            }
+            _ => {
+                self.diag.syntax(node.pos, format!("Unexpected value '{}'", node.scalar_text().unwrap_or_default()));
+                &[]
+            }
+        }
+    }
+
+    fn check_keys(&mut self, pairs: &[(Key, Node)], allowed: &[&str]) {
+        for (key, _) in pairs {
+            if !allowed.contains(&key.name.as_str()) {
+                self.diag.syntax(key.pos, format!("Unexpected value '{}'", key.name));
+            }
+        }
+    }
+
+    /// A scalar as a string; a collection is an error.
+    fn string(&mut self, node: &Node) -> Option<String> {
+        match node.scalar_text() {
+            Some(s) => {
+                self.check_template(&s, node.pos);
+                Some(s)
+            }
+            None => {
+                let what = if matches!(node.value, Value::Seq(_)) { "sequence" } else { "mapping" };
+                self.diag.syntax(node.pos, format!("A {what} was not expected"));
+                None
+            }
+        }
+    }
+
+    /// A string without expressions (ids, keys GitHub evaluates before any context exists).
+    fn literal_string(&mut self, node: &Node) -> Option<String> {
+        let s = self.string(node)?;
+        if s.contains("${{") {
+            self.diag.syntax(node.pos, "A template expression is not allowed in this context");
+        }
+        Some(s)
+    }
+
+    /// Validates every `${{ }}` in `text`.
+    fn check_template(&mut self, text: &str, pos: Pos) {
+        if !text.contains("${{") {
+            return;
+        }
+        if text.len() > MAX_EXPRESSION_LENGTH {
+            self.diag.syntax(pos, format!("Exceeded max expression length {MAX_EXPRESSION_LENGTH}"));
+            return;
+        }
+        match split_template(text) {
+            Ok(parts) => {
+                for part in parts {
+                    if let TemplatePart::Expression { text: expr, .. } = part {
+                        if expr.len() > MAX_EXPRESSION_LENGTH {
+                            self.diag
+                                .syntax(pos, format!("Exceeded max expression length {MAX_EXPRESSION_LENGTH}"));
+                            continue;
+                        }
+                        if let Err(e) = Expression::parse(expr) {
+                            self.diag.push(crate::WorkflowErrorKind::Expression, pos, e.message().to_owned());
+                        }
+                    }
+                }
+            }
+            Err(e) => self.diag.push(crate::WorkflowErrorKind::Expression, pos, e.message().to_owned()),
+        }
+    }
+
+    /// A scalar or collection kept as JSON (strings checked for expressions).
+    fn json(&mut self, node: &Node) -> serde_json::Value {
+        self.check_node_templates(node);
+        node.to_json()
+    }
+
+    fn check_node_templates(&mut self, node: &Node) {
+        match &node.value {
+            Value::String(s) => self.check_template(s, node.pos),
+            Value::Seq(items) => items.iter().for_each(|i| self.check_node_templates(i)),
+            Value::Map(pairs) => pairs.iter().for_each(|(_, v)| self.check_node_templates(v)),
+            _ => {}
+        }
+    }
+
+    /// A mapping of names to scalar strings (`env:`, `with:`, `outputs:`); an expression
+    /// string is accepted in place of the whole mapping.
+    fn string_map(&mut self, node: &Node) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        if let Value::String(s) = &node.value
+            && s.contains("${{")
+        {
+            self.check_template(s, node.pos);
+            out.insert("${{}}".to_owned(), serde_json::Value::String(s.clone()));
+            return out;
+        }
+        for (key, value) in self.mapping(node) {
+            if let Some(text) = self.string(value) {
+                out.insert(key.name.clone(), serde_json::Value::String(text));
+            }
+        }
+        out
+    }
+
+    fn defaults(&mut self, node: &Node) -> RunDefaults {
+        let mut defaults = RunDefaults::default();
+        let pairs = self.mapping(node);
+        self.check_keys(pairs, &["run"]);
+        if let Some(run) = node.get("run") {
+            let pairs = self.mapping(run);
+            self.check_keys(pairs, &["shell", "working-directory"]);
+            if let Some(shell) = run.get("shell") {
+                defaults.shell = self.string(shell);
+            }
+            if let Some(dir) = run.get("working-directory") {
+                defaults.working_directory = self.string(dir);
+            }
+        }
+        defaults
+    }
+
+    /// Normalizes an `if:` the way GitHub does.
+    fn condition(&mut self, node: Option<&Node>) -> String {
+        let Some(node) = node else {
+            return "success()".to_owned();
+        };
+        let Some(text) = node.scalar_text() else {
+            self.diag.syntax(node.pos, "A mapping was not expected");
+            return "success()".to_owned();
+        };
+        normalize_condition(&text).unwrap_or_else(|message| {
+            self.diag.push(crate::WorkflowErrorKind::Expression, node.pos, message);
+            "success()".to_owned()
+        })
+    }
+}
+
+/// GitHub's normalization of `if:` text: strip one surrounding `${{ }}`, default to
+/// `success()`, wrap conditions that call no status function in `success() && (...)`.
+pub(crate) fn normalize_condition(text: &str) -> Result<String, String> {
+    let trimmed = text.trim();
+    let inner = match crate::expression::strip_condition(trimmed) {
+        Some(inner) => inner.to_owned(),
+        None if trimmed.contains("${{") => {
+            // Text mixed with expressions: keep it as a format() over the parts.
+            let parts = split_template(trimmed).map_err(|e| e.message().to_owned())?;
+            template_to_format(&parts)
+        }
+        None => trimmed.to_owned(),
+    };
+    if inner.is_empty() {
+        return Ok("success()".to_owned());
+    }
+    if inner.len() > MAX_EXPRESSION_LENGTH {
+        return Err(format!("Exceeded max expression length {MAX_EXPRESSION_LENGTH}"));
+    }
+    let expr = Expression::parse(&inner).map_err(|e| e.message().to_owned())?;
+    if expr.uses_status_function() { Ok(inner) } else { Ok(format!("success() && ({inner})")) }
+}
+
+/// `a ${{ x }} b` as `format('a {0} b', x)`, GitHub's representation of a template.
+pub(crate) fn template_to_format(parts: &[TemplatePart<'_>]) -> String {
+    if let [TemplatePart::Expression { text, .. }] = parts {
+        return (*text).to_owned();
+    }
+    let mut fmt = String::new();
+    let mut args = Vec::new();
+    for part in parts {
+        match part {
+            TemplatePart::Literal(s) => {
+                fmt.push_str(&s.replace('\'', "''").replace('{', "{{").replace('}', "}}"));
+            }
+            TemplatePart::Expression { text, .. } => {
+                fmt.push_str(&format!("{{{}}}", args.len()));
+                args.push(*text);
+            }
+        }
+    }
+    let mut out = format!("format('{fmt}'");
+    for arg in args {
+        out.push_str(", ");
+        out.push_str(arg);
+    }
+    out.push(')');
+    out
+}
+
+fn id_error(id: &str) -> Option<String> {
+    if id.starts_with("__") {
+        return Some(format!("The identifier '{id}' is invalid. IDs starting with '__' are reserved."));
+    }
+    if !is_legal_identifier(id) || id.len() >= 100 {
+        return Some(format!(
+            "The identifier '{id}' is invalid. IDs may only contain alphanumeric characters, '_', and '-'. IDs must start with a letter or '_' and and must be less than 100 characters."
+        ));
+    }
+    None
+}
+
+fn read_workflow(root: &Node, diag: &mut Diagnostics) -> Workflow {
+    let mut r = Reader { diag };
+    let mut workflow = empty_workflow();
+    let pairs = r.mapping(root);
+    r.check_keys(pairs, WORKFLOW_KEYS);
+    for (key, value) in pairs {
+        match key.name.as_str() {
+            "name" => workflow.name = r.literal_string(value),
+            "run-name" => workflow.run_name = r.string(value),
+            "on" => workflow.on = value.to_json(),
+            "env" => workflow.env = r.string_map(value),
+            "defaults" => workflow.defaults = r.defaults(value),
+            "permissions" => workflow.permissions = r.json(value),
+            "concurrency" => workflow.concurrency = r.json(value),
+            _ => {}
+        }
+    }
+    if root.get("on").is_none() && root.as_map().is_some() {
+        // GitHub requires `on`; a missing trigger is harmless for a runner, so it is accepted.
+    }
+    let Some(jobs) = root.get("jobs") else {
+        if root.as_map().is_some() {
+            r.diag.syntax(Pos { line: 1, column: 1 }, "Required property is missing: jobs");
+        }
+        return workflow;
+    };
+    let job_pairs = r.mapping(jobs);
+    let mut seen: Vec<String> = Vec::new();
+    for (key, value) in job_pairs {
+        if key.name.is_empty() {
+            r.diag.syntax(key.pos, "Unexpected value ''");
+            continue;
+        }
+        if let Some(message) = id_error(&key.name) {
+            r.diag.syntax(key.pos, message);
+        }
+        let lower = key.name.to_ascii_lowercase();
+        if seen.contains(&lower) {
+            r.diag.syntax(key.pos, format!("'{}' is already defined", key.name));
+            continue;
+        }
+        seen.push(lower);
+        workflow.jobs.push(read_job(&mut r, key, value));
+    }
+    check_needs(&workflow.jobs, jobs, r.diag);
+    workflow
+}
+
+fn read_job(r: &mut Reader<'_>, key: &Key, node: &Node) -> Job {
+    let mut job = Job {
+        id: key.name.clone(),
+        name: None,
+        needs: Vec::new(),
+        runs_on: None,
+        condition: "success()".to_owned(),
+        env: serde_json::Map::new(),
+        defaults: RunDefaults::default(),
+        timeout_minutes: None,
+        continue_on_error: None,
+        outputs: serde_json::Map::new(),
+        strategy: None,
+        environment: serde_json::Value::Null,
+        concurrency: serde_json::Value::Null,
+        permissions: serde_json::Value::Null,
+        container: serde_json::Value::Null,
+        services: serde_json::Value::Null,
+        uses: None,
+        steps: Vec::new(),
+        pos: key.pos,
+        key_pos: std::collections::HashMap::new(),
+    };
+    let pairs = r.mapping(node);
+    r.check_keys(pairs, JOB_KEYS);
+    for (k, value) in pairs {
+        if let Some(name) = JOB_KEYS.iter().find(|n| **n == k.name) {
+            job.key_pos.insert(name, value.pos);
+        }
+        match k.name.as_str() {
+            "name" => job.name = r.string(value),
+            "needs" => {
+                job.needs = match &value.value {
+                    Value::Seq(items) => items.iter().filter_map(|i| r.literal_string(i)).collect(),
+                    _ => r.literal_string(value).into_iter().collect(),
+                }
+            }
+            "runs-on" => job.runs_on = Some(read_runs_on(r, value)),
+            "if" => job.condition = r.condition(Some(value)),
+            "env" => job.env = r.string_map(value),
+            "defaults" => job.defaults = r.defaults(value),
+            "timeout-minutes" | "continue-on-error" => {
+                let v = match &value.value {
+                    Value::Number(_) | Value::Bool(_) => Some(value.to_json()),
+                    Value::String(s) if s.contains("${{") => {
+                        r.check_template(s, value.pos);
+                        Some(value.to_json())
+                    }
+                    _ => {
+                        r.diag.syntax(value.pos, format!("Unexpected value '{}'", value.scalar_text().unwrap_or_default()));
+                        None
+                    }
+                };
+                if k.name == "timeout-minutes" {
+                    job.timeout_minutes = v;
+                } else {
+                    job.continue_on_error = v;
+                }
+            }
+            "outputs" => job.outputs = r.string_map(value),
+            "strategy" => job.strategy = Some(read_strategy(r, value)),
+            "environment" => job.environment = r.json(value),
+            "concurrency" => job.concurrency = r.json(value),
+            "permissions" => job.permissions = r.json(value),
+            "container" => job.container = value.to_json(),
+            "services" => job.services = value.to_json(),
+            "uses" => job.uses = r.literal_string(value),
+            "steps" => job.steps = read_steps(r, value),
+            _ => {}
+        }
+    }
+    if job.uses.is_some() {
+        if pairs.iter().any(|(k, _)| k.name == "runs-on" || k.name == "steps")
+            && let Some((k, _)) = pairs.iter().find(|(k, _)| k.name == "uses")
+        {
+            r.diag.syntax(k.pos, format!("Unexpected value '{}'", k.name));
+        }
+    } else if job.runs_on.is_none() {
+        r.diag.syntax(node.pos, "Required property is missing: runs-on");
+    }
+    job
+}
+
+fn read_runs_on(r: &mut Reader<'_>, node: &Node) -> RunsOn {
+    let mut runs_on = RunsOn::default();
+    match &node.value {
+        Value::Seq(items) => runs_on.labels = items.iter().filter_map(|i| r.string(i)).collect(),
+        Value::Map(pairs) => {
+            r.check_keys(pairs, &["group", "labels"]);
+            if let Some(group) = node.get("group") {
+                runs_on.group = r.string(group);
+                if let Some(g) = &runs_on.group
+                    && let Some((prefix, rest)) = g.split_once('/')
+                {
+                    if !matches!(prefix, "organization" | "enterprise" | "org" | "ent") || rest.contains('/') {
+                        r.diag.syntax(group.pos, format!("Invalid runs-on group name '{g}'. Please use 'organization/' or 'enterprise/' prefix to target a single runner group."));
+                    } else if rest.is_empty() {
+                        r.diag.syntax(group.pos, format!("Invalid runs-on group name '{g}'."));
+                    }
+                }
+            }
+            if let Some(labels) = node.get("labels") {
+                runs_on.labels = match &labels.value {
+                    Value::Seq(items) => items.iter().filter_map(|i| r.string(i)).collect(),
+                    _ => r.string(labels).into_iter().collect(),
+                };
+            }
+        }
+        _ => runs_on.labels = r.string(node).into_iter().collect(),
+    }
+    runs_on
+}
+
+fn read_strategy(r: &mut Reader<'_>, node: &Node) -> Strategy {
+    let mut strategy = Strategy {
+        matrix: None,
+        fail_fast: serde_json::Value::Bool(true),
+        max_parallel: None,
+        matrix_pos: node.pos,
+    };
+    if let Value::String(s) = &node.value {
+        r.check_template(s, node.pos);
+        strategy.matrix = Some(serde_json::Value::String(s.clone()));
+        return strategy;
+    }
+    let pairs = r.mapping(node);
+    r.check_keys(pairs, &["matrix", "fail-fast", "max-parallel"]);
+    for (k, value) in pairs {
+        match k.name.as_str() {
+            "matrix" => {
+                strategy.matrix_pos = value.pos;
+                if let Some(pairs) = value.as_map() {
+                    for (mk, mv) in pairs {
+                        match (mk.name.as_str(), &mv.value) {
+                            ("include" | "exclude", Value::Seq(_) | Value::String(_)) => {}
+                            ("include" | "exclude", _) => r.diag.syntax(mv.pos, "A mapping was not expected"),
+                            (_, Value::Seq(items)) if items.is_empty() => r
+                                .diag
+                                .push(crate::WorkflowErrorKind::Matrix, mv.pos, format!("Matrix vector '{}' does not contain any values", mk.name)),
+                            (_, Value::Seq(_)) => {}
+                            (_, Value::String(s)) if s.contains("${{") => {}
+                            _ => r.diag.syntax(mv.pos, format!("Unexpected value '{}'", mv.scalar_text().unwrap_or_default())),
+                        }
+                    }
+                } else if !matches!(&value.value, Value::String(s) if s.contains("${{")) {
+                    r.diag.syntax(value.pos, format!("Unexpected value '{}'", value.scalar_text().unwrap_or_default()));
+                }
+                strategy.matrix = Some(r.json(value));
+            }
+            "fail-fast" => strategy.fail_fast = r.json(value),
+            "max-parallel" => strategy.max_parallel = Some(r.json(value)),
+            _ => {}
+        }
+    }
+    strategy
+}
+
+fn generated_id_base(step_uses: Option<&str>) -> String {
+    let Some(uses) = step_uses else {
+        return "run".to_owned();
+    };
+    let uses = uses.strip_prefix("docker://").unwrap_or(uses);
+    let uses = match uses.rfind('@') {
+        Some(at) if !uses.starts_with("./") || at > 0 => &uses[..at],
+        _ => uses,
+    };
+    uses.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
+}
+
+fn read_steps(r: &mut Reader<'_>, node: &Node) -> Vec<Step> {
+    let Value::Seq(items) = &node.value else {
+        r.diag.syntax(node.pos, "A mapping was not expected");
+        return Vec::new();
+    };
+    let mut steps = Vec::new();
+    let mut user_ids: Vec<String> = Vec::new();
+    for item in items {
+        let pairs = r.mapping(item);
+        if pairs.is_empty() && item.as_map().is_none() {
+            continue;
+        }
+        r.check_keys(pairs, STEP_KEYS);
+        let mut step = Step {
+            id: String::new(),
+            name: None,
+            condition: "success()".to_owned(),
+            run: None,
+            uses: None,
+            with: serde_json::Map::new(),
+            env: serde_json::Map::new(),
+            shell: None,
+            working_directory: None,
+            continue_on_error: None,
+            timeout_minutes: None,
+            pos: item.pos,
+            uses_pos: item.pos,
+        };
+        for (k, value) in pairs {
+            match k.name.as_str() {
+                "id" => {
+                    if let Some(id) = r.literal_string(value) {
+                        if let Some(message) = id_error(&id) {
+                            r.diag.syntax(value.pos, message);
+                        } else if user_ids.iter().any(|u| u.eq_ignore_ascii_case(&id)) {
+                            r.diag.syntax(
+                                value.pos,
+                                format!("The identifier '{id}' may not be used more than once within the same scope."),
+                            );
+                        } else {
+                            user_ids.push(id.clone());
+                        }
+                        step.id = id;
+                    }
+                }
+                "name" => step.name = r.string(value),
+                "if" => step.condition = r.condition(Some(value)),
+                "run" => step.run = r.string(value),
+                "uses" => {
+                    step.uses_pos = value.pos;
+                    step.uses = r.literal_string(value);
+                    if let Some(u) = &step.uses
+                        && !valid_uses(u)
+                    {
+                        r.diag.syntax(value.pos, format!("Expected format {{org}}/{{repo}}[/path]@ref. Actual '{u}'"));
+                    }
+                }
+                "with" => step.with = r.string_map(value),
+                "env" => step.env = r.string_map(value),
+                "shell" => step.shell = r.string(value),
+                "working-directory" => step.working_directory = r.string(value),
+                "continue-on-error" => step.continue_on_error = Some(r.json(value)),
+                "timeout-minutes" => step.timeout_minutes = Some(r.json(value)),
+                _ => {}
+            }
+        }
+        match (&step.run, &step.uses) {
+            (Some(_), Some(_)) => {
+                r.diag.syntax(item.pos, "A step may have either 'run' or 'uses', not both");
+            }
+            (None, None) if pairs.iter().all(|(k, _)| STEP_KEYS.contains(&k.name.as_str())) => {
+                r.diag.syntax(
+                    item.pos,
+                    "There's not enough info to determine what you meant. Add one of these properties: run, shell, uses, with, working-directory",
+                );
+            }
+            _ => {}
+        }
+        steps.push(step);
+    }
+    // Generated ids, counted per base name, skipping ids the user took.
+    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for step in &mut steps {
+        if !step.id.is_empty() {
+            continue;
+        }
+        let base = format!("__{}", generated_id_base(step.uses.as_deref()));
+        let n = counts.entry(base.to_ascii_lowercase()).or_insert(0);
+        *n += 1;
+        step.id = if *n == 1 { base } else { format!("{base}_{n}") };
+    }
+    steps
+}
+
+fn valid_uses(uses: &str) -> bool {
+    if uses.starts_with("docker://") || uses.starts_with("./") || uses.contains("${{") {
+        return true;
+    }
+    match uses.split_once('@') {
+        Some((path, reference)) => {
+            !reference.is_empty()
+                && path.split('/').count() >= 2
+                && path.split('/').all(|p| !p.is_empty())
+                && path.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        }
+        None => false,
+    }
+}
+
+fn check_needs(jobs: &[Job], jobs_node: &Node, diag: &mut Diagnostics) {
+    let needs_pos = |job: &Job, index: usize| -> Pos {
+        let job_node = jobs_node.get(&job.id);
+        match job_node.and_then(|n| n.get("needs")) {
+            Some(n) => match &n.value {
+                Value::Seq(items) => items.get(index).map_or(n.pos, |i| i.pos),
+                _ => n.pos,
+            },
+            None => job.pos,
+        }
+    };
+    let index_of = |id: &str| jobs.iter().position(|j| j.id.eq_ignore_ascii_case(id));
+    let mut unknown = false;
+    for job in jobs {
+        for (i, need) in job.needs.iter().enumerate() {
+            if index_of(need).is_none() {
+                unknown = true;
+                diag.syntax(needs_pos(job, i), format!("Job '{}' depends on unknown job '{need}'.", job.id));
+            }
+        }
+    }
+    if unknown || jobs.is_empty() {
+        if jobs.is_empty() {
+            diag.syntax(jobs_node.pos, "The workflow must contain at least one job with no dependencies.");
+        }
+        return;
+    }
+    if jobs.iter().all(|j| !j.needs.is_empty()) {
+        diag.syntax(jobs_node.pos, "The workflow must contain at least one job with no dependencies.");
+        return;
+    }
+    // Cycle detection (depth-first, deterministic order); every edge of a cycle is reported.
+    let mut state = vec![0u8; jobs.len()];
+    let mut path: Vec<(usize, usize)> = Vec::new();
+    let mut cycles: Vec<(usize, usize)> = Vec::new();
+    fn visit(
+        i: usize,
+        jobs: &[Job],
+        state: &mut [u8],
+        path: &mut Vec<(usize, usize)>,
+        index_of: &dyn Fn(&str) -> Option<usize>,
+        cycles: &mut Vec<(usize, usize)>,
+    ) {
+        state[i] = 1;
+        for (n, need) in jobs[i].needs.iter().enumerate() {
+            if let Some(j) = index_of(need) {
+                path.push((i, n));
+                if state[j] == 1 {
+                    let start = path.iter().position(|(from, _)| *from == j).unwrap_or(0);
+                    for edge in &path[start..] {
+                        if !cycles.contains(edge) {
+                            cycles.push(*edge);
+                        }
+                    }
+                } else if state[j] == 0 {
+                    visit(j, jobs, state, path, index_of, cycles);
+                }
+                path.pop();
+            }
+        }
+        state[i] = 2;
+    }
+    for i in 0..jobs.len() {
+        if state[i] == 0 {
+            visit(i, jobs, &mut state, &mut path, &index_of, &mut cycles);
+        }
+    }
+    for (job, need) in cycles {
+        diag.syntax(
+            needs_pos(&jobs[job], need),
+            format!(
+                "Job '{}' depends on job '{}' which creates a cycle in the dependency graph.",
+                jobs[job].id, jobs[job].needs[need]
+            ),
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! GitHub's `workflow-reader/*.yml` conformance data, run against [`parse_workflow`].
+//!
+//! GitHub's expected output is its internal template-token tree. We compare the parts our
+//! reader models: for valid workflows, each job's id, name, `if`, runs-on, needs,
+//! timeout-minutes, continue-on-error and, per step, id, name, `if`, run, uses,
+//! continue-on-error, shell and working-directory; for invalid workflows, that we report an
+//! error at the line and column of GitHub's first error (when GitHub gives one).
+
+use serde_json::Value;
+use solstice_workflow::parse_workflow;
+
+use crate::support::conformance_dir;
+
+/// Cases we deliberately do not pass, with the reason. Reviewed; the list may only shrink.
+const SKIPPED: &[(&str, &str)] = &[
+    ("reusable-workflow", "reusable workflows (jobs with `uses:`) are not supported by Solstice CI"),
+    ("errors-reusable-workflow", "reusable workflows are not supported by Solstice CI"),
+    ("preserves-source-info-reusable-workflow", "reusable workflows are not supported"),
+    ("skip-reusable-workflows", "reusable workflows are not supported"),
+    ("errors-max-job-limit-with-reusable-workflow", "reusable workflows are not supported"),
+    ("is-partial-rerun", "partial re-runs are the forge's business"),
+    ("errors-anchor-tag", "GitHub has accepted YAML anchors since 2025; we accept them too"),
+    ("errors-max-file-size", "needs the caller's configurable file-size limit option"),
+    ("errors-max-result-size", "needs the caller's configurable result-size limit option"),
+    ("max-result-size", "needs the caller's configurable result-size limit option"),
+    ("errors-max-depth", "needs the caller's configurable max-depth option"),
+    ("errors-matrix-max-depth", "needs the caller's configurable max-depth option"),
+    ("errors-expression-not-allowed", "per-key context restrictions are not modelled; all contexts are allowed everywhere"),
+    ("errors-expressions", "per-key context restrictions (secrets in `name`) are not modelled"),
+    ("errors-job-concurrency", "per-key context restrictions (secrets in concurrency) are not modelled"),
+    ("errors-insert", "the `${{ insert }}` directive is not supported"),
+    ("insert", "the `${{ insert }}` directive is not supported"),
+    ("errors-invalid-permissions", "permissions are kept as written, not validated"),
+    ("errors-on-workflow_call", "`on:` is kept as written, not validated (triggers are the forge's business)"),
+    ("errors-required-property-missing", "`on:` and `environment` sub-keys are not validated"),
+    ("events-single-invalid", "`on:` is kept as written, not validated (triggers are the forge's business)"),
+    ("job-container-", "`container:` is rejected at planning, so its shape is not validated"),
+    ("id-to-long", "GitHub's hashing of over-long generated step ids is not reproduced"),
+    ("preserves-source-info", "GitHub-internal source-info layout of the template tree"),
+    ("mvp", "block scalar at end of input without a final newline keeps a line break in our YAML parser"),
+    ("yaml-schema-sequence", "our YAML parser requires whitespace before a comment after ']' (YAML spec behaviour)"),
+    ("errors-step-run-exceeds-length", "the error is found, but for block scalars we report the first content line, GitHub the `|` indicator"),
+    ("background-steps", "background steps are an experimental GitHub feature we do not support"),
+];
+
+fn skip_reason(name: &str) -> Option<&'static str> {
+    SKIPPED.iter().find(|(prefix, _)| name.starts_with(prefix)).map(|(_, reason)| *reason)
+}
+
+/// GitHub's `if` token: `{"type": 3, "expr": "..."}`.
+fn expr_of(token: &Value) -> Option<String> {
+    token.get("expr").and_then(Value::as_str).map(str::to_owned)
+}
+
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn line_col(message: &str) -> Option<(usize, usize)> {
+    let start = message.find("(Line: ")? + 7;
+    let rest = &message[start..];
+    let comma = rest.find(", Col: ")?;
+    let line = rest[..comma].parse().ok()?;
+    let rest = &rest[comma + 7..];
+    let close = rest.find(')')?;
+    Some((line, rest[..close].parse().ok()?))
+}
+
+fn compare(expected: &Value, workflow: &solstice_workflow::Workflow) -> Result<(), String> {
+    let jobs = expected["jobs"].as_array().cloned().unwrap_or_default();
+    if jobs.len() != workflow.jobs.len() {
+        return Err(format!("{} jobs expected, {} read", jobs.len(), workflow.jobs.len()));
+    }
+    for (exp, job) in jobs.iter().zip(&workflow.jobs) {
+        let check = |what: &str, e: Option<String>, a: Option<String>| -> Result<(), String> {
+            if e == a { Ok(()) } else { Err(format!("job {}: {what}: expected {e:?}, read {a:?}", job.id)) }
+        };
+        check("id", exp["id"].as_str().map(str::to_owned), Some(job.id.clone()))?;
+        if let Some(name) = exp.get("name").and_then(Value::as_str)
+            && job.name.is_some()
+        {
+            // GitHub shows `name` as a format() token when it holds expressions.
+            if !name.is_empty() && !job.name.as_deref().unwrap_or_default().contains("${{") {
+                check("name", Some(name.to_owned()), job.name.clone())?;
+            }
+        }
+        check("if", exp.get("if").and_then(expr_of), Some(job.condition.clone()))?;
+        if let Some(runs_on) = exp.get("runs-on") {
+            let labels: Option<Vec<String>> = match runs_on {
+                Value::String(s) => Some(vec![s.clone()]),
+                Value::Array(items) => items.iter().map(scalar_text).collect(),
+                _ => None,
+            };
+            if let (Some(labels), Some(read)) = (labels, &job.runs_on)
+                && labels != read.labels
+            {
+                return Err(format!("job {}: runs-on: expected {labels:?}, read {:?}", job.id, read.labels));
+            }
+        }
+        if let Some(needs) = exp.get("needs").and_then(Value::as_array) {
+            let needs: Vec<String> = needs.iter().filter_map(scalar_text).collect();
+            if needs != job.needs {
+                return Err(format!("job {}: needs: expected {needs:?}, read {:?}", job.id, job.needs));
+            }
+        }
+        if let Some(t) = exp.get("timeout-minutes").filter(|t| t.is_number())
+            && job.timeout_minutes.as_ref().and_then(Value::as_f64) != t.as_f64()
+        {
+            return Err(format!("job {}: timeout-minutes: expected {t}, read {:?}", job.id, job.timeout_minutes));
+        }
+        let steps = exp.get("steps").and_then(Value::as_array).cloned().unwrap_or_default();
+        if steps.len() != job.steps.len() {
+            return Err(format!("job {}: {} steps expected, {} read", job.id, steps.len(), job.steps.len()));
+        }
+        for (es, step) in steps.iter().zip(&job.steps) {
+            let s = |key: &str| es.get(key).and_then(scalar_text);
+            let pairs = [
+                ("id", s("id"), Some(step.id.clone())),
+                ("if", es.get("if").and_then(expr_of), Some(step.condition.clone())),
+                ("uses", s("uses"), step.uses.clone()),
+                ("shell", s("shell"), step.shell.clone()),
+                ("working-directory", s("working-directory"), step.working_directory.clone()),
+            ];
+            for (what, e, a) in pairs {
+                if e != a {
+                    return Err(format!("job {} step {}: {what}: expected {e:?}, read {a:?}", job.id, step.id));
+                }
+            }
+            if let Some(run) = s("run")
+                && !step.run.as_deref().unwrap_or_default().contains("${{")
+                && Some(&run) != step.run.as_ref()
+            {
+                return Err(format!("job {} step {}: run: expected {run:?}, read {:?}", job.id, step.id, step.run));
+            }
+            if let Some(name) = s("name")
+                && !step.name.as_deref().unwrap_or_default().contains("${{")
+                && Some(&name) != step.name.as_ref()
+            {
+                return Err(format!("job {} step {}: name: expected {name:?}, read {:?}", job.id, step.id, step.name));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn github_workflow_reader_conformance() {
+    let dir = conformance_dir().join("workflow-reader");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("workflow-reader dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml"))
+        .collect();
+    files.sort();
+    let (mut passed, mut skipped) = (0usize, 0usize);
+    let mut failures = Vec::new();
+    for file in &files {
+        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        if skip_reason(&name).is_some() {
+            skipped += 1;
+            continue;
+        }
+        let text = std::fs::read_to_string(file).expect("readable");
+        let docs: Vec<&str> = text.split("\n---\n").collect();
+        let (workflow_text, expected_text) = (docs[1], docs[docs.len() - 1]);
+        let expected: Value = match serde_json::from_str(expected_text) {
+            Ok(v) => v,
+            Err(e) => panic!("{name}: expected output is not JSON: {e}"),
+        };
+        let result = std::panic::catch_unwind(|| parse_workflow(workflow_text, &name));
+        let outcome = match (result, expected.get("errors")) {
+            (Err(_), _) => Err("panicked".to_owned()),
+            (Ok(Ok(_)), Some(errors)) => Err(format!("accepted, but GitHub reports {errors}")),
+            (Ok(Err(ours)), Some(errors)) => {
+                let first = errors[0]["Message"].as_str().unwrap_or_default();
+                match line_col(first) {
+                    Some((line, col)) if !ours.errors().iter().any(|e| e.line == line && e.column == col) => {
+                        Err(format!("GitHub: {first}\n    ours: {ours}"))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            (Ok(Err(ours)), None) => Err(format!("rejected: {ours}")),
+            (Ok(Ok(workflow)), None) => compare(&expected, &workflow),
+        };
+        match outcome {
+            Ok(()) => passed += 1,
+            Err(why) => failures.push(format!("{name}: {why}")),
+        }
+    }
+    println!(
+        "github workflow-reader conformance: {passed} passed, {} failed, {skipped} skipped (of {})",
+        failures.len(),
+        files.len()
+    );
+    assert!(failures.is_empty(), "{} failing cases:\n{}", failures.len(), failures.join("\n"));
+}
