@@ -32,6 +32,7 @@ mod dispatch;
 mod engine;
 mod executor;
 mod host;
+mod local;
 mod machine;
 mod mask;
 mod model;
@@ -40,6 +41,8 @@ mod sink;
 mod source;
 #[cfg(feature = "_store")]
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use dispatch::{Backoff, serve_source};
 pub use engine::{Engine, EngineBuilder, EngineError};
@@ -47,9 +50,12 @@ pub use executor::{
     ExecError, ScriptRun, ShellCommand, StepExecutor, StepExit, parse_command_file, shell_command,
 };
 pub use host::{HostExecutor, HostHypervisor};
+pub use local::LocalSource;
 pub use machine::{Hypervisor, HypervisorError, Machine, MachineAccess, MachineRequest, SshAccess};
 pub use mask::Masker;
 pub use model::*;
+#[cfg(feature = "amqp")]
+pub use queue::{AmqpQueue, AmqpQueueBuilder, DeadLetter, JobQueueKind};
 pub use queue::{
     Acker, CancelConsumer, EventConsumer, EventDelivery, JobConsumer, JobDelivery, JobQueue,
     MemoryQueue, QueueError,

@@ -59,7 +59,7 @@ pub(crate) async fn run_job(
     let result = provision_and_run(engine, job, emitter, &job_cancel, &deadline).await;
     timer.abort();
     let result = match result {
-        JobResult::Cancelled if deadline.timed_out.load(std::sync::atomic::Ordering::SeqCst) => {
+        _ if deadline.timed_out.load(std::sync::atomic::Ordering::SeqCst) => {
             emitter
                 .log(
                     None,
@@ -224,12 +224,10 @@ async fn run_steps(
                     .log(Some(index), LogStream::System, &format!("##[error]The step ran longer than its limit of {} and was stopped.", human_duration(limit)))
                     .await;
             }
-        } else if let Some(exit) = &exit {
-            if let Some(code) = exit.exit_code.filter(|c| *c != 0) {
-                emitter
-                    .log(Some(index), LogStream::System, &format!("##[error]Process completed with exit code {code}."))
-                    .await;
-            }
+        } else if let Some(code) = exit.as_ref().and_then(|e| e.exit_code).filter(|c| *c != 0) {
+            emitter
+                .log(Some(index), LogStream::System, &format!("##[error]Process completed with exit code {code}."))
+                .await;
         }
         let conclusion = if outcome == JobResult::Failure && step.continue_on_error { JobResult::Success } else { outcome };
         match conclusion {
@@ -405,7 +403,7 @@ fn contexts(
 
 fn human_duration(d: Duration) -> String {
     let secs = d.as_secs();
-    if secs >= 60 && secs % 60 == 0 {
+    if secs >= 60 && secs.is_multiple_of(60) {
         format!("{} min", secs / 60)
     } else {
         format!("{:.1} s", d.as_secs_f64())

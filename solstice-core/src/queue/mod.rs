@@ -1,7 +1,11 @@
 //! The [`JobQueue`] seam between job sources and orchestrators, and its backends.
 
+#[cfg(feature = "amqp")]
+mod amqp;
 mod memory;
 
+#[cfg(feature = "amqp")]
+pub use amqp::{AmqpQueue, AmqpQueueBuilder, DeadLetter, JobQueueKind};
 pub use memory::MemoryQueue;
 
 use async_trait::async_trait;

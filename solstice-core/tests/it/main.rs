@@ -1,0 +1,9 @@
+//! Integration tests of solstice-core: the engine, the host runner, the memory queue
+//! and the SQLite store.
+
+mod engine;
+mod host;
+mod memory_queue;
+mod serve;
+mod store;
+mod support;

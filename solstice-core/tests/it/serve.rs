@@ -1,0 +1,70 @@
+//! The whole embedded pipeline: a source, the in-process queue, the engine, a store.
+
+use std::sync::Arc;
+
+use solstice_core::testing::{CountingHypervisor, ScriptedExecutor};
+use solstice_core::{
+    Engine, JobEventKind, JobQueue, JobRequest, JobResult, JobState, LocalSource, MemoryQueue,
+    StepCommand, Store, serve_source,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test]
+async fn jobs_flow_from_a_source_through_the_queue_to_the_engine_and_back() {
+    let store = Store::connect("sqlite::memory:").await.expect("store");
+    let hv = CountingHypervisor::new();
+    let engine = Engine::builder()
+        .hypervisor(hv.clone())
+        .executor(ScriptedExecutor::new())
+        .capacity(3)
+        .store(store.clone())
+        .build()
+        .expect("engine");
+    let queue: Arc<dyn JobQueue> = Arc::new(MemoryQueue::new());
+    let jobs: Vec<JobRequest> = (0..20)
+        .map(|i| {
+            let script = if i % 5 == 4 { "echo failing\nexit 2".to_owned() } else { format!("echo job {i}") };
+            JobRequest::new(format!("job {i}"), vec!["fake".into()], vec![StepCommand::run("s", script)])
+        })
+        .collect();
+    let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+    let (tx, mut rx) = mpsc::channel(1024);
+    let source = Arc::new(LocalSource::new("local", jobs, tx).parallel());
+
+    let stop = CancellationToken::new();
+    let orchestrator = {
+        let engine = engine.clone();
+        let queue = queue.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move { engine.serve(queue, &["fake".into()], stop, CancellationToken::new()).await })
+    };
+    let collect = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(e) = rx.recv().await {
+            events.push(e);
+        }
+        events
+    });
+    serve_source(source.clone(), queue.clone(), CancellationToken::new()).await.expect("serve source");
+    stop.cancel();
+    orchestrator.await.expect("join").expect("serve");
+    drop(source);
+    let events = collect.await.expect("events");
+
+    let finished: Vec<_> = events.iter().filter(|e| e.is_final()).collect();
+    assert_eq!(finished.len(), 20, "every job finishes exactly once");
+    for (i, id) in ids.iter().enumerate() {
+        let expected = if i % 5 == 4 { JobResult::Failure } else { JobResult::Success };
+        let record = store.job(*id).await.expect("query").expect("recorded");
+        assert_eq!(record.state, JobState::Finished(expected), "job {i}");
+        assert_eq!(record.attempt, 1);
+        let line = format!("job {i}");
+        if expected == JobResult::Success {
+            assert!(events.iter().any(|e| e.job_id == *id && matches!(&e.kind, JobEventKind::Log { line: l, .. } if *l == line)));
+        }
+        let seqs: Vec<u64> = events.iter().filter(|e| e.job_id == *id).map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "events of job {i} in order, none lost");
+    }
+    assert_eq!((hv.provisioned(), hv.destroyed()), (20, 20));
+}
