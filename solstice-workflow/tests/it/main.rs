@@ -2,4 +2,5 @@
 
 mod conformance_expressions;
 mod conformance_workflow_reader;
+mod corpus;
 mod support;
