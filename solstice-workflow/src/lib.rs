@@ -1,7 +1,62 @@
 //! Pure translation of GitHub Actions workflows into job plans.
 //!
-//! `solstice-workflow` turns GitHub Actions YAML and the `.solstice/workflow.kdl` dialect
-//! into job plans, and evaluates GitHub's `${{ }}` expression language. It does no I/O.
+//! `solstice-workflow` turns GitHub Actions YAML into job plans and evaluates GitHub's
+//! `${{ }}` expression language. It does no I/O and needs no async runtime: input is text
+//! plus a display name used in error messages.
+//!
+//! # Brief overview
+//!
+//! * [`plan_workflow`] reads a workflow and returns a [`WorkflowPlan`]: one [`JobPlan`] per
+//!   job and matrix combination, each with its [`StepPlan`]s (a `run` script with its full
+//!   shell command line, or the built-in checkout). [`PlanOptions`] supplies contexts known
+//!   at translation time (`github`, `vars`, `inputs`, ...).
+//! * It works in two stages: [`parse_workflow`] decodes and validates the YAML as GitHub's
+//!   reader does, giving a [`Workflow`]; [`plan_parsed`] expands matrices, resolves shells,
+//!   defaults and env, and rejects what Solstice CI cannot run (`uses:` other than
+//!   `actions/checkout`, `container:`, `services:`, reusable workflows).
+//! * Errors are [`WorkflowErrors`]: every problem found, each a [`WorkflowError`] with file,
+//!   line, column and a message a workflow author understands.
+//! * The expression language: [`evaluate_condition`] for `if:`, [`interpolate`] for text
+//!   with `${{ }}`, [`evaluate_expression`] and [`Expression`] for single expressions. What
+//!   needs the job's files (`hashFiles`) comes through a [`FileHasher`].
+//!
+//! The plan's JSON shape (what `solstice workflow plan` prints) is documented in
+//! `docs/workflow-plan.md`.
+//!
+//! # Planning a workflow
+//!
+//! ```
+//! use solstice_workflow::{plan_workflow, PlanOptions, StepKind};
+//!
+//! let source = r#"
+//! on: push
+//! jobs:
+//!   build:
+//!     runs-on: ${{ matrix.os }}
+//!     strategy:
+//!       matrix:
+//!         os: [omnios, freebsd]
+//!     steps:
+//!       - uses: actions/checkout@v4
+//!       - run: make test
+//!         shell: bash
+//! "#;
+//! let plan = plan_workflow(source, "ci.yml", &PlanOptions::new())?;
+//! assert_eq!(plan.jobs.len(), 2);
+//! assert_eq!(plan.jobs[0].name, "build (omnios)");
+//! assert_eq!(plan.jobs[0].runs_on, ["omnios"]);
+//! assert_eq!(plan.jobs[0].steps[0].kind, StepKind::Checkout);
+//! assert_eq!(plan.jobs[0].steps[1].shell.as_deref(), Some("bash --noprofile --norc -eo pipefail {0}"));
+//!
+//! let broken = "on: push\njobs:\n  x:\n    runs-on: linux\n    steps:\n      - uses: actions/setup-node@v4\n";
+//! let errors = plan_workflow(broken, "ci.yml", &PlanOptions::new()).expect_err("unsupported action");
+//! assert_eq!((errors.errors()[0].line, errors.errors()[0].column), (6, 15));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Optional features
+//!
+//! None: the crate has no cargo features.
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod error;
