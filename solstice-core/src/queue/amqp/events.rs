@@ -94,7 +94,7 @@ impl Acker for EventAcker {
             };
         }
         tracing::warn!(job_id = ?self.job_id, reason, "event dead-lettered");
-        match dead::send(&self.link, "event", &self.queue, self.job_id, reason, &self.body).await {
+        match dead::send(&self.link, "event", self.queue.as_str(), self.job_id, reason, &self.body).await {
             Ok(()) => acker.ack(BasicAckOptions::default()).await.map(drop),
             Err(_) => acker.reject(BasicRejectOptions { requeue: false }).await.map(drop),
         }

@@ -157,7 +157,7 @@ impl Handler for JobHandler {
             Err(e) => {
                 let reason = format!("undecodable job: {e}");
                 tracing::error!(queue = %queue, %reason, "dead-lettering a job message");
-                dead_letter(&self.link, &queue, None, &reason, &data, &[copy]).await;
+                dead_letter(&self.link, queue.as_str(), None, &reason, &data, &[copy]).await;
                 return None;
             }
         };
@@ -246,7 +246,7 @@ impl Acker for JobAcker {
             return Ok(());
         }
         tracing::warn!(job_id = %self.id, reason, "job dead-lettered");
-        let settled = dead_letter(&self.link, &self.queue, Some(self.id), reason, &self.body, &copies).await;
+        let settled = dead_letter(&self.link, self.queue.as_str(), Some(self.id), reason, &self.body, &copies).await;
         if copies.iter().all(|c| !c.acker.usable()) {
             self.inflight.remember_settled(self.id);
         }
