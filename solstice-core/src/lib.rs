@@ -39,6 +39,7 @@ mod model;
 mod queue;
 mod sink;
 mod source;
+mod translate;
 #[cfg(feature = "_store")]
 mod store;
 #[cfg(feature = "testing")]
@@ -62,5 +63,6 @@ pub use queue::{
 };
 pub use sink::{LogSink, OutputLine};
 pub use source::{JobSource, ReportOutcome, SourceError, SourceMessage};
+pub use translate::job_request_from_plan;
 #[cfg(feature = "_store")]
 pub use store::{JobRecord, Store, StoreError, VmRecord};

@@ -1,0 +1,86 @@
+//! `solstice`: run a workflow locally, translate and evaluate workflows.
+//!
+//! Exit codes: 0 success, 1 a job failed or was cancelled, 2 the workflow is invalid,
+//! 3 bad usage or configuration.
+
+mod printer;
+mod run;
+mod workflow;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Solstice CI: GitHub and Forgejo Actions jobs in fresh virtual machines.
+#[derive(Debug, Parser)]
+#[command(name = "solstice", version, about, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log level for Solstice's own diagnostics (error, warn, info, debug, trace).
+    #[arg(long, global = true, env = "SOLSTICE_LOG", default_value = "warn")]
+    log: String,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 a job failed or was cancelled, 2 invalid workflow, 3 usage or configuration error.";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a workflow's jobs here, streaming their logs; the exit code is the result.
+    Run(run::RunArgs),
+    /// Translate or evaluate workflows without running anything.
+    #[command(subcommand)]
+    Workflow(workflow::WorkflowCommand),
+}
+
+/// Errors that map to an exit code of their own.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The workflow could not be translated (already printed).
+    #[error("the workflow is invalid")]
+    InvalidWorkflow,
+    /// Some job did not succeed.
+    #[error("{0}")]
+    JobsFailed(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run::run(args).await,
+            Command::Workflow(cmd) => workflow::run(cmd),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => match e.downcast_ref::<CliError>() {
+            Some(CliError::InvalidWorkflow) => ExitCode::from(2),
+            Some(CliError::JobsFailed(summary)) => {
+                eprintln!("{summary}");
+                ExitCode::from(1)
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(3)
+            }
+        },
+    }
+}
+
+/// Reads a workflow file, naming it in the error.
+pub(crate) fn read_workflow(path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("could not read {}: {e}", path.display()))
+}

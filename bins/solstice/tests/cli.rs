@@ -1,0 +1,96 @@
+//! `solstice run` and `solstice workflow` end to end, through the real binary.
+
+use std::process::{Command, Output};
+
+fn solstice(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_solstice")).args(args).output().expect("run solstice")
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("write workflow");
+    path.to_string_lossy().into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn the_sample_workflow_passes_on_the_host_with_streamed_steps() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/workflows/hello.yml");
+    let out = solstice(&["run", "--host", sample]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{text}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    for expected in ["▶ Greet", "│ Hello from Linux", "│ the answer is 42", "✓ Use it: success", "✓ job success"] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+}
+
+#[test]
+fn a_failing_workflow_exits_non_zero_and_shows_what_failed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wf = write(
+        &dir,
+        "fail.yml",
+        "on: push\njobs:\n  test:\n    runs-on: host\n    steps:\n      - run: echo before\n      - name: Break\n        run: exit 7\n      - name: Report\n        if: failure()\n        run: echo reporting the failure\n      - name: Never\n        run: echo never\n  after:\n    needs: test\n    runs-on: host\n    steps:\n      - run: echo should be skipped\n",
+    );
+    let out = solstice(&["run", &wf]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("exit code 7"), "{text}");
+    assert!(text.contains("│ reporting the failure"), "{text}");
+    assert!(!text.contains("│ never"), "{text}");
+    assert!(!text.contains("should be skipped"), "{text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did not succeed"));
+}
+
+#[test]
+fn an_invalid_workflow_names_the_line_and_exits_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wf = write(&dir, "bad.yml", "on: push\njobs:\n  test:\n    runs-on: host\n    steps:\n      - uses: docker/build-push-action@v5\n");
+    let out = solstice(&["run", &wf]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yml") && err.contains("Line: 6, Col: 15"), "no file, line and column in: {err}");
+}
+
+#[test]
+fn a_job_for_an_unserved_label_fails_with_advice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wf = write(&dir, "vm.yml", "on: push\njobs:\n  t:\n    runs-on: omnios-r151056\n    steps:\n      - run: echo hi\n");
+    let out = solstice(&["run", &wf]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("--host"), "{}", stdout(&out));
+}
+
+#[test]
+fn workflow_plan_prints_json_with_matrix_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wf = write(
+        &dir,
+        "m.yml",
+        "on: push\njobs:\n  build:\n    runs-on: ${{ matrix.os }}\n    strategy:\n      matrix:\n        os: [omnios, openindiana]\n    steps:\n      - run: make\n",
+    );
+    let out = solstice(&["workflow", "plan", &wf]);
+    assert_eq!(out.status.code(), Some(0));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let jobs = plan["jobs"].as_array().expect("jobs");
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs[0]["runs_on"], serde_json::json!(["omnios"]));
+    assert_eq!(jobs[1]["matrix"]["os"], "openindiana");
+    assert_eq!(jobs[0]["steps"][0]["kind"], "run");
+}
+
+#[test]
+fn workflow_eval_prints_kind_and_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctx = write(&dir, "ctx.json", r#"{"github": {"ref": "refs/heads/main"}}"#);
+    let out = solstice(&["workflow", "eval", "format('{0}!', github.ref)", "--contexts", &ctx]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(value, serde_json::json!({"kind": "String", "value": "refs/heads/main!"}));
+    let bad = solstice(&["workflow", "eval", "1 +"]);
+    assert_ne!(bad.status.code(), Some(0));
+    assert!(!bad.stderr.is_empty());
+}
