@@ -3,4 +3,5 @@
 mod conformance_expressions;
 mod conformance_workflow_reader;
 mod corpus;
+mod robustness;
 mod support;
