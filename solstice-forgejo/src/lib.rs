@@ -1,4 +1,15 @@
 //! A native Forgejo Actions runner.
-//!
-//! `solstice-forgejo` speaks Forgejo's `runner.v1` Connect protocol and implements
-//! [`solstice_core::JobSource`] on it. It is being built under issue #6.
+#![warn(missing_docs, missing_debug_implementations)]
+
+mod client;
+pub mod connect;
+mod error;
+mod labels;
+pub mod proto;
+mod runner_file;
+
+pub use client::{CallOptions, Credentials, ForgejoClient, ForgejoClientBuilder, RUNNER_VERSION};
+pub use connect::{Codec, CodecError, ConnectCode, Procedure};
+pub use error::ForgeError;
+pub use labels::{LabelError, LabelScheme, LabelSpec, label_names};
+pub use runner_file::{RunnerFile, RunnerFileError};

@@ -1,0 +1,2 @@
+//! `solstice-forgejo-runner` (being built under issue #6).
+fn main() {}

@@ -1,0 +1,1 @@
+//! Integration tests of the Forgejo runner against the fake Forgejo server.
