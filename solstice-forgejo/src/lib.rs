@@ -5,11 +5,15 @@ mod client;
 pub mod connect;
 mod error;
 mod labels;
+mod progress;
 pub mod proto;
 mod runner_file;
+mod source;
+mod translate;
 
 pub use client::{CallOptions, Credentials, ForgejoClient, ForgejoClientBuilder, RUNNER_VERSION};
 pub use connect::{Codec, CodecError, ConnectCode, Procedure};
 pub use error::ForgeError;
 pub use labels::{LabelError, LabelScheme, LabelSpec, label_names};
 pub use runner_file::{RunnerFile, RunnerFileError};
+pub use source::{ForgejoSource, ForgejoSourceBuilder};
