@@ -1,0 +1,7 @@
+//! The wire protocol: routes, sessions, messages, job messages.
+
+pub(crate) mod context;
+pub(crate) mod job;
+pub(crate) mod location;
+pub(crate) mod session;
+pub(crate) mod template;

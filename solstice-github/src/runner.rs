@@ -1,0 +1,77 @@
+//! The all-in-one runner: a [`GithubSource`], an in-process queue and an engine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use solstice_core::{Engine, JobQueue, JobSource, MemoryQueue, serve_source};
+use tokio_util::sync::CancellationToken;
+
+use crate::{GithubError, GithubSource};
+
+/// How long a stopping runner waits for its running jobs to be reported.
+const DRAIN_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs `source` with `engine` in this process, over an in-process queue, until `stop`
+/// fires (running jobs are then cancelled and reported) or an ephemeral runner finished
+/// its job. The session is deleted on the way out.
+///
+/// `labels` are the queue routes the engine serves (the jobs' route label, see
+/// [`solstice_core::JobRequest::route_label`]).
+///
+/// # Errors
+/// [`GithubError::Config`] when the queue or the engine cannot start.
+///
+/// # Cancel safety
+/// Stop it through `stop`; dropping the future skips the session's deletion.
+pub async fn serve_all_in_one(
+    source: GithubSource,
+    engine: Engine,
+    labels: Vec<String>,
+    stop: CancellationToken,
+) -> Result<(), GithubError> {
+    let queue: Arc<dyn JobQueue> = Arc::new(MemoryQueue::new());
+    let engine_stop = CancellationToken::new();
+    let abort = CancellationToken::new();
+    let source_stop = CancellationToken::new();
+
+    let engine_task = {
+        let queue = queue.clone();
+        let (engine_stop, abort) = (engine_stop.clone(), abort.clone());
+        tokio::spawn(async move { engine.serve(queue, &labels, engine_stop, abort).await })
+    };
+    let source_task = {
+        let source: Arc<dyn JobSource> = Arc::new(source.clone());
+        let (queue, source_stop) = (queue.clone(), source_stop.clone());
+        tokio::spawn(async move { serve_source(source, queue, source_stop).await })
+    };
+    // Either a stop request, or an ephemeral runner that is done.
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if source.is_spent() && source.jobs_in_flight() == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::info!("stopping: cancelling running jobs and reporting them");
+    engine_stop.cancel();
+    abort.cancel();
+    match engine_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "the engine failed"),
+        Err(e) => tracing::error!(error = %e, "the engine task failed"),
+    }
+    if !source.wait_idle(DRAIN_LIMIT).await {
+        tracing::warn!("some jobs could not be reported before stopping");
+    }
+    source_stop.cancel();
+    match source_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "the source failed"),
+        Err(e) => tracing::error!(error = %e, "the source task failed"),
+    }
+    source.shutdown().await;
+    Ok(())
+}

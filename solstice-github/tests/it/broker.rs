@@ -1,0 +1,87 @@
+//! The github.com path: `BrokerMigration`, broker polls, the run and results services.
+
+use std::time::Duration;
+
+use serde_json::json;
+use solstice_github_fake::{BlobStorage, Delivery, FakeConfig, FakeGithub, FakeJob};
+
+use crate::support::{JOB_LIMIT, runner};
+
+fn job(name: &str) -> FakeJob {
+    FakeJob::new(name).labels(&["self-hosted", "host"]).delivery(Delivery::Broker)
+}
+
+async fn run_broker_job(config: FakeConfig, name: &str) {
+    let fake = FakeGithub::start(config).await.expect("fake");
+    let (_dir, runner) = runner(&fake, name).await;
+    let id = fake
+        .enqueue(
+            job("build")
+                .run("echo hello broker")
+                .run_expr("format('echo sha={0}', github.sha)")
+                .run("echo failing\nexit 1")
+                .run_named("last", "Never", "echo never", None)
+                .outputs(json!({"type": 2, "map": [{"Key": "r", "Value": "x"}]})),
+        )
+        .await;
+    let view = fake.wait_completed(&id, JOB_LIMIT).await.expect("job");
+    let completion = view.completion.clone().expect("completejob");
+    assert_eq!(completion["conclusion"], "failed");
+    assert_eq!(completion["billingOwnerId"], "O_fake");
+    assert_eq!(completion["outputs"]["r"]["value"], "x");
+    let step_results = completion["stepResults"].as_array().expect("stepResults");
+    assert_eq!(step_results.len(), 6);
+    assert_eq!(step_results[3]["conclusion"], "failed");
+    assert_eq!(step_results[4]["conclusion"], "skipped");
+    let steps = view.step_results();
+    let results: Vec<&str> = steps.iter().map(|(_, r)| r.as_str()).collect();
+    assert_eq!(results, ["succeeded", "succeeded", "succeeded", "failed", "skipped", "succeeded"], "{steps:?}");
+    assert!(view.step_states.values().all(|s| s["status"] == 6), "all completed: {:?}", view.step_states);
+    let hello = view.step_log("Run echo hello broker").expect("step log");
+    assert!(hello.lines().any(|l| l.ends_with(" hello broker")), "{hello}");
+    let (step_id, _) = view.step_states.iter().find(|(_, s)| s["name"] == "Run echo hello broker").expect("step");
+    assert_eq!(view.step_log_lines.get(step_id).copied(), Some(hello.lines().count() as i64));
+    assert!(view.all_logs().contains("sha=0123456789abcdef"));
+    assert!(view.job_log.as_deref().is_some_and(|l| l.contains("hello broker")));
+    assert!(view.renewals >= 1);
+    let requests = fake.requests().await;
+    assert!(requests.iter().any(|r| r.path == "/broker/message"), "polled the broker");
+    assert!(requests.iter().any(|r| r.path == "/broker/acknowledge"), "acknowledged");
+    // No api-version on the broker (it rejects it) and none on the run service.
+    assert!(requests.iter().filter(|r| r.path.starts_with("/broker/") || r.path.starts_with("/run/")).all(|r| !r.accept.contains("api-version")));
+    runner.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_broker_job_reports_through_the_results_service() {
+    run_broker_job(FakeConfig::default(), "broker-1").await;
+}
+
+#[tokio::test]
+async fn unspecified_blob_storage_works_too() {
+    run_broker_job(FakeConfig { blob_storage: BlobStorage::Unspecified, ..Default::default() }, "broker-2").await;
+}
+
+#[tokio::test]
+async fn dropped_long_polls_are_retried() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let (_dir, runner) = runner(&fake, "broker-3").await;
+    fake.fail_polls(3).await;
+    let id = fake.enqueue(job("after-drops").run("echo survived")).await;
+    let view = fake.wait_completed(&id, JOB_LIMIT).await.expect("job");
+    assert_eq!(view.result.as_deref(), Some("succeeded"));
+    assert!(view.all_logs().contains("survived"));
+    runner.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_broker_job_can_be_cancelled() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let (_dir, runner) = runner(&fake, "broker-4").await;
+    let id = fake.enqueue(job("cancel").run("sleep 60")).await;
+    fake.wait_for(&id, JOB_LIMIT, |j| j.step_states.values().any(|s| s["status"] == 3)).await.expect("running");
+    fake.cancel(&id).await;
+    let view = fake.wait_completed(&id, Duration::from_secs(30)).await.expect("job");
+    assert_eq!(view.result.as_deref(), Some("canceled"));
+    runner.shutdown().await;
+}

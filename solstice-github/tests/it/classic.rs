@@ -1,0 +1,168 @@
+//! The classic path: encrypted pool messages, timeline, feed, log uploads, `JobCompleted`.
+
+use std::time::Duration;
+
+use serde_json::json;
+use solstice_github_fake::{FakeConfig, FakeGithub, FakeJob};
+
+use crate::support::{JOB_LIMIT, Runner, register, runner};
+
+fn job(name: &str) -> FakeJob {
+    FakeJob::new(name).labels(&["self-hosted", "host"])
+}
+
+#[tokio::test]
+async fn a_classic_job_reports_every_step_log_and_result() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let (_dir, runner) = runner(&fake, "classic-1").await;
+    let id = fake
+        .enqueue(
+            job("build")
+                .env("GREETING", "world")
+                .run("echo hello $GREETING")
+                .run_expr("format('echo sha={0} run={1}', github.sha, github.run_id)")
+                .run_named("out", "Set output", "echo v=42 >> \"$GITHUB_OUTPUT\"", None)
+                .outputs(json!({"type": 2, "map": [{"Key": "v", "Value": {"type": 3, "expr": "steps.out.outputs.v"}}]})),
+        )
+        .await;
+    let view = fake.wait_completed(&id, JOB_LIMIT).await.expect("job");
+    assert_eq!(view.result.as_deref(), Some("succeeded"), "{view:#?}");
+    let steps = view.step_results();
+    let names: Vec<&str> = steps.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["Set up job", "Run echo hello $GREETING", "Run ${{ format('echo sha={0} run={1}', github.sha, github.run_id) }}", "Set output", "Complete job"]);
+    assert!(steps.iter().all(|(_, r)| r == "succeeded"), "{steps:?}");
+    let hello = view.step_log("Run echo hello $GREETING").expect("step log");
+    assert!(hello.lines().any(|l| l.ends_with(" hello world")), "{hello}");
+    // Log file lines carry the 7-digit timestamp.
+    assert!(hello.lines().all(|l| l.len() > 29 && &l[27..29] == "Z "), "{hello}");
+    assert!(view.all_logs().contains("sha=0123456789abcdef0123456789abcdef01234567 run=4242"));
+    // Live feed lines arrived for the first step, without timestamps.
+    assert!(view.feed.values().flatten().any(|l| l == "hello world"), "{:?}", view.feed);
+    // The job record went to completed with the result, and the outputs came along.
+    let record = view.records.get(&view.id).expect("job record");
+    assert_eq!(record["state"], "completed");
+    assert_eq!(record["result"], "succeeded");
+    let completion = view.completion.expect("JobCompleted");
+    assert_eq!(completion["outputs"]["v"]["value"], "42");
+    assert!(view.renewals >= 1, "the lock is renewed before the job starts");
+    runner.shutdown().await;
+    assert_eq!(fake.session_count().await, 0, "the session is deleted on shutdown");
+}
+
+#[tokio::test]
+async fn a_failing_step_fails_the_job_and_skips_the_rest() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let (_dir, runner) = runner(&fake, "classic-2").await;
+    let id = fake
+        .enqueue(job("fail").run("echo before\nexit 3").run("echo never").run_named("always", "Always", "echo cleanup", Some("always()")))
+        .await;
+    let view = fake.wait_completed(&id, JOB_LIMIT).await.expect("job");
+    assert_eq!(view.result.as_deref(), Some("failed"));
+    let steps = view.step_results();
+    assert_eq!(steps[1].1, "failed");
+    assert_eq!(steps[2], ("Run echo never".to_owned(), "skipped".to_owned()));
+    assert_eq!(steps[3], ("Always".to_owned(), "succeeded".to_owned()));
+    let logs = view.all_logs();
+    assert!(logs.contains("exit code 3"), "{logs}");
+    assert!(!logs.contains(" never\n"), "{logs}");
+    runner.shutdown().await;
+}
+
+#[tokio::test]
+async fn secrets_tokens_and_mask_regexes_never_reach_the_logs() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let (_dir, runner) = runner(&fake, "classic-3").await;
+    let spec = job("secret")
+        .secret("MY_SECRET", "s3cr3t-value")
+        .mask_regex("fake-secret-[0-9]+")
+        .env("TOKEN", json!({"type": 3, "expr": "secrets.GITHUB_TOKEN"}))
+        .run_expr("format('echo secret={0}\necho code=fake-secret-12345\necho token=$TOKEN', secrets.MY_SECRET)");
+    let github_token = spec.github_token().to_owned();
+    let id = fake.enqueue(spec).await;
+    let view = fake.wait_completed(&id, JOB_LIMIT).await.expect("job");
+    assert_eq!(view.result.as_deref(), Some("succeeded"));
+    let logs = view.all_logs();
+    assert!(logs.contains("secret=***"), "{logs}");
+    assert!(logs.contains("code=***"), "{logs}");
+    assert!(logs.contains("token=***"), "{logs}");
+    for leaked in ["s3cr3t-value", "fake-secret-12345", github_token.as_str()] {
+        assert!(!logs.contains(leaked), "{leaked} leaked");
+    }
+    runner.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cancelled_job_stops_and_is_reported_cancelled() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let (_dir, runner) = runner(&fake, "classic-4").await;
+    let id = fake.enqueue(job("cancel").run("echo started\nsleep 60").run("echo after")).await;
+    let running = fake
+        .wait_for(&id, JOB_LIMIT, |j| j.feed.values().flatten().any(|l| l == "started"))
+        .await
+        .expect("job");
+    assert_eq!(running.state, "assigned");
+    let started = std::time::Instant::now();
+    fake.cancel(&id).await;
+    let view = fake.wait_completed(&id, JOB_LIMIT).await.expect("job");
+    assert_eq!(view.result.as_deref(), Some("canceled"));
+    assert!(started.elapsed() < Duration::from_secs(30), "cancelled in {:?}", started.elapsed());
+    let steps = view.step_results();
+    assert_eq!(steps[1].1, "canceled", "{steps:?}");
+    runner.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_job_lock_is_renewed_across_a_long_step() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let (_dir, config) = register(&fake, "classic-5", false).await;
+    let runner = Runner::start_with(config, |b| b.renew_interval(Duration::from_millis(200)));
+    let id = fake.enqueue(job("long").run("sleep 2")).await;
+    let view = fake.wait_completed(&id, JOB_LIMIT).await.expect("job");
+    assert_eq!(view.result.as_deref(), Some("succeeded"));
+    assert!(view.renewals >= 6, "renewed {} times", view.renewals);
+    runner.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_job_with_an_unsupported_action_fails_with_the_reason() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let (_dir, runner) = runner(&fake, "classic-6").await;
+    let id = fake.enqueue(job("uses").uses("actions/cache", "v4").run("echo hi")).await;
+    let view = fake.wait_completed(&id, JOB_LIMIT).await.expect("job");
+    assert_eq!(view.result.as_deref(), Some("failed"));
+    let steps = view.step_results();
+    assert_eq!(steps[1], ("Run actions/cache@v4".to_owned(), "failed".to_owned()));
+    assert_eq!(steps[2].1, "skipped");
+    let log = view.step_log("Run actions/cache@v4").expect("log");
+    assert!(log.contains("`uses: actions/cache@v4` is not supported"), "{log}");
+    runner.shutdown().await;
+}
+
+#[tokio::test]
+async fn fips_services_get_ps256_assertions_and_sha256_session_keys() {
+    let config = FakeConfig { require_fips: true, fips_session_keys: true, ..Default::default() };
+    let fake = FakeGithub::start(config).await.expect("fake");
+    let (_dir, runner) = runner(&fake, "classic-7").await;
+    let id = fake.enqueue(job("fips").run("echo fips")).await;
+    let view = fake.wait_completed(&id, JOB_LIMIT).await.expect("job");
+    assert_eq!(view.result.as_deref(), Some("succeeded"));
+    runner.shutdown().await;
+}
+
+#[tokio::test]
+async fn expired_sessions_and_tokens_are_renewed() {
+    let config = FakeConfig { token_lifetime: Duration::from_secs(2), ..Default::default() };
+    let fake = FakeGithub::start(config).await.expect("fake");
+    let (_dir, runner) = runner(&fake, "classic-8").await;
+    // Let the runner poll with its first token, then pull the rug.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    fake.expire_tokens().await;
+    fake.expire_sessions().await;
+    let id = fake.enqueue(job("after").run("sleep 3\necho ok")).await;
+    let view = fake.wait_completed(&id, JOB_LIMIT).await.expect("job");
+    assert_eq!(view.result.as_deref(), Some("succeeded"));
+    assert!(fake.tokens_issued().await >= 3, "tokens: {}", fake.tokens_issued().await);
+    let requests = fake.requests().await;
+    assert!(requests.iter().filter(|r| r.path.ends_with("/sessions") && r.method == "POST").count() >= 2);
+    runner.shutdown().await;
+}

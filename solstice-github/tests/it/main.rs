@@ -1,0 +1,7 @@
+//! End-to-end tests: the fake GitHub service ← `GithubSource` ← `serve_source` →
+//! `MemoryQueue` → `Engine` with the host hypervisor and executor.
+
+mod broker;
+mod classic;
+mod registration;
+mod support;
