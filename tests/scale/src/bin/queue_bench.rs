@@ -1,0 +1,311 @@
+//! Jobs per second through the engine with a null hypervisor and executor: in-process,
+//! through RabbitMQ (persistent messages, publisher confirms), and a bare lapin
+//! publish/consume loop with the same durability, all in one run.
+//!
+//! ```text
+//! eval "$(.ci/services.sh)"
+//! cargo run --release -p solstice-scale --bin queue_bench -- --jobs 5000
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use clap::{Parser, ValueEnum};
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use solstice_core::{
+    AmqpQueue, CheckoutSource, CheckoutStep, Engine, ExecError, Hypervisor, HypervisorError, JobEvent, JobEventKind,
+    JobQueue, JobQueueKind, JobRequest, JobSource, LogSink, Machine, MachineAccess, MachineRequest, MemoryQueue,
+    ReportOutcome, ScriptRun, SourceError, SourceMessage, StepCommand, StepExecutor, StepExit, serve_source,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Kind {
+    Quorum,
+    Classic,
+}
+
+/// Measures queue throughput.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Jobs per measurement.
+    #[arg(long, default_value_t = 5000)]
+    jobs: usize,
+    /// Jobs the engine runs at once (and the consumers' prefetch).
+    #[arg(long, default_value_t = 64)]
+    capacity: usize,
+    /// RabbitMQ URL.
+    #[arg(long, env = "SOLSTICE_TEST_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp_url: String,
+    /// The kind of the job queue (and of the baseline's queue).
+    #[arg(long, value_enum, default_value_t = Kind::Quorum)]
+    job_queue: Kind,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    solstice_scale::init_tracing();
+    let args = Args::parse();
+    let kind = match args.job_queue {
+        Kind::Quorum => JobQueueKind::Quorum,
+        Kind::Classic => JobQueueKind::Classic,
+    };
+    println!("{} jobs, capacity {}, {:?} job queue", args.jobs, args.capacity, args.job_queue);
+
+    let memory = through_engine(Arc::new(MemoryQueue::new()), "bench-memory", args.jobs, args.capacity).await?;
+    report("in-process (MemoryQueue)", args.jobs, memory.elapsed, Some(memory.events));
+
+    let prefix = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let amqp = AmqpQueue::builder(&args.amqp_url)
+        .prefix(&prefix)
+        .job_queue_kind(kind)
+        .connect()
+        .await
+        .context("RabbitMQ is unreachable (start it with .ci/services.sh)")?;
+    let source = format!("{prefix}-source");
+    let rabbit = through_engine(Arc::new(amqp.clone()), &source, args.jobs, args.capacity).await;
+    let _ = amqp.delete_namespace(&[LABEL], &[&source]).await;
+    amqp.close().await;
+    let rabbit = rabbit?;
+    report("RabbitMQ (AmqpQueue)", args.jobs, rabbit.elapsed, Some(rabbit.events));
+
+    let messages_per_job = 1 + rabbit.events.div_ceil(args.jobs);
+    let body = serde_json::to_vec(&bench_job("x"))?;
+    let bare = bare_lapin(&args.amqp_url, kind, args.jobs, args.capacity, &body).await?;
+    report("bare lapin, 1 message per job", args.jobs, bare, None);
+    let bare_all = bare_lapin(&args.amqp_url, kind, args.jobs * messages_per_job, args.capacity, &body).await?;
+    report(&format!("bare lapin, {messages_per_job} messages per job"), args.jobs, bare_all, None);
+
+    let rate = |elapsed: Duration| args.jobs as f64 / elapsed.as_secs_f64();
+    println!(
+        "ratio bare/RabbitMQ: {:.2}x (1 message per job), {:.2}x ({messages_per_job} messages per job); in-process/RabbitMQ: {:.1}x",
+        rate(bare) / rate(rabbit.elapsed),
+        rate(bare_all) / rate(rabbit.elapsed),
+        rate(memory.elapsed) / rate(rabbit.elapsed),
+    );
+    Ok(())
+}
+
+fn report(what: &str, jobs: usize, elapsed: Duration, events: Option<usize>) {
+    let rate = jobs as f64 / elapsed.as_secs_f64();
+    match events {
+        Some(events) => println!("{what:<40} {rate:>9.0} jobs/s  ({jobs} jobs, {events} events, {elapsed:.2?})"),
+        None => println!("{what:<40} {rate:>9.0} jobs/s  ({elapsed:.2?})"),
+    }
+}
+
+const LABEL: &str = "null";
+
+fn bench_job(source: &str) -> JobRequest {
+    let mut job = JobRequest::new("bench", vec![LABEL.to_owned()], vec![StepCommand::run("noop", "true")]);
+    job.origin.source = source.to_owned();
+    job
+}
+
+struct Measured {
+    elapsed: Duration,
+    events: usize,
+}
+
+/// Runs `jobs` jobs from a source through `queue` and an engine; returns when the
+/// source has every job's final event.
+async fn through_engine(queue: Arc<dyn JobQueue>, source: &str, jobs: usize, capacity: usize) -> anyhow::Result<Measured> {
+    let engine = Engine::builder()
+        .hypervisor(NullHypervisor)
+        .executor(NullExecutor)
+        .capacity(capacity)
+        .name("bench")
+        .build()?;
+    let source = Arc::new(BenchSource::new(source, jobs));
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let serving = {
+        let (engine, queue, stop) = (engine.clone(), queue.clone(), stop.clone());
+        tokio::spawn(async move { engine.serve(queue, &[LABEL.to_owned()], stop, CancellationToken::new()).await })
+    };
+    let feeding = tokio::spawn(serve_source(source.clone() as Arc<dyn JobSource>, queue, stop.clone()));
+    let done = tokio::time::timeout(Duration::from_secs(600), source.all_finished()).await;
+    let elapsed = started.elapsed();
+    stop.cancel();
+    serving.await??;
+    feeding.await??;
+    done.context("the jobs did not finish within 10 minutes")?;
+    Ok(Measured { elapsed, events: source.events.load(Ordering::Relaxed) })
+}
+
+/// Publishes `messages` persistent messages with publisher confirms (at most `window`
+/// unconfirmed) into a durable queue and consumes them with manual acks and prefetch
+/// `window`, as fast as lapin goes.
+async fn bare_lapin(url: &str, kind: JobQueueKind, messages: usize, window: usize, body: &[u8]) -> anyhow::Result<Duration> {
+    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+    let queue = format!("bench-bare-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let publisher = conn.create_channel().await?;
+    publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut args = FieldTable::default();
+    if kind == JobQueueKind::Quorum {
+        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    }
+    publisher
+        .queue_declare(queue.clone().into(), QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() }, args)
+        .await?;
+    let consumer_channel = conn.create_channel().await?;
+    let window_u16 = u16::try_from(window).unwrap_or(u16::MAX);
+    consumer_channel.basic_qos(window_u16, BasicQosOptions::default()).await?;
+    let mut consumer = consumer_channel
+        .basic_consume(queue.clone().into(), "bench".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await?;
+    let started = Instant::now();
+    let consume = tokio::spawn(async move {
+        let mut got = 0;
+        while got < messages {
+            let Some(delivery) = consumer.next().await else { anyhow::bail!("consumer ended") };
+            delivery?.ack(BasicAckOptions::default()).await?;
+            got += 1;
+        }
+        Ok(())
+    });
+    let properties = BasicProperties::default().with_delivery_mode(2);
+    let mut pending = futures::stream::FuturesUnordered::new();
+    for _ in 0..messages {
+        if pending.len() >= window
+            && let Some(confirm) = pending.next().await
+        {
+            anyhow::ensure!(lapin::Confirmation::is_ack(&confirm?), "broker nacked a publish");
+        }
+        let confirm = publisher
+            .basic_publish("".into(), queue.clone().into(), Default::default(), body, properties.clone())
+            .await?;
+        pending.push(confirm);
+    }
+    while let Some(confirm) = pending.next().await {
+        anyhow::ensure!(confirm?.is_ack(), "broker nacked a publish");
+    }
+    consume.await??;
+    let elapsed = started.elapsed();
+    publisher.queue_delete(queue.into(), Default::default()).await?;
+    let _ = conn.close(200, "done".into()).await;
+    Ok(elapsed)
+}
+
+/// Hands out `total` jobs and counts their final events.
+#[derive(Debug)]
+struct BenchSource {
+    name: String,
+    total: usize,
+    handed: AtomicUsize,
+    finished: AtomicUsize,
+    events: AtomicUsize,
+    progress: Notify,
+}
+
+impl BenchSource {
+    fn new(name: &str, total: usize) -> Self {
+        Self {
+            name: name.to_owned(),
+            total,
+            handed: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+            events: AtomicUsize::new(0),
+            progress: Notify::new(),
+        }
+    }
+
+    async fn all_finished(&self) {
+        loop {
+            let notified = self.progress.notified();
+            if self.finished.load(Ordering::Acquire) >= self.total {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[async_trait]
+impl JobSource for BenchSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn next(&self, cancel: &CancellationToken) -> Result<Option<SourceMessage>, SourceError> {
+        if self.handed.fetch_add(1, Ordering::AcqRel) < self.total {
+            return Ok(Some(SourceMessage::Job(Box::new(bench_job(&self.name)))));
+        }
+        cancel.cancelled().await;
+        Ok(None)
+    }
+
+    async fn report(&self, event: &JobEvent) -> Result<ReportOutcome, SourceError> {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        if let JobEventKind::JobFinished { .. } = event.kind
+            && self.finished.fetch_add(1, Ordering::AcqRel) + 1 >= self.total
+        {
+            self.progress.notify_waiters();
+        }
+        Ok(ReportOutcome::Continue)
+    }
+}
+
+/// Machines that exist only as a name.
+#[derive(Debug)]
+struct NullHypervisor;
+
+#[async_trait]
+impl Hypervisor for NullHypervisor {
+    fn serves(&self, _label: &str) -> bool {
+        true
+    }
+
+    async fn provision(
+        &self,
+        request: &MachineRequest,
+        _console: &LogSink,
+        _cancel: &CancellationToken,
+    ) -> Result<Machine, HypervisorError> {
+        Ok(Machine {
+            id: request.job_id.to_string(),
+            label: request.label.clone(),
+            workspace: "/nonexistent".to_owned(),
+            access: MachineAccess::Local,
+        })
+    }
+
+    async fn destroy(&self, _machine: &Machine) -> Result<(), HypervisorError> {
+        Ok(())
+    }
+}
+
+/// Steps that succeed at once without output.
+#[derive(Debug)]
+struct NullExecutor;
+
+#[async_trait]
+impl StepExecutor for NullExecutor {
+    async fn run_script(
+        &self,
+        _machine: &Machine,
+        _step: &ScriptRun,
+        _output: &LogSink,
+        _cancel: CancellationToken,
+    ) -> Result<StepExit, ExecError> {
+        Ok(StepExit::code(0))
+    }
+
+    async fn checkout(
+        &self,
+        _machine: &Machine,
+        _source: &CheckoutSource,
+        _step: &CheckoutStep,
+        _output: &LogSink,
+        _cancel: CancellationToken,
+    ) -> Result<StepExit, ExecError> {
+        Ok(StepExit::code(0))
+    }
+}
