@@ -26,7 +26,7 @@ pub(crate) enum Auth {
     /// `Authorization: Bearer …`.
     Bearer(Secret),
     /// `Authorization: RemoteAuth …` (registration token).
-    RemoteAuth(Secret),
+    Remote(Secret),
 }
 
 /// One JSON request.
@@ -166,7 +166,7 @@ pub(crate) fn with_auth(request: reqwest::RequestBuilder, auth: &Auth) -> reqwes
     let value = match auth {
         Auth::None => return request,
         Auth::Bearer(token) => format!("Bearer {}", token.expose()),
-        Auth::RemoteAuth(token) => format!("RemoteAuth {}", token.expose()),
+        Auth::Remote(token) => format!("RemoteAuth {}", token.expose()),
     };
     match reqwest::header::HeaderValue::from_str(&value) {
         Ok(mut value) => {

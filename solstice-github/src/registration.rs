@@ -78,7 +78,7 @@ async fn runner_registration(
     let call = Call::new(Method::POST, crate::json::join_url(api, "actions/runner-registration"), "GitHub API")
         .json(json!({"url": url, "runner_event": event}));
     let reply = http
-        .send(&call, &Auth::RemoteAuth(token.clone()))
+        .send(&call, &Auth::Remote(token.clone()))
         .await?
         .ok_or(GithubError::Protocol { service: "GitHub API", what: "an empty registration answer".to_owned() })?;
     if bool_field(&reply, "use_v2_flow") == Some(true) {
@@ -215,7 +215,7 @@ fn agent_to_config(
     if bool_field(reply, "ephemeral").unwrap_or(false) != config.ephemeral {
         return Err(protocol("the service does not support ephemeral runners"));
     }
-    if bool_field(reply, "disableUpdate").unwrap_or(true) != true {
+    if !bool_field(reply, "disableUpdate").unwrap_or(true) {
         return Err(protocol("the service does not support disabling updates"));
     }
     let authorization = field(reply, "authorization").ok_or_else(|| protocol("no authorization in the agent"))?;
@@ -308,6 +308,6 @@ mod tests {
         assert_eq!(api_url_for("https://github.com/o/r").ok().as_deref(), Some("https://api.github.com"));
         assert_eq!(api_url_for("https://acme.ghe.com/o").ok().as_deref(), Some("https://api.acme.ghe.com"));
         assert_eq!(api_url_for("http://127.0.0.1:8080/o/r").ok().as_deref(), Some("http://127.0.0.1:8080/api/v3"));
-        assert!(api_url_for("not a url").is_err());
+        assert!(matches!(api_url_for("not a url"), Err(GithubError::Config(_))));
     }
 }

@@ -23,6 +23,9 @@ use crate::store::RunnerConfig;
 use crate::translate::translate;
 use crate::{GithubError, RunnerKey};
 
+/// How often waiting live-log lines are sent.
+const FEED_TICK: Duration = Duration::from_millis(250);
+
 /// A job the source handed out and still reports for.
 #[derive(Debug)]
 struct Running {
@@ -216,10 +219,11 @@ impl GithubSource {
         if let Some(session) = session {
             self.inner.listener.delete_session(&session).await;
         }
-        if self.inner.options.ephemeral && self.inner.finished.load(Ordering::SeqCst) > 0 {
-            if let Err(e) = crate::registration::delete_self(&self.inner.auth, &self.inner.listener.settings).await {
-                tracing::warn!(error = %e, "could not delete the ephemeral runner's registration");
-            }
+        if self.inner.options.ephemeral
+            && self.inner.finished.load(Ordering::SeqCst) > 0
+            && let Err(e) = crate::registration::delete_self(&self.inner.auth, &self.inner.listener.settings).await
+        {
+            tracing::warn!(error = %e, "could not delete the ephemeral runner's registration");
         }
     }
 
@@ -387,7 +391,8 @@ impl GithubSource {
         lock(&self.inner.by_external).insert(msg.job_id.to_ascii_lowercase(), job_id);
         self.inner.handed_out.fetch_add(1, Ordering::SeqCst);
         tracing::info!(%job_id, github_job = %msg.job_id, v2 = msg.is_v2(), "job acquired");
-        self.spawn_renewal(job_id, renewer, renew_stop);
+        self.spawn_renewal(job_id, renewer, renew_stop.clone());
+        self.spawn_ticker(running, renew_stop);
         match translation.unsupported {
             None => self.push(SourceMessage::Job(Box::new(translation.request))),
             Some((index, why)) => {
@@ -397,6 +402,18 @@ impl GithubSource {
                 self.inner.tracker.spawn(async move { source.fail_unsupported(job_id, steps, index, why).await });
             }
         }
+    }
+
+    fn spawn_ticker(&self, running: Arc<tokio::sync::Mutex<Running>>, stop: CancellationToken) {
+        self.inner.tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(FEED_TICK) => {}
+                    _ = stop.cancelled() => return,
+                }
+                running.lock().await.report.tick().await;
+            }
+        });
     }
 
     fn spawn_renewal(&self, job_id: JobId, renewer: Renewer, stop: CancellationToken) {

@@ -126,7 +126,8 @@ pub(crate) fn translate(msg: &JobMessage, source: &str, runs_on: &[String]) -> T
                 steps.push(command);
                 plans.push(plan);
             }
-            Err((plan, why)) => {
+            Err(failed) => {
+                let (plan, why) = *failed;
                 note(Some(index), why);
                 steps.push(StepCommand::run(plan.display_name.clone(), "exit 1"));
                 plans.push(plan);
@@ -162,7 +163,7 @@ pub(crate) fn translate(msg: &JobMessage, source: &str, runs_on: &[String]) -> T
     Translation { request, steps: plans, unsupported: problems, regex_masks, contexts }
 }
 
-type StepError = (StepPlan, String);
+type StepError = Box<(StepPlan, String)>;
 
 fn translate_step(
     step: &StepMessage,
@@ -191,11 +192,11 @@ fn translate_step(
             let first = script.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_owned();
             plan.display_name = display(format!("Run {first}"));
             let shell = match step.inputs.get("shell") {
-                Some(t) => Some(t.evaluate_string(ctx).map_err(|e| (plan.clone(), format!("The step's shell could not be evaluated: {e}")))?),
+                Some(t) => Some(t.evaluate_string(ctx).map_err(|e| Box::new((plan.clone(), format!("The step's shell could not be evaluated: {e}"))))?),
                 None => default_shell.clone(),
             };
             let shell = resolve_shell(shell.as_deref().filter(|s| !s.trim().is_empty()))
-                .map_err(|why| (plan.clone(), why))?;
+                .map_err(|why| Box::new((plan.clone(), why)))?;
             StepAction::Run { script, shell }
         }
         Reference::Repository { name, git_ref, path, kind } => {
@@ -207,7 +208,7 @@ fn translate_step(
             plan.display_name = display(format!("Run {label}"));
             plan.kind = "repository";
             if !name.eq_ignore_ascii_case("actions/checkout") || !path.is_empty() {
-                return Err((plan, format!("This runner only runs `run:` steps and `actions/checkout`; `uses: {label}` is not supported.")));
+                return Err(Box::new((plan, format!("This runner only runs `run:` steps and `actions/checkout`; `uses: {label}` is not supported."))));
             }
             let input = |key: &str| step.inputs.get(key).and_then(|t| t.evaluate_string(ctx).ok()).filter(|s| !s.is_empty());
             StepAction::Checkout(CheckoutStep {
@@ -220,11 +221,11 @@ fn translate_step(
         Reference::Container { image } => {
             plan.display_name = display(format!("Run {image}"));
             plan.kind = "docker";
-            return Err((plan, format!("This runner does not run container actions (`uses: docker://{image}`).")));
+            return Err(Box::new((plan, format!("This runner does not run container actions (`uses: docker://{image}`)."))));
         }
         Reference::Other(kind) => {
             plan.display_name = display(format!("Run {}", step.name));
-            return Err((plan, format!("This runner does not support steps of type `{kind}`.")));
+            return Err(Box::new((plan, format!("This runner does not support steps of type `{kind}`."))));
         }
     };
     let mut env = BTreeMap::new();
@@ -233,7 +234,7 @@ fn translate_step(
         for (k, v) in pairs {
             let (k, v) = match (k.evaluate_string(&ctx), v.evaluate_string(&ctx)) {
                 (Ok(k), Ok(v)) => (k, v),
-                (Err(e), _) | (_, Err(e)) => return Err((plan, format!("The step's env could not be evaluated: {e}"))),
+                (Err(e), _) | (_, Err(e)) => return Err(Box::new((plan, format!("The step's env could not be evaluated: {e}")))),
             };
             if let Some(Value::Object(env_ctx)) = ctx.get_mut("env") {
                 env_ctx.insert(k.clone(), Value::String(v.clone()));
@@ -242,17 +243,17 @@ fn translate_step(
         }
     }
     let working_directory = match step.inputs.get("workingDirectory") {
-        Some(t) => Some(t.evaluate_string(ctx).map_err(|e| (plan.clone(), format!("The step's working directory could not be evaluated: {e}")))?),
+        Some(t) => Some(t.evaluate_string(ctx).map_err(|e| Box::new((plan.clone(), format!("The step's working directory could not be evaluated: {e}"))))?),
         None => default_dir.clone(),
     }
     .filter(|d| !d.is_empty());
     let continue_on_error = match &step.continue_on_error {
-        Some(t) => truthy(&t.evaluate(ctx).map_err(|e| (plan.clone(), format!("continue-on-error could not be evaluated: {e}")))?),
+        Some(t) => truthy(&t.evaluate(ctx).map_err(|e| Box::new((plan.clone(), format!("continue-on-error could not be evaluated: {e}"))))?),
         None => false,
     };
     let timeout = match &step.timeout_minutes {
         Some(t) => {
-            let v = t.evaluate(ctx).map_err(|e| (plan.clone(), format!("timeout-minutes could not be evaluated: {e}")))?;
+            let v = t.evaluate(ctx).map_err(|e| Box::new((plan.clone(), format!("timeout-minutes could not be evaluated: {e}"))))?;
             let minutes = v.as_f64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
             minutes.filter(|m| *m > 0.0).and_then(|m| Duration::try_from_secs_f64(m * 60.0).ok())
         }
@@ -418,6 +419,6 @@ mod tests {
     fn shells_resolve_like_the_official_runner() {
         assert_eq!(resolve_shell(None).as_deref(), Ok("bash -e {0}"));
         assert_eq!(resolve_shell(Some("perl {0}")).as_deref(), Ok("perl {0}"));
-        assert!(resolve_shell(Some("cmd")).is_err());
+        assert!(resolve_shell(Some("cmd")).expect_err("cmd is not a unix shell").contains("cmd"));
     }
 }

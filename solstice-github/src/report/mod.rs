@@ -322,6 +322,12 @@ impl JobReport {
         Ok(())
     }
 
+    /// Sends live lines that have waited long enough (called by a timer, so a quiet step's
+    /// last lines do not wait for its end).
+    pub async fn tick(&mut self) {
+        self.flush_feed(false).await;
+    }
+
     async fn flush_feed(&mut self, force: bool) {
         let waiting: usize = self.records.iter().map(|r| r.feed.len()).sum();
         let due = self.feed_since.is_some_and(|t| t.elapsed().as_millis() >= FEED_DELAY_MS);

@@ -40,6 +40,7 @@ pub async fn register(fake: &FakeGithub, name: &str, ephemeral: bool) -> (tempfi
 
 /// A runner serving jobs until dropped or stopped.
 pub struct Runner {
+    #[allow(dead_code)]
     pub source: GithubSource,
     pub stop: CancellationToken,
     pub task: tokio::task::JoinHandle<Result<(), solstice_github::GithubError>>,

@@ -394,10 +394,10 @@ pub(crate) async fn delete_message(State(s): State<Shared>, Path((_pool, id)): P
         Err(r) => return r,
     };
     let mut job = None;
-    if let Some(ms) = data.pool_messages.get_mut(&agent) {
-        if let Some(pos) = ms.iter().position(|m| m.id == id) {
-            job = ms.remove(pos).job;
-        }
+    if let Some(ms) = data.pool_messages.get_mut(&agent)
+        && let Some(pos) = ms.iter().position(|m| m.id == id)
+    {
+        job = ms.remove(pos).job;
     }
     if let Some(job) = job.and_then(|j| data.jobs.get_mut(&j))
         && job.state == JobState::Offered(agent)

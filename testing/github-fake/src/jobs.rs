@@ -182,6 +182,7 @@ fn retire_ephemeral(data: &mut Data, agent: Option<i64>) {
     {
         data.agents.remove(&agent);
         data.access_tokens.retain(|_, (a, _)| *a != agent);
+        data.sessions.retain(|_, s| s.agent_id != agent);
     }
 }
 
@@ -237,7 +238,7 @@ pub(crate) async fn put_blob(
     Query(q): Q,
     body: Bytes,
 ) -> Response {
-    if q.get("sig").is_none() {
+    if !q.contains_key("sig") {
         return StatusCode::FORBIDDEN.into_response();
     }
     if headers.contains_key(axum::http::header::AUTHORIZATION) {
