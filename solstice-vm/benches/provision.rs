@@ -1,0 +1,2 @@
+//! Provisioning overhead benchmark (written below).
+fn main() {}

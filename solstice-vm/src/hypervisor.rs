@@ -1,0 +1,650 @@
+//! [`QemuHypervisor`]: the [`Hypervisor`] seam on QEMU.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use solstice_core::{Hypervisor, HypervisorError, LogSink, LogStream, Machine, MachineAccess, MachineRequest, SshAccess};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::accel::{AccelChoice, AccelProbe, AccelVerdict};
+use crate::console::ConsoleTail;
+use crate::image::{BootMode, ImageCache, ImageCatalog, ImageEntry, ImageError, LogProgress, create_overlay};
+use crate::keys::{KeyError, SshKeyPair};
+use crate::net::{EgressConfig, NetSpec};
+use crate::ports::{PortAllocator, PortError, PortLease};
+use crate::qemu::{BootSpec, QemuError, QemuProcess, StopOutcome, VmSpec};
+use crate::qmp::{QmpClient, QmpError};
+use crate::seed::{SeedConfig, SeedError};
+use crate::ssh::{SshError, SshSession};
+
+/// A machine could not be made, reached or removed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VmError {
+    /// No catalog entry serves the label.
+    #[error("no image serves the label `{0}`")]
+    UnknownLabel(String),
+    /// The base image could not be provided.
+    #[error("image for `{label}` is not available")]
+    Image {
+        /// The label.
+        label: String,
+        /// The cause.
+        #[source]
+        source: ImageError,
+    },
+    /// The machine's files could not be written.
+    #[error("could not prepare the files of machine {vm}")]
+    Files {
+        /// The machine.
+        vm: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Making the keys failed.
+    #[error("could not make the keys of machine {vm}")]
+    Keys {
+        /// The machine.
+        vm: String,
+        /// The cause.
+        #[source]
+        source: KeyError,
+    },
+    /// Writing the seed failed.
+    #[error("could not write the cloud-init seed of machine {vm}")]
+    Seed {
+        /// The machine.
+        vm: String,
+        /// The cause.
+        #[source]
+        source: SeedError,
+    },
+    /// No port was free.
+    #[error("no host port for machine {vm}")]
+    Port {
+        /// The machine.
+        vm: String,
+        /// The cause.
+        #[source]
+        source: PortError,
+    },
+    /// QEMU failed.
+    #[error("QEMU failed for machine {vm}")]
+    Qemu {
+        /// The machine.
+        vm: String,
+        /// The cause.
+        #[source]
+        source: QemuError,
+    },
+    /// QMP failed.
+    #[error("QMP failed for machine {vm}")]
+    Qmp {
+        /// The machine.
+        vm: String,
+        /// The cause.
+        #[source]
+        source: QmpError,
+    },
+    /// SSH into the machine failed for a reason other than it still booting.
+    #[error("could not log in to machine {vm}")]
+    Ssh {
+        /// The machine.
+        vm: String,
+        /// The cause.
+        #[source]
+        source: SshError,
+    },
+    /// The machine did not answer SSH before the boot timeout.
+    #[error("machine {vm} did not answer SSH within {seconds} s")]
+    BootTimeout {
+        /// The machine.
+        vm: String,
+        /// The timeout.
+        seconds: u64,
+    },
+    /// Provisioning was cancelled.
+    #[error("provisioning machine {vm} was cancelled")]
+    Cancelled {
+        /// The machine.
+        vm: String,
+    },
+    /// No such live machine.
+    #[error("no live machine {0}")]
+    NotFound(String),
+}
+
+impl VmError {
+    /// Whether trying again may help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Image { source, .. } => source.is_transient(),
+            Self::Port { .. } | Self::BootTimeout { .. } | Self::Qemu { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+impl From<VmError> for HypervisorError {
+    fn from(e: VmError) -> Self {
+        match e {
+            VmError::UnknownLabel(label) => HypervisorError::UnknownLabel(label),
+            VmError::Cancelled { .. } => HypervisorError::Cancelled,
+            VmError::BootTimeout { vm, seconds } => HypervisorError::BootTimeout { machine: vm, seconds },
+            other => HypervisorError::Backend {
+                message: other.to_string(),
+                transient: other.is_transient(),
+                source: Some(Box::new(other)),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    qemu: PathBuf,
+    qemu_img: PathBuf,
+    run_dir: PathBuf,
+    cache_dir: PathBuf,
+    catalog: ImageCatalog,
+    accel: AccelChoice,
+    probe_kernel: Option<PathBuf>,
+    cpu: Option<String>,
+    machine: String,
+    ports: PortAllocator,
+    boot_timeout: Duration,
+    ssh_interval: Duration,
+    stop_grace: Duration,
+    max_machines: usize,
+    egress: Option<EgressConfig>,
+    restrict: bool,
+    kill_with_parent: bool,
+}
+
+/// Builds a [`QemuHypervisor`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct QemuHypervisorBuilder {
+    config: Config,
+}
+
+impl QemuHypervisorBuilder {
+    /// The QEMU binary. Default: `qemu-system-x86_64` from `PATH`.
+    pub fn qemu(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.qemu = path.into();
+        self
+    }
+
+    /// The `qemu-img` binary. Default: `qemu-img` from `PATH`.
+    pub fn qemu_img(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.qemu_img = path.into();
+        self
+    }
+
+    /// Where machines' working directories (overlay, seed, sockets, console log) are
+    /// made. Default: `solstice-vms` in the system temporary directory.
+    pub fn run_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.run_dir = dir.into();
+        self
+    }
+
+    /// Where base images and the accelerator verdict are cached. Default:
+    /// `solstice-cache` in the system temporary directory.
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.cache_dir = dir.into();
+        self
+    }
+
+    /// The image catalog. Default: empty.
+    pub fn catalog(mut self, catalog: ImageCatalog) -> Self {
+        self.config.catalog = catalog;
+        self
+    }
+
+    /// Adds one image for `label`. Default: none.
+    pub fn image(mut self, label: impl Into<String>, entry: ImageEntry) -> Self {
+        self.config.catalog.insert(label, entry);
+        self
+    }
+
+    /// How the accelerator is chosen. Default: [`AccelChoice::Auto`].
+    pub fn accel(mut self, choice: AccelChoice) -> Self {
+        self.config.accel = choice;
+        self
+    }
+
+    /// The kernel the KVM probe boots. Default: the first kernel-booted catalog image's
+    /// kernel; without one, `Auto` means TCG.
+    pub fn probe_kernel(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.probe_kernel = Some(path.into());
+        self
+    }
+
+    /// The CPU model. Default: `host` under KVM, `max` under TCG.
+    pub fn cpu(mut self, model: impl Into<String>) -> Self {
+        self.config.cpu = Some(model.into());
+        self
+    }
+
+    /// The port allocator for SSH forwards (share one between hypervisors of a host).
+    /// Default: ports 42000..44000.
+    pub fn ports(mut self, ports: PortAllocator) -> Self {
+        self.config.ports = ports;
+        self
+    }
+
+    /// How long a machine may take to answer SSH. Default: 300 s.
+    pub fn boot_timeout(mut self, timeout: Duration) -> Self {
+        self.config.boot_timeout = timeout;
+        self
+    }
+
+    /// The interval between SSH attempts while booting. Default: 250 ms.
+    pub fn ssh_retry_interval(mut self, interval: Duration) -> Self {
+        self.config.ssh_interval = interval;
+        self
+    }
+
+    /// How long the guest gets to power off after the ACPI power button before QEMU is
+    /// told to quit. Default: 10 s.
+    pub fn stop_grace(mut self, grace: Duration) -> Self {
+        self.config.stop_grace = grace;
+        self
+    }
+
+    /// How many machines may run at once; more `provision` calls wait. Default: 4.
+    pub fn max_machines(mut self, n: usize) -> Self {
+        self.config.max_machines = n.max(1);
+        self
+    }
+
+    /// Gives guests outbound access through an HTTP proxy on the host (see
+    /// [`crate::net`]). Default: no egress at all.
+    pub fn egress(mut self, egress: EgressConfig) -> Self {
+        self.config.egress = Some(egress);
+        self
+    }
+
+    /// Whether QEMU is started through `setpriv --pdeathsig KILL`, so it dies with this
+    /// process even after a SIGKILL. The signal follows the thread that started QEMU, so
+    /// turn this off if machines are provisioned from threads that end before the
+    /// machine (runtime worker threads do not). Default: true.
+    pub fn kill_with_parent(mut self, on: bool) -> Self {
+        self.config.kill_with_parent = on;
+        self
+    }
+
+    /// DANGEROUS: lets guests reach everything the host reaches, including services on
+    /// the host's own loopback through 10.0.2.2 (plain SLIRP). Only for trusted jobs.
+    pub fn dangerous_allow_host_network(mut self) -> Self {
+        self.config.restrict = false;
+        self
+    }
+
+    /// Builds the hypervisor. Nothing is started until the first `provision`.
+    pub fn build(self) -> QemuHypervisor {
+        let slots = Arc::new(Semaphore::new(self.config.max_machines));
+        let cache = ImageCache::new(self.config.cache_dir.join("images"));
+        QemuHypervisor {
+            inner: Arc::new(Inner { config: self.config, cache, slots, accel: OnceCell::new(), live: Mutex::default() }),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    cache: ImageCache,
+    slots: Arc<Semaphore>,
+    accel: OnceCell<AccelVerdict>,
+    live: Mutex<HashMap<String, LiveVm>>,
+}
+
+/// A running machine and everything it owns; dropping it kills QEMU and removes its
+/// files (the normal path stops it in order first).
+#[derive(Debug)]
+struct LiveVm {
+    process: QemuProcess,
+    qmp: Option<QmpClient>,
+    dir: tempfile::TempDir,
+    _port: PortLease,
+    _permit: OwnedSemaphorePermit,
+    _keys: (SshKeyPair, SshKeyPair),
+}
+
+/// A [`Hypervisor`] that runs each job in a fresh QEMU virtual machine.
+///
+/// `provision` picks the catalog image for the job's label, makes a working directory
+/// with a qcow2 overlay and a cloud-init seed carrying two fresh ed25519 keys (the job's
+/// login key and the machine's host key), leases a loopback port for the SSH forward,
+/// starts QEMU (KVM if the probe says it works, else TCG), connects QMP, streams the
+/// serial console into the job log and waits until SSH logs in with the expected host
+/// key. `destroy` stops QEMU in order (ACPI power button, grace period, QMP `quit`,
+/// SIGKILL) and removes the directory; keys are forgotten. A machine whose handle is
+/// dropped without `destroy` is killed and removed as well. Cloning is cheap and shares
+/// the machines; do not wrap it in another `Arc`.
+#[derive(Debug, Clone)]
+pub struct QemuHypervisor {
+    inner: Arc<Inner>,
+}
+
+fn files_error(vm: &str) -> impl FnOnce(std::io::Error) -> VmError + '_ {
+    move |source| VmError::Files { vm: vm.to_owned(), source }
+}
+
+impl QemuHypervisor {
+    /// A builder with the defaults listed on its methods.
+    pub fn builder() -> QemuHypervisorBuilder {
+        let tmp = std::env::temp_dir();
+        QemuHypervisorBuilder {
+            config: Config {
+                qemu: "qemu-system-x86_64".into(),
+                qemu_img: "qemu-img".into(),
+                run_dir: tmp.join("solstice-vms"),
+                cache_dir: tmp.join("solstice-cache"),
+                catalog: ImageCatalog::default(),
+                accel: AccelChoice::Auto,
+                probe_kernel: None,
+                cpu: None,
+                machine: "q35".into(),
+                ports: PortAllocator::default(),
+                boot_timeout: Duration::from_secs(300),
+                ssh_interval: Duration::from_millis(250),
+                stop_grace: Duration::from_secs(10),
+                max_machines: 4,
+                egress: None,
+                restrict: true,
+                kill_with_parent: true,
+            },
+        }
+    }
+
+    /// How many machines are running.
+    pub fn live_machines(&self) -> usize {
+        self.inner.live.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    /// The accelerator machines use, probing once if configured to.
+    pub async fn accelerator(&self) -> AccelVerdict {
+        self.inner
+            .accel
+            .get_or_init(|| async {
+                let config = &self.inner.config;
+                let kernel = config.probe_kernel.clone().or_else(|| {
+                    config.catalog.images.values().find_map(|e| match &e.boot {
+                        BootMode::Kernel { kernel, .. } => Some(kernel.clone()),
+                        BootMode::Disk => None,
+                    })
+                });
+                match (config.accel, kernel) {
+                    (AccelChoice::Auto, None) => AccelVerdict {
+                        accel: crate::Accel::Tcg,
+                        reason: "no kernel to probe KVM with; set probe_kernel to enable KVM detection".into(),
+                    },
+                    (choice, kernel) => {
+                        let mut probe = AccelProbe::new(&config.qemu, kernel.unwrap_or_default());
+                        if let Some(cpu) = &config.cpu {
+                            probe.cpu = cpu.clone();
+                        }
+                        probe.cache_dir = Some(config.cache_dir.clone());
+                        probe.resolve(choice).await
+                    }
+                }
+            })
+            .await
+            .clone()
+    }
+
+    /// Makes and boots a machine for `request`, like [`Hypervisor::provision`].
+    ///
+    /// # Errors
+    /// [`VmError`]; nothing is left behind on error.
+    ///
+    /// # Cancel safety
+    /// Dropping the future kills QEMU and removes the machine's files.
+    pub async fn boot(
+        &self,
+        request: &MachineRequest,
+        console: &LogSink,
+        cancel: &CancellationToken,
+    ) -> Result<Machine, VmError> {
+        let config = &self.inner.config;
+        let entry = config.catalog.lookup(&request.label).cloned().ok_or_else(|| VmError::UnknownLabel(request.label.clone()))?;
+        let profile = entry.guest_profile().map_err(|e| VmError::Image { label: request.label.clone(), source: e })?;
+        let permit = tokio::select! {
+            permit = self.inner.slots.clone().acquire_owned() => permit.map_err(|_| VmError::Cancelled { vm: request.label.clone() })?,
+            _ = cancel.cancelled() => return Err(VmError::Cancelled { vm: request.label.clone() }),
+        };
+        let short = request.job_id.to_string().chars().take(8).collect::<String>();
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let vm = format!("vm-{short}-{}", &suffix[..6]);
+        let started = Instant::now();
+        let base = match &entry.source {
+            Some(source) => Some((
+                self.inner
+                    .cache
+                    .ensure(source, &LogProgress::default())
+                    .await
+                    .map_err(|e| VmError::Image { label: request.label.clone(), source: e })?,
+                source.format.clone(),
+            )),
+            None => None,
+        };
+        tokio::fs::create_dir_all(&config.run_dir).await.map_err(files_error(&vm))?;
+        let dir = tempfile::Builder::new().prefix(&format!("{vm}-")).tempdir_in(&config.run_dir).map_err(files_error(&vm))?;
+        let client_key = SshKeyPair::generate(&format!("solstice-job-{}", request.job_id))
+            .map_err(|e| VmError::Keys { vm: vm.clone(), source: e })?;
+        let host_key = SshKeyPair::generate(&vm).map_err(|e| VmError::Keys { vm: vm.clone(), source: e })?;
+        let seed = SeedConfig {
+            instance_id: vm.clone(),
+            hostname: vm.clone(),
+            user: profile.user.clone(),
+            shell: Some(profile.shell.clone()),
+            groups: profile.groups.clone(),
+            sudo: profile.sudo.clone(),
+            authorized_keys: vec![client_key.public_openssh()],
+            host_key: Some((host_key.private_openssh().map_err(|e| VmError::Keys { vm: vm.clone(), source: e })?, host_key.public_openssh())),
+        };
+        let seed_path = dir.path().join("seed.iso");
+        let iso = tokio::task::spawn_blocking(move || seed.to_iso())
+            .await
+            .map_err(|e| VmError::Files { vm: vm.clone(), source: std::io::Error::other(e) })?
+            .map_err(|e| VmError::Seed { vm: vm.clone(), source: e })?;
+        tokio::fs::write(&seed_path, iso).await.map_err(files_error(&vm))?;
+        let disk = match &base {
+            Some((base, format)) => {
+                let overlay = dir.path().join("overlay.qcow2");
+                create_overlay(&config.qemu_img, base, format, &overlay, entry.disk_gib)
+                    .await
+                    .map_err(|e| VmError::Image { label: request.label.clone(), source: e })?;
+                Some(overlay)
+            }
+            None => None,
+        };
+        let accel = self.accelerator().await;
+        let boot = match &entry.boot {
+            BootMode::Disk => BootSpec::Disk,
+            BootMode::Kernel { kernel, initrd, append } => {
+                BootSpec::Kernel { kernel: kernel.clone(), initrd: initrd.clone(), append: append.clone() }
+            }
+        };
+        console
+            .send(LogStream::System, format!("Booting {vm} ({} under {}, {} vCPU, {} MiB)", request.label, accel.accel, entry.vcpus, entry.memory_mib))
+            .await;
+        // A port can be taken by another program between our probe and QEMU's bind:
+        // QEMU then exits at once, and we try the next port.
+        let mut attempt = 0;
+        let (mut process, port, console_log) = loop {
+            attempt += 1;
+            let port = config.ports.allocate().map_err(|e| VmError::Port { vm: vm.clone(), source: e })?;
+            let mut net = NetSpec::isolated(port.port());
+            net.restrict = config.restrict;
+            net.egress = config.egress.clone();
+            let console_log = dir.path().join("console.log");
+            let spec = VmSpec {
+                name: vm.clone(),
+                accel: accel.accel,
+                cpu: config.cpu.clone(),
+                machine: config.machine.clone(),
+                vcpus: entry.vcpus,
+                memory_mib: entry.memory_mib,
+                boot: boot.clone(),
+                disk: disk.clone(),
+                seed_iso: Some(seed_path.clone()),
+                net,
+                qmp_socket: dir.path().join("qmp.sock"),
+                console_log: console_log.clone(),
+                extra_args: Vec::new(),
+            };
+            let mut process = QemuProcess::spawn(&config.qemu, &spec, &dir.path().join("qemu.log"), config.kill_with_parent)
+                .map_err(|e| VmError::Qemu { vm: vm.clone(), source: e })?;
+            if let Some(status) = process.wait_for(Duration::from_millis(300)).await {
+                let error = process.exited_error(status);
+                if attempt < 3 && error.to_string().contains("host forwarding") {
+                    tracing::warn!(vm, port = port.port(), "SSH forward port was taken; retrying with another");
+                    continue;
+                }
+                return Err(VmError::Qemu { vm: vm.clone(), source: error });
+            }
+            break (process, port, console_log);
+        };
+        let qmp_socket = dir.path().join("qmp.sock");
+        let mut qmp = tokio::select! {
+            qmp = QmpClient::connect(&qmp_socket, Duration::from_secs(10)) => qmp.map_err(|e| VmError::Qmp { vm: vm.clone(), source: e })?,
+            _ = cancel.cancelled() => return Err(VmError::Cancelled { vm }),
+        };
+        let status = qmp.query_status().await.map_err(|e| VmError::Qmp { vm: vm.clone(), source: e })?;
+        tracing::debug!(vm, pid = process.pid(), status, qemu = qmp.version(), "QEMU is up");
+        let tail = ConsoleTail::start(console_log, console.clone(), format!("Boot console of {vm}"), profile.ready_marker.clone());
+        let access = SshAccess {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port.port())),
+            user: profile.user.clone(),
+            host_key: host_key.public_openssh(),
+            client_key: client_key.private_openssh().map_err(|e| VmError::Keys { vm: vm.clone(), source: e })?,
+        };
+        let ready = wait_for_ssh(&vm, &access, &mut process, config.boot_timeout, config.ssh_interval, cancel).await;
+        tail.stop().await;
+        if let Err(e) = ready {
+            let _ = process.stop(Some(&mut qmp), Duration::ZERO).await;
+            return Err(e);
+        }
+        console
+            .send(LogStream::System, format!("{vm} answered SSH after {:.1} s", started.elapsed().as_secs_f64()))
+            .await;
+        let machine = Machine {
+            id: vm.clone(),
+            label: request.label.clone(),
+            workspace: profile.workspace.clone(),
+            access: MachineAccess::Ssh(access),
+        };
+        let live = LiveVm { process, qmp: Some(qmp), dir, _port: port, _permit: permit, _keys: (client_key, host_key) };
+        self.inner.live.lock().unwrap_or_else(|p| p.into_inner()).insert(vm, live);
+        Ok(machine)
+    }
+
+    /// Stops a machine in order and removes its files; returns how QEMU ended.
+    ///
+    /// # Errors
+    /// [`VmError::NotFound`] for an unknown id; [`VmError::Files`] when the directory
+    /// could not be removed.
+    pub async fn stop(&self, id: &str) -> Result<StopOutcome, VmError> {
+        let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        let Some(mut live) = live else {
+            return Err(VmError::NotFound(id.to_owned()));
+        };
+        let outcome = live
+            .process
+            .stop(live.qmp.as_mut(), self.inner.config.stop_grace)
+            .await
+            .map_err(|e| VmError::Qemu { vm: id.to_owned(), source: e })?;
+        tracing::info!(vm = id, ?outcome, "machine stopped");
+        let LiveVm { dir, qmp, .. } = live;
+        drop(qmp);
+        let path = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || dir.close())
+            .await
+            .map_err(|e| VmError::Files { vm: id.to_owned(), source: std::io::Error::other(e) })?
+            .map_err(|e| VmError::Files { vm: id.to_owned(), source: e })?;
+        debug_assert!(!Path::new(&path).exists());
+        Ok(outcome)
+    }
+
+    /// The working directory of a live machine (overlay, seed, sockets, console log).
+    pub fn machine_dir(&self, id: &str) -> Option<PathBuf> {
+        self.inner.live.lock().ok()?.get(id).map(|l| l.dir.path().to_path_buf())
+    }
+
+    /// The QEMU pid of a live machine.
+    pub fn machine_pid(&self, id: &str) -> Option<u32> {
+        self.inner.live.lock().ok()?.get(id).map(|l| l.process.pid())
+    }
+}
+
+async fn wait_for_ssh(
+    vm: &str,
+    access: &SshAccess,
+    process: &mut QemuProcess,
+    timeout: Duration,
+    interval: Duration,
+    cancel: &CancellationToken,
+) -> Result<(), VmError> {
+    let until = tokio::time::Instant::now() + timeout;
+    loop {
+        if cancel.is_cancelled() {
+            return Err(VmError::Cancelled { vm: vm.to_owned() });
+        }
+        if let Some(status) = process.try_status() {
+            return Err(VmError::Qemu { vm: vm.to_owned(), source: process.exited_error(status) });
+        }
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(VmError::BootTimeout { vm: vm.to_owned(), seconds: timeout.as_secs() });
+        }
+        let attempt = async {
+            let session = SshSession::connect(access, left.min(Duration::from_secs(10))).await?;
+            session.exec("true").await
+        };
+        let result = tokio::select! {
+            r = attempt => r,
+            _ = cancel.cancelled() => return Err(VmError::Cancelled { vm: vm.to_owned() }),
+        };
+        match result {
+            Ok(out) if out.exit_code == Some(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.is_transient() => tracing::trace!(vm, error = %e, "SSH not up yet"),
+            Err(e) => return Err(VmError::Ssh { vm: vm.to_owned(), source: e }),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = cancel.cancelled() => return Err(VmError::Cancelled { vm: vm.to_owned() }),
+        }
+    }
+}
+
+#[async_trait]
+impl Hypervisor for QemuHypervisor {
+    fn serves(&self, label: &str) -> bool {
+        self.inner.config.catalog.lookup(label).is_some()
+    }
+
+    async fn provision(
+        &self,
+        request: &MachineRequest,
+        console: &LogSink,
+        cancel: &CancellationToken,
+    ) -> Result<Machine, HypervisorError> {
+        Ok(self.boot(request, console, cancel).await?)
+    }
+
+    async fn destroy(&self, machine: &Machine) -> Result<(), HypervisorError> {
+        match self.stop(&machine.id).await {
+            Ok(_) | Err(VmError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

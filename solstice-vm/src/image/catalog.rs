@@ -1,0 +1,216 @@
+//! The image catalog: which image serves which `runs-on` label.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::GuestProfile;
+use crate::image::ImageError;
+
+/// Where a base image comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSource {
+    /// `https://…`, `http://…` or `file:///…`.
+    pub url: String,
+    /// SHA-256 of the file at `url` (before decompression), lowercase hex.
+    pub sha256: String,
+    /// The disk format after decompression. Default: `qcow2`.
+    #[serde(default = "default_format")]
+    pub format: String,
+    /// How the file is compressed. Default: none.
+    #[serde(default)]
+    pub decompress: Decompress,
+}
+
+fn default_format() -> String {
+    "qcow2".into()
+}
+
+/// Compression of a downloaded image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decompress {
+    /// Not compressed.
+    #[default]
+    None,
+    /// xz.
+    Xz,
+    /// zstd.
+    Zstd,
+}
+
+/// How a machine of this image boots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BootMode {
+    /// From the image's disk.
+    Disk,
+    /// A kernel and initrd booted directly (the disk, if any, is attached too).
+    Kernel {
+        /// The kernel image.
+        kernel: PathBuf,
+        /// The initial ramdisk.
+        #[serde(default)]
+        initrd: Option<PathBuf>,
+        /// The kernel command line.
+        #[serde(default)]
+        append: String,
+    },
+}
+
+/// One catalog entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageEntry {
+    /// More labels served by this image besides its key.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// The base disk image; `None` for diskless kernel boots.
+    #[serde(default)]
+    pub source: Option<ImageSource>,
+    /// A guest profile preset name (`linux`, `illumos`, `tiny`). Default: `linux`.
+    #[serde(default = "default_profile")]
+    pub profile: String,
+    /// Virtual CPUs. Default: 2.
+    #[serde(default = "default_vcpus")]
+    pub vcpus: u16,
+    /// Memory in MiB. Default: 2048.
+    #[serde(default = "default_memory")]
+    pub memory_mib: u32,
+    /// Virtual disk size of the job's overlay in GiB; `None` keeps the base's size.
+    #[serde(default)]
+    pub disk_gib: Option<u32>,
+    /// How it boots. Default: from disk.
+    #[serde(default = "default_boot")]
+    pub boot: BootMode,
+}
+
+fn default_profile() -> String {
+    "linux".into()
+}
+fn default_vcpus() -> u16 {
+    2
+}
+fn default_memory() -> u32 {
+    2048
+}
+fn default_boot() -> BootMode {
+    BootMode::Disk
+}
+
+impl ImageEntry {
+    /// The guest profile named by [`ImageEntry::profile`].
+    ///
+    /// # Errors
+    /// [`ImageError::Catalog`] for an unknown profile name.
+    pub fn guest_profile(&self) -> Result<GuestProfile, ImageError> {
+        GuestProfile::preset(&self.profile)
+            .ok_or_else(|| ImageError::Catalog { message: format!("unknown guest profile `{}`", self.profile) })
+    }
+}
+
+/// Labels mapped to images, read from TOML:
+///
+/// ```toml
+/// [images.omnios-r151056]
+/// aliases = ["illumos-latest"]
+/// profile = "illumos"
+/// vcpus = 4
+/// memory_mib = 4096
+/// disk_gib = 20
+/// source = { url = "https://example.org/omnios.qcow2.zst", sha256 = "…", decompress = "zstd" }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageCatalog {
+    /// Entries by their main label.
+    #[serde(default)]
+    pub images: BTreeMap<String, ImageEntry>,
+}
+
+impl ImageCatalog {
+    /// Parses a catalog and checks it (profiles exist, digests are 64 hex digits, no label
+    /// is served twice).
+    ///
+    /// # Errors
+    /// [`ImageError::Catalog`] with the parser's message.
+    pub fn from_toml(text: &str) -> Result<Self, ImageError> {
+        let catalog: Self = toml::from_str(text).map_err(|e| ImageError::Catalog { message: e.to_string() })?;
+        let mut seen = std::collections::HashSet::new();
+        for (label, entry) in &catalog.images {
+            entry.guest_profile()?;
+            if let Some(source) = &entry.source {
+                if source.sha256.len() != 64 || !source.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(ImageError::Catalog { message: format!("image `{label}`: sha256 must be 64 hex digits") });
+                }
+            } else if entry.boot == BootMode::Disk {
+                return Err(ImageError::Catalog { message: format!("image `{label}` boots from disk but has no source") });
+            }
+            for name in std::iter::once(label).chain(&entry.aliases) {
+                if !seen.insert(name.clone()) {
+                    return Err(ImageError::Catalog { message: format!("label `{name}` is served twice") });
+                }
+            }
+        }
+        Ok(catalog)
+    }
+
+    /// Adds or replaces an entry.
+    pub fn insert(&mut self, label: impl Into<String>, entry: ImageEntry) {
+        self.images.insert(label.into(), entry);
+    }
+
+    /// The entry serving `label`, by key or alias.
+    pub fn lookup(&self, label: &str) -> Option<&ImageEntry> {
+        self.images
+            .get(label)
+            .or_else(|| self.images.values().find(|e| e.aliases.iter().any(|a| a == label)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CATALOG: &str = r#"
+[images.omnios]
+aliases = ["illumos-latest"]
+profile = "illumos"
+vcpus = 4
+memory_mib = 4096
+disk_gib = 20
+source = { url = "https://example.org/omnios.qcow2.zst", sha256 = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", decompress = "zstd" }
+
+[images.tiny-linux]
+profile = "tiny"
+memory_mib = 512
+boot = { mode = "kernel", kernel = "/c/vmlinuz", initrd = "/c/initrd.gz", append = "console=ttyS0" }
+"#;
+
+    #[test]
+    fn labels_and_aliases_resolve() {
+        let catalog = ImageCatalog::from_toml(CATALOG).expect("valid");
+        let omnios = catalog.lookup("illumos-latest").expect("alias");
+        assert_eq!(omnios.vcpus, 4);
+        assert_eq!(omnios.source.as_ref().map(|s| s.decompress), Some(Decompress::Zstd));
+        assert_eq!(omnios.source.as_ref().map(|s| s.format.as_str()), Some("qcow2"));
+        let tiny = catalog.lookup("tiny-linux").expect("key");
+        assert_eq!(tiny.vcpus, 2);
+        assert!(matches!(&tiny.boot, BootMode::Kernel { append, .. } if append == "console=ttyS0"));
+        assert!(catalog.lookup("windows").is_none());
+    }
+
+    #[test]
+    fn bad_catalogs_are_rejected() {
+        let bad_digest = CATALOG.replace("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", "abc");
+        assert!(matches!(ImageCatalog::from_toml(&bad_digest), Err(ImageError::Catalog { .. })));
+        let unknown_key = format!("{CATALOG}\n[images.x]\nsourse = 1\n");
+        assert!(matches!(ImageCatalog::from_toml(&unknown_key), Err(ImageError::Catalog { .. })));
+        let twice = CATALOG.replace("aliases = [\"illumos-latest\"]", "aliases = [\"tiny-linux\"]");
+        assert!(matches!(ImageCatalog::from_toml(&twice), Err(ImageError::Catalog { .. })));
+        let profile = CATALOG.replace("profile = \"illumos\"", "profile = \"beos\"");
+        assert!(matches!(ImageCatalog::from_toml(&profile), Err(ImageError::Catalog { .. })));
+    }
+}

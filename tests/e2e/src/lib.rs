@@ -1,0 +1,104 @@
+//! Harness for the QEMU end-to-end tests of Solstice CI.
+//!
+//! The tests in `tests/it` boot the tiny test guest ([`solstice_vm::TestGuest`]) under
+//! KVM when it works and TCG otherwise, and run jobs in it over SSH. They never skip:
+//! when QEMU or a Debian package the guest is built from is missing, they fail and say
+//! which package to install.
+#![warn(missing_docs, missing_debug_implementations)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use solstice_core::{JobId, LogSink, Machine, MachineRequest, OutputLine};
+use solstice_vm::{AccelChoice, GuestProfile, PortAllocator, QemuHypervisor, TestGuest};
+use tokio_util::sync::CancellationToken;
+
+/// The label the test guest serves.
+pub const LABEL: &str = "tiny-linux";
+
+/// Where the test guest and the accelerator verdict are cached between runs.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("SOLSTICE_E2E_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/solstice")))
+        .unwrap_or_else(|| std::env::temp_dir().join("solstice-cache"))
+}
+
+/// Fails with a clear message when a tool the tests need is missing.
+pub fn require_tools() {
+    for (tool, package) in [("qemu-system-x86_64", "qemu-system-x86"), ("qemu-img", "qemu-utils")] {
+        let found = std::process::Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+        assert!(found, "`{tool}` is missing: install the Debian package `{package}` (these tests never skip)");
+    }
+}
+
+/// Builds (or finds in the cache) the test guest.
+pub fn test_guest() -> TestGuest {
+    require_tools();
+    match TestGuest::builder(cache_dir()).ensure() {
+        Ok(guest) => guest,
+        Err(e) => panic!("could not build the test guest: {e}"),
+    }
+}
+
+/// A hypervisor serving [`LABEL`] with the test guest, its accelerator probed once per
+/// host, with its own run directory under `run_dir`.
+pub fn hypervisor(run_dir: &std::path::Path) -> QemuHypervisor {
+    let guest = test_guest();
+    QemuHypervisor::builder()
+        .image(LABEL, guest.catalog_entry())
+        .probe_kernel(&guest.kernel)
+        .accel(AccelChoice::Auto)
+        .cache_dir(cache_dir())
+        .run_dir(run_dir)
+        .ports(shared_ports())
+        .boot_timeout(Duration::from_secs(240))
+        .stop_grace(Duration::from_secs(10))
+        .build()
+}
+
+/// One port allocator for every hypervisor in the test binary.
+pub fn shared_ports() -> PortAllocator {
+    static PORTS: std::sync::OnceLock<PortAllocator> = std::sync::OnceLock::new();
+    PORTS.get_or_init(|| PortAllocator::new(46000..47000)).clone()
+}
+
+/// A request for the test guest.
+pub fn request() -> MachineRequest {
+    MachineRequest { job_id: JobId::new(), label: LABEL.into(), debug_ssh: false }
+}
+
+/// Boots a machine and returns it with the console lines seen while booting.
+pub async fn boot(hypervisor: &QemuHypervisor) -> (Machine, Vec<OutputLine>) {
+    let (console, mut rx) = LogSink::channel(4096);
+    let machine = hypervisor.boot(&request(), &console, &CancellationToken::new()).await;
+    drop(console);
+    let mut lines = Vec::new();
+    while let Ok(line) = rx.try_recv() {
+        lines.push(line);
+    }
+    match machine {
+        Ok(machine) => (machine, lines),
+        Err(e) => {
+            let text: Vec<String> = lines.into_iter().map(|l| l.line).collect();
+            panic!("boot failed: {e:#?}\nconsole:\n{}", text.join("\n"))
+        }
+    }
+}
+
+/// The tiny guest's profile (root, `/root/work`).
+pub fn profile() -> GuestProfile {
+    GuestProfile::tiny()
+}
+
+/// Polls `cond` every 100 ms until it holds or `timeout` passes.
+pub async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let until = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < until {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cond()
+}

@@ -1,0 +1,172 @@
+//! A multi-step job through the engine, and the executor's streaming, cancellation
+//! and checkout on a live machine.
+
+use std::time::{Duration, Instant};
+
+use solstice_core::{
+    CheckoutSource, CheckoutStep, Engine, JobEventKind, JobRequest, JobResult, LogSink, LogStream, ScriptRun,
+    StepAction, StepCommand, StepExecutor,
+};
+use solstice_e2e::{LABEL, boot, hypervisor};
+use solstice_vm::{SshExecutor, StopOutcome};
+use tokio_util::sync::CancellationToken;
+
+fn sh(name: &str, script: &str) -> StepCommand {
+    let mut step = StepCommand::run(name, script);
+    if let StepAction::Run { shell, .. } = &mut step.action {
+        *shell = "sh -e {0}".into();
+    }
+    step
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_in_a_fresh_vm_and_leaves_nothing_behind() {
+    let run_dir = tempfile::tempdir().expect("tempdir");
+    let hypervisor = hypervisor(run_dir.path());
+    let repo = tempfile::tempdir().expect("tempdir");
+    std::fs::write(repo.path().join("README.md"), "hello from the repository\n").expect("write");
+    std::fs::create_dir(repo.path().join("src")).expect("mkdir");
+    std::fs::write(repo.path().join("src/main.sh"), "echo built\n").expect("write");
+
+    let mut timeout_step = sh("times out", "echo sleeping; sleep 600");
+    timeout_step.timeout = Some(Duration::from_secs(3));
+    timeout_step.continue_on_error = true;
+    let mut steps = vec![
+        StepCommand { action: StepAction::Checkout(CheckoutStep::default()), ..StepCommand::run("checkout", "") },
+        // The default shell is bash, which the test guest has, as cloud images do.
+        StepCommand::run(
+            "greet",
+            "echo \"hello from $(uname -s) in $PWD\"\necho to-stderr >&2\necho answer=42 >> \"$GITHUB_OUTPUT\"\necho FOO=bar >> \"$GITHUB_ENV\"\nmkdir -p /opt/tool && echo /opt/tool >> \"$GITHUB_PATH\"",
+        ),
+        sh("sees env and path", "echo \"FOO=$FOO\"; case \":$PATH:\" in *:/opt/tool:*) echo path-ok;; esac; cat README.md; sh src/main.sh"),
+        sh("working directory", "pwd"),
+        timeout_step,
+        sh("fails", "echo about to fail; exit 3"),
+    ];
+    steps[3].working_directory = Some("src".into());
+    let mut always = sh("cleanup", "echo cleanup ran");
+    always.condition = Some("always()".into());
+    steps.push(always);
+    let mut job = JobRequest::new("e2e", vec![LABEL.into()], steps);
+    job.checkout = Some(CheckoutSource::LocalDir { path: repo.path().to_string_lossy().into_owned() });
+
+    let engine = Engine::builder().hypervisor(hypervisor.clone()).executor(SshExecutor::new()).build().expect("engine");
+    let started = Instant::now();
+    let (result, events) = engine.run_job_collect(job).await;
+    let lines: Vec<(Option<usize>, LogStream, String)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            JobEventKind::Log { step, stream, line } => Some((*step, *stream, line.clone())),
+            _ => None,
+        })
+        .collect();
+    let text: Vec<String> = lines.iter().map(|(s, k, l)| format!("{s:?} {k:?} {l}")).collect();
+    let dump = text.join("\n");
+    let has = |step: usize, stream: LogStream, needle: &str| {
+        lines.iter().any(|(s, k, l)| *s == Some(step) && *k == stream && l.contains(needle))
+    };
+    assert_eq!(result, JobResult::Failure, "step 5 exits 3\n{dump}");
+    assert!(lines.iter().any(|(_, _, l)| l.contains("solstice-guest: sshd started")), "boot console missing\n{dump}");
+    assert!(lines.iter().any(|(_, _, l)| l.starts_with("##[group]Boot console")), "{dump}");
+    assert!(has(1, LogStream::Stdout, "hello from Linux in /root/work"), "{dump}");
+    assert!(has(1, LogStream::Stderr, "to-stderr"), "{dump}");
+    assert!(has(2, LogStream::Stdout, "FOO=bar"), "{dump}");
+    assert!(has(2, LogStream::Stdout, "path-ok"), "{dump}");
+    assert!(has(2, LogStream::Stdout, "hello from the repository"), "{dump}");
+    assert!(has(2, LogStream::Stdout, "built"), "{dump}");
+    assert!(has(3, LogStream::Stdout, "/root/work/src"), "{dump}");
+    assert!(has(4, LogStream::Stdout, "sleeping"), "{dump}");
+    assert!(has(6, LogStream::Stdout, "cleanup ran"), "{dump}");
+    let finished: Vec<(usize, JobResult, Option<i32>)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            JobEventKind::StepFinished { index, outcome, exit_code, .. } => Some((*index, *outcome, *exit_code)),
+            _ => None,
+        })
+        .collect();
+    assert!(finished.contains(&(1, JobResult::Success, Some(0))), "{finished:?}");
+    assert!(finished.iter().any(|(i, o, c)| *i == 4 && *o == JobResult::Failure && c.is_none()), "timeout: {finished:?}");
+    assert!(finished.contains(&(5, JobResult::Failure, Some(3))), "{finished:?}");
+    let outputs = events.iter().find_map(|e| match &e.kind {
+        JobEventKind::StepFinished { index: 1, outputs, .. } => Some(outputs.clone()),
+        _ => None,
+    });
+    assert_eq!(outputs.and_then(|o| o.get("answer").cloned()).as_deref(), Some("42"));
+    assert_eq!(hypervisor.live_machines(), 0, "the machine must be destroyed");
+    let left: Vec<_> = std::fs::read_dir(run_dir.path()).expect("run dir").filter_map(Result::ok).map(|e| e.path()).collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+    eprintln!("job with boot took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_stream_live_cancel_kills_the_process_group_and_the_guest_powers_off() {
+    let run_dir = tempfile::tempdir().expect("tempdir");
+    let hypervisor = hypervisor(run_dir.path());
+    let (machine, _) = boot(&hypervisor).await;
+    let dir = hypervisor.machine_dir(&machine.id).expect("live machine has a directory");
+    let pid = hypervisor.machine_pid(&machine.id).expect("pid");
+    for file in ["seed.iso", "qmp.sock", "console.log"] {
+        assert!(dir.join(file).exists(), "{file} missing in {}", dir.display());
+    }
+    let executor = SshExecutor::new();
+    let step = |index: usize, script: &str| ScriptRun {
+        index,
+        script: script.into(),
+        shell: "sh -e {0}".into(),
+        env: [("GREETING".to_owned(), "it's \"quoted\" $HOME".to_owned())].into_iter().collect(),
+        working_directory: None,
+        path: Vec::new(),
+    };
+
+    // Streaming: the first line arrives while the step still runs.
+    let (sink, mut rx) = LogSink::channel(64);
+    let run = executor.run_script(&machine, &step(0, "echo \"$GREETING\"; echo first; sleep 4; echo second"), &sink, CancellationToken::new());
+    tokio::pin!(run);
+    let first = tokio::select! {
+        line = async { loop { if let Some(l) = rx.recv().await { if l.line == "first" { break l; } } } } => line,
+        exit = &mut run => panic!("the step ended before its first line was seen: {exit:?}"),
+    };
+    assert_eq!(first.stream, LogStream::Stdout);
+    let exit = run.await.expect("step runs");
+    assert_eq!(exit.exit_code, Some(0));
+    let mut rest = Vec::new();
+    while let Ok(l) = rx.try_recv() {
+        rest.push(l.line);
+    }
+    assert!(rest.contains(&"second".to_owned()), "{rest:?}");
+
+    // Env values with quotes and dollars arrive verbatim.
+    let (sink, mut rx) = LogSink::channel(64);
+    executor.run_script(&machine, &step(1, "printf '%s\\n' \"$GREETING\""), &sink, CancellationToken::new()).await.expect("step");
+    assert_eq!(rx.recv().await.map(|l| l.line).as_deref(), Some("it's \"quoted\" $HOME"));
+
+    // Cancellation kills the whole process group, background children included.
+    let cancel = CancellationToken::new();
+    let (sink, _rx) = LogSink::channel(64);
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        trigger.cancel();
+    });
+    let started = Instant::now();
+    let exit = executor
+        .run_script(&machine, &step(2, "sleep 1001 & sleep 1002 & sleep 1003"), &sink, cancel)
+        .await
+        .expect("cancelled step");
+    assert_eq!(exit.exit_code, None);
+    assert!(started.elapsed() < Duration::from_secs(20), "cancellation took {:?}", started.elapsed());
+    let (sink, mut rx) = LogSink::channel(64);
+    executor
+        .run_script(&machine, &step(3, "ps | grep 'sleep 100[123]' | grep -v grep | wc -l"), &sink, CancellationToken::new())
+        .await
+        .expect("ps");
+    assert_eq!(rx.recv().await.map(|l| l.line.trim().to_owned()).as_deref(), Some("0"), "sleeps survived the cancel");
+
+    // Graceful stop: the power button powers the guest off; every file goes away.
+    let outcome = hypervisor.stop(&machine.id).await.expect("stop");
+    assert_eq!(outcome, StopOutcome::PoweredOff);
+    assert!(!dir.exists(), "{} still exists", dir.display());
+    let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+    assert!(!alive, "QEMU pid {pid} still exists");
+    assert_eq!(hypervisor.live_machines(), 0);
+}
