@@ -2,10 +2,12 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod client;
+mod daemon;
 pub mod connect;
 mod error;
 mod labels;
 mod progress;
+mod register;
 pub mod proto;
 mod runner_file;
 mod source;
@@ -17,3 +19,5 @@ pub use error::ForgeError;
 pub use labels::{LabelError, LabelScheme, LabelSpec, label_names};
 pub use runner_file::{RunnerFile, RunnerFileError};
 pub use source::{ForgejoSource, ForgejoSourceBuilder};
+pub use daemon::{DaemonError, Service, run_service};
+pub use register::{RegisterError, Registration, register};

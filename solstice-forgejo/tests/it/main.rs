@@ -1,1 +1,7 @@
 //! Integration tests of the Forgejo runner against the fake Forgejo server.
+#![allow(clippy::unwrap_used)]
+
+mod client;
+mod e2e;
+mod support;
+mod wire;

@@ -1,0 +1,1 @@
+//! Wire-level tests of the fake Forgejo server, with a plain HTTP client.
