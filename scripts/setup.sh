@@ -3,7 +3,7 @@
 
 # Debian packages the VM tests and the demo need: QEMU, a kernel, busybox and
 # dropbear for the tiny test guest, and qemu-img for overlays.
-VM_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static dropbear-bin xorriso kmod cpio ca-certificates git)
+VM_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static dropbear-bin openssh-sftp-server bash xorriso kmod cpio ca-certificates git)
 
 log() { echo "setup: $*" >&2; }
 

@@ -37,6 +37,7 @@ mod machine;
 mod mask;
 mod model;
 mod queue;
+mod route;
 mod sink;
 mod source;
 mod translate;
@@ -61,6 +62,7 @@ pub use queue::{
     Acker, CancelConsumer, EventConsumer, EventDelivery, JobConsumer, JobDelivery, JobQueue,
     MemoryQueue, QueueError,
 };
+pub use route::{ExecutorByAccess, HypervisorSet};
 pub use sink::{LogSink, OutputLine};
 pub use source::{JobSource, ReportOutcome, SourceError, SourceMessage};
 pub use translate::job_request_from_plan;
