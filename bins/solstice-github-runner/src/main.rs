@@ -1,1 +1,195 @@
-fn main() {}
+//! `solstice-github-runner`: a GitHub Actions self-hosted runner that runs jobs with
+//! Solstice CI's engine.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+use solstice_core::{Engine, HostExecutor, HostHypervisor, Secret};
+use solstice_github::{GithubSource, RegistrationConfig, RunnerStore};
+use tokio_util::sync::CancellationToken;
+
+/// A GitHub Actions self-hosted runner that runs jobs in fresh virtual machines.
+///
+/// Exit codes: 0 success, 1 runtime failure, 2 invalid arguments or configuration.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file (keys: `dir`, `labels`, `capacity`).
+    #[arg(long, env = "SOLSTICE_GITHUB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory of the runner's credential files (overrides `dir`).
+    #[arg(long, env = "SOLSTICE_GITHUB_DIR")]
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Register this runner with a repository or organisation.
+    Register {
+        /// https://github.com/OWNER or https://github.com/OWNER/REPO.
+        #[arg(long)]
+        url: String,
+        /// The registration token from the repository's settings.
+        #[arg(long, env = "SOLSTICE_GITHUB_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The runner's name.
+        #[arg(long)]
+        name: String,
+        /// Extra labels, comma-separated (the first one routes jobs, e.g. `omnios`).
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+        /// Replace a runner of the same name.
+        #[arg(long)]
+        replace: bool,
+        /// Register for a single job.
+        #[arg(long)]
+        ephemeral: bool,
+        /// Runner group (default group if absent).
+        #[arg(long)]
+        runner_group: Option<String>,
+        /// REST API base, if it does not follow from the URL.
+        #[arg(long)]
+        api_url: Option<String>,
+    },
+    /// Unregister this runner and delete its credential files.
+    Remove {
+        /// The removal token from the repository's settings.
+        #[arg(long, env = "SOLSTICE_GITHUB_TOKEN", hide_env_values = true)]
+        token: String,
+        /// REST API base, if it does not follow from the URL.
+        #[arg(long)]
+        api_url: Option<String>,
+    },
+    /// Take jobs and run them until stopped (SIGINT/SIGTERM).
+    Run {
+        /// Take one job, then unregister and exit.
+        #[arg(long)]
+        ephemeral: bool,
+    },
+}
+
+/// The TOML configuration; every key has a default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RunnerFileConfig {
+    /// Directory of the credential files. Default: the current directory.
+    dir: PathBuf,
+    /// Queue routes the in-process engine serves. Default: `["host"]`.
+    labels: Vec<String>,
+    /// Jobs run at once. Default: 1.
+    capacity: usize,
+}
+
+impl Default for RunnerFileConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("."), labels: vec!["host".into()], capacity: 1 }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let config = e.chain().any(|c| matches!(c.downcast_ref::<solstice_github::GithubError>(), Some(solstice_github::GithubError::Config(_))));
+            ExitCode::from(if config { 2 } else { 1 })
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<RunnerFileConfig> {
+    let mut config = match &cli.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => RunnerFileConfig::default(),
+    };
+    if let Some(dir) = &cli.dir {
+        config.dir = dir.clone();
+    }
+    if let Ok(labels) = std::env::var("SOLSTICE_GITHUB_LABELS") {
+        config.labels = labels.split(',').map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    }
+    Ok(config)
+}
+
+async fn shutdown_signal(stop: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    stop.cancel();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = load_config(&cli)?;
+    let store = RunnerStore::new(&config.dir);
+    match cli.command {
+        Command::Register { url, token, name, labels, replace, ephemeral, runner_group, api_url } => {
+            let registration = RegistrationConfig {
+                url,
+                token: Secret::new(token),
+                name,
+                labels,
+                replace,
+                ephemeral,
+                runner_group,
+                api_url,
+                ..Default::default()
+            };
+            let runner = solstice_github::register(&registration).await.context("registration failed")?;
+            store.save(&runner).context("saving the credentials")?;
+            tracing::info!(name = %runner.settings.agent_name, id = runner.settings.agent_id, "runner registered");
+        }
+        Command::Remove { token, api_url } => {
+            let runner = store.load().context("reading the runner's files")?;
+            solstice_github::unregister(&runner, &Secret::new(token), api_url.as_deref()).await.context("removal failed")?;
+            store.remove()?;
+            tracing::info!("runner removed");
+        }
+        Command::Run { ephemeral } => {
+            let runner = store.load().context("reading the runner's files")?;
+            let ephemeral = ephemeral || runner.settings.ephemeral;
+            let source = GithubSource::builder(runner).ephemeral(ephemeral).build()?;
+            let engine = Engine::builder()
+                .hypervisor(HostHypervisor::new())
+                .executor(HostExecutor::new())
+                .capacity(config.capacity)
+                .build()?;
+            let stop = CancellationToken::new();
+            tokio::spawn(shutdown_signal(stop.clone()));
+            solstice_github::serve_all_in_one(source.clone(), engine, config.labels, stop).await?;
+            if ephemeral && source.is_spent() {
+                store.remove()?;
+                tracing::info!("ephemeral runner done; credentials removed");
+            }
+        }
+    }
+    Ok(())
+}

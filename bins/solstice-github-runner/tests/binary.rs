@@ -1,0 +1,100 @@
+//! The binary against the fake GitHub: register, run one ephemeral job, and prove that
+//! no token or private key reaches the logs or any file besides the credential files.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use solstice_github_fake::{FakeConfig, FakeGithub, FakeJob};
+
+const BIN: &str = env!("CARGO_BIN_EXE_solstice-github-runner");
+
+async fn run(args: &[&str], dir: &std::path::Path, token: Option<&str>) -> (bool, String) {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(args)
+        .env("SOLSTICE_GITHUB_DIR", dir)
+        .env("RUST_LOG", "trace")
+        .env_remove("SOLSTICE_GITHUB_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(token) = token {
+        cmd.env("SOLSTICE_GITHUB_TOKEN", token);
+    }
+    let child = cmd.spawn().expect("spawn");
+    let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output()).await.expect("in time").expect("output");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push((path.display().to_string(), std::fs::read(&path).unwrap_or_default()));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_runner_never_logs_or_persists_its_tokens_or_key() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = fake.repo_url();
+    let (ok, register_log) =
+        run(&["register", "--url", &url, "--name", "bin-1", "--labels", "host"], dir.path(), Some("AREGTOKEN")).await;
+    assert!(ok, "register failed:\n{register_log}");
+    // The key material, to search for afterwards.
+    let key: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join(".credentials_rsaparams")).expect("key file")).expect("json");
+    let private: Vec<String> = ["d", "p", "q", "dp", "dq", "inverseQ"]
+        .iter()
+        .map(|k| key[*k].as_str().expect("component").to_owned())
+        .collect();
+    #[cfg(unix)]
+    for name in [".runner", ".credentials", ".credentials_rsaparams"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(name)).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+
+    let job = FakeJob::new("leak").labels(&["host"]).run("echo job ran");
+    let github_token = job.github_token().to_owned();
+    let id = fake.enqueue(job).await;
+    let (ok, run_log) = run(&["run", "--ephemeral"], dir.path(), None).await;
+    assert!(ok, "run failed:\n{run_log}");
+    let view = fake.job(&id).await.expect("job");
+    assert_eq!(view.result.as_deref(), Some("succeeded"), "{run_log}");
+    assert!(view.all_logs().contains("job ran"));
+    assert!(fake.agents().await.is_empty(), "the ephemeral registration is gone");
+    assert!(!dir.path().join(".credentials_rsaparams").exists(), "credentials removed after the ephemeral job");
+
+    let mut secrets = fake.issued_tokens().await;
+    assert!(secrets.len() >= 3, "tenant, runner and job tokens were issued: {secrets:?}");
+    secrets.push("AREGTOKEN".to_owned());
+    secrets.push(github_token);
+    secrets.extend(private);
+    let logs = register_log + &run_log;
+    assert!(logs.contains("TRACE") || logs.contains("DEBUG"), "the logs were verbose");
+    for secret in &secrets {
+        assert!(!logs.contains(secret.as_str()), "a secret leaked into the logs");
+    }
+    for (path, bytes) in files_under(dir.path()) {
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in &secrets {
+            assert!(!text.contains(secret.as_str()), "a secret was persisted in {path}");
+        }
+    }
+}
+
+#[test]
+fn help_lists_the_commands_and_exit_codes() {
+    let out = std::process::Command::new(BIN).arg("--help").output().expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in ["register", "remove", "run", "Exit codes"] {
+        assert!(text.contains(word), "{word} missing from --help:\n{text}");
+    }
+}
