@@ -2,6 +2,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod client;
+mod config;
 mod daemon;
 pub mod connect;
 mod error;
@@ -21,3 +22,4 @@ pub use runner_file::{RunnerFile, RunnerFileError};
 pub use source::{ForgejoSource, ForgejoSourceBuilder};
 pub use daemon::{DaemonError, Service, run_service};
 pub use register::{RegisterError, Registration, register};
+pub use config::{EngineSection, QueueSection, RunnerConfig, RunnerSection, seconds};

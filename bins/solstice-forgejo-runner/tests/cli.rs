@@ -1,0 +1,78 @@
+//! The binary against the fake Forgejo server.
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use solstice_forgejo_fake::{FakeForgejo, JobSpec, Scope, Status};
+
+const BIN: &str = env!("CARGO_BIN_EXE_solstice-forgejo-runner");
+
+#[tokio::test]
+async fn an_invalid_registration_token_is_a_clear_error_and_a_nonzero_exit() {
+    let fake = FakeForgejo::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = fake.url().to_owned();
+    let runner_file = dir.path().join(".runner");
+    let file_env = runner_file.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["register", "--instance", &url, "--name", "r1", "--labels", "host:host"])
+            .env("SOLSTICE_FORGEJO_REGISTRATION_TOKEN", "bogus-token-4242")
+            .env("SOLSTICE_FORGEJO__RUNNER__FILE", file_env.to_str().unwrap())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("runner registration token not found"), "{stderr}");
+    assert!(!stderr.contains("bogus-token-4242"), "{stderr}");
+    assert!(!runner_file.exists());
+}
+
+#[tokio::test]
+async fn register_then_daemon_runs_a_job_and_stops_on_sigterm() {
+    let fake = FakeForgejo::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let runner_file = dir.path().join(".runner");
+    let config = dir.path().join("runner.toml");
+    std::fs::write(&config, format!("[runner]\nfile = {:?}\nfetch_interval = 0.1\nreport_interval = 0.1\n", runner_file)).unwrap();
+    let token = fake.registration_token(Scope::Instance);
+    let (url, cfg) = (fake.url().to_owned(), config.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap(), "register", "--instance", &url, "--name", "cli-runner", "--labels", "host:host"])
+            .env("SOLSTICE_FORGEJO_REGISTRATION_TOKEN", token)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&runner_file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    let daemon = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "daemon"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let payload = "on: push\njobs:\n  build:\n    runs-on: host\n    steps:\n      - run: echo from the binary\n";
+    let job = fake.enqueue(JobSpec::new("build", payload));
+    let task = fake.wait_job_done(job, Duration::from_secs(60)).await;
+    let status = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || daemon.wait_with_output().unwrap()).await.unwrap();
+    let task = task.expect("the job ran");
+    assert_eq!(task.status, Status::Success);
+    assert!(fake.log(task.id).iter().any(|l| l == "from the binary"));
+    assert!(exit.status.success(), "{}", String::from_utf8_lossy(&exit.stderr));
+    let uuid = fake.runner_uuids().pop().unwrap();
+    assert_eq!(fake.runner(&uuid).unwrap().name, "cli-runner");
+}
