@@ -35,6 +35,7 @@ mod host;
 mod local;
 mod machine;
 mod mask;
+mod metrics;
 mod model;
 mod queue;
 mod route;
@@ -55,6 +56,7 @@ pub use host::{HostExecutor, HostHypervisor};
 pub use local::LocalSource;
 pub use machine::{Hypervisor, HypervisorError, Machine, MachineAccess, MachineRequest, SshAccess};
 pub use mask::Masker;
+pub use metrics::EngineMetrics;
 pub use model::*;
 #[cfg(feature = "amqp")]
 pub use queue::{AmqpQueue, AmqpQueueBuilder, DeadLetter, JobQueueKind};

@@ -35,6 +35,7 @@ pub(crate) struct EngineInner {
     pub(crate) executor: Arc<dyn StepExecutor>,
     pub(crate) capacity: usize,
     pub(crate) name: String,
+    pub(crate) metrics: crate::EngineMetrics,
     #[cfg(feature = "_store")]
     pub(crate) store: Option<crate::Store>,
 }
@@ -62,6 +63,11 @@ impl Engine {
     /// Starts building an engine.
     pub fn builder() -> EngineBuilder {
         EngineBuilder::default()
+    }
+
+    /// The engine's metrics (jobs by result, running jobs, boot and job durations).
+    pub fn metrics(&self) -> &crate::EngineMetrics {
+        &self.inner.metrics
     }
 
     /// The number of jobs this engine runs at once.
@@ -192,6 +198,7 @@ impl EngineBuilder {
             executor: self.executor.ok_or(EngineError::Missing("step executor"))?,
             capacity: self.capacity.unwrap_or(1),
             name: self.name.unwrap_or_else(|| "orchestrator".to_owned()),
+            metrics: crate::EngineMetrics::new(),
             #[cfg(feature = "_store")]
             store: self.store,
         };

@@ -37,6 +37,8 @@ pub(crate) async fn run_job(
     cancel: CancellationToken,
 ) -> JobResult {
     emitter.emit(JobEventKind::Accepted { orchestrator: engine.name.clone() }).await;
+    engine.metrics.job_started();
+    let accepted_at = Instant::now();
 
     // The job's own token: fires on outside cancellation or when the job times out.
     let job_cancel = cancel.child_token();
@@ -74,6 +76,7 @@ pub(crate) async fn run_job(
         }
         other => other,
     };
+    engine.metrics.job_finished(result, accepted_at.elapsed());
     emitter.emit(JobEventKind::JobFinished { result }).await;
     result
 }
@@ -118,6 +121,7 @@ async fn provision_and_run(
             if cancel.is_cancelled() {
                 return JobResult::Cancelled;
             }
+            engine.metrics.provision_failed();
             let message = error_chain(&e);
             emitter
                 .log(None, LogStream::System, &format!("##[error]Could not prepare a machine: {message}"))
@@ -125,6 +129,7 @@ async fn provision_and_run(
             return JobResult::Failure;
         }
     };
+    engine.metrics.machine_ready(started.elapsed());
     emitter
         .log(
             None,

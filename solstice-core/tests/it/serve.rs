@@ -67,4 +67,7 @@ async fn jobs_flow_from_a_source_through_the_queue_to_the_engine_and_back() {
         assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "events of job {i} in order, none lost");
     }
     assert_eq!((hv.provisioned(), hv.destroyed()), (20, 20));
+    let metrics = engine.metrics();
+    assert_eq!((metrics.finished(JobResult::Success), metrics.finished(JobResult::Failure), metrics.running()), (16, 4, 0));
+    assert!(metrics.render().contains("solstice_jobs_accepted_total 20\n"));
 }
