@@ -186,7 +186,18 @@ async fn run_steps(
         }
         emitter.emit(JobEventKind::StepStarted { index, name: step.name.clone() }).await;
 
-        let env = step_env(job, machine, step, &added_env);
+        // The step's own env values may hold run-time expressions (`steps.x.outputs.y`):
+        // they are evaluated against the env without them, as on GitHub.
+        let base_env = step_env(job, machine, &added_env);
+        let base_contexts = contexts(job, machine, &steps_context, &base_env, status);
+        let mut env = base_env;
+        for (name, value) in &step.env {
+            let value = interpolate(value, &base_contexts).unwrap_or_else(|e| {
+                tracing::warn!(job_id = %job.id, step = index, variable = %name, error = %e, "env expression failed");
+                String::new()
+            });
+            env.insert(name.clone(), value);
+        }
         let contexts = contexts(job, machine, &steps_context, &env, status);
         let run = match evaluate_condition(step.condition.as_deref(), status, &contexts) {
             Ok(run) => run,
@@ -364,14 +375,9 @@ async fn execute_step(
     }
 }
 
-/// The environment of a step: GitHub's default variables, then the job's, then what
-/// earlier steps exported, then the step's own.
-fn step_env(
-    job: &JobRequest,
-    machine: &Machine,
-    step: &StepCommand,
-    added: &BTreeMap<String, String>,
-) -> BTreeMap<String, String> {
+/// The environment of a step before its own `env:`: GitHub's default variables, then
+/// the job's, then what earlier steps exported.
+fn step_env(job: &JobRequest, machine: &Machine, added: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     env.insert("CI".to_owned(), "true".to_owned());
     env.insert("GITHUB_ACTIONS".to_owned(), "true".to_owned());
@@ -380,7 +386,6 @@ fn step_env(
     env.insert("SOLSTICE_MACHINE".to_owned(), machine.id.clone());
     env.extend(job.env.clone());
     env.extend(added.clone());
-    env.extend(step.env.clone());
     env
 }
 

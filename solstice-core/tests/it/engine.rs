@@ -224,13 +224,17 @@ async fn outputs_and_exported_env_reach_later_steps() {
     let (hv, ex) = (CountingHypervisor::new(), ScriptedExecutor::new());
     let mut first = StepCommand::run("produce", "output answer=42\nexport FROM_STEP=yes");
     first.id = Some("produce".into());
+    let mut with_env = StepCommand::run("env expression", "env ANSWER");
+    with_env.env.insert("ANSWER".into(), "got ${{ steps.produce.outputs.answer }}".into());
     let steps = vec![
         first,
         StepCommand::run("consume", "env FROM_STEP"),
+        with_env,
         step_if("conditional", "echo ran because of output", "steps.produce.outputs.answer == '42'"),
     ];
     let (result, events) = engine(&hv, &ex).run_job_collect(job(steps)).await;
     assert_eq!(result, JobResult::Success);
     assert_eq!(step_lines(&events, 1).first().map(String::as_str), Some("yes"));
-    assert!(step_lines(&events, 2).contains(&"ran because of output".to_owned()));
+    assert_eq!(step_lines(&events, 2).first().map(String::as_str), Some("got 42"));
+    assert!(step_lines(&events, 3).contains(&"ran because of output".to_owned()));
 }
