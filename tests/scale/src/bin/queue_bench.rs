@@ -47,6 +47,9 @@ struct Args {
     /// The kind of the job queue (and of the baseline's queue).
     #[arg(long, value_enum, default_value_t = Kind::Quorum)]
     job_queue: Kind,
+    /// Also measure where the RabbitMQ time goes (job publishing alone, engine alone).
+    #[arg(long)]
+    diagnose: bool,
 }
 
 #[tokio::main]
@@ -71,10 +74,27 @@ async fn main() -> anyhow::Result<()> {
         .context("RabbitMQ is unreachable (start it with .ci/services.sh)")?;
     let source = format!("{prefix}-source");
     let rabbit = through_engine(Arc::new(amqp.clone()), &source, args.jobs, args.capacity).await;
+    let rabbit = match rabbit {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = amqp.delete_namespace(&[LABEL], &[&source]).await;
+            return Err(e);
+        }
+    };
+    report("RabbitMQ (AmqpQueue)", args.jobs, rabbit.elapsed, Some(rabbit.events));
+    if args.diagnose {
+        let sequential = sequential_publish(&amqp, &source, args.jobs).await?;
+        report("  publish_job one at a time", args.jobs, sequential, None);
+        // Drain what was just published, then measure with jobs published in advance.
+        let bench = BenchSource::new(&source, args.jobs);
+        bench.handed.store(args.jobs, Ordering::Relaxed);
+        run_engine(Arc::new(amqp.clone()), Arc::new(bench), args.capacity).await?;
+        let (publishing, drained) = drain_prefilled(Arc::new(amqp.clone()), &source, args.jobs, args.capacity).await?;
+        report("  publish_job, 64 in flight", args.jobs, publishing, None);
+        report("  engine drain of published jobs", args.jobs, drained.elapsed, Some(drained.events));
+    }
     let _ = amqp.delete_namespace(&[LABEL], &[&source]).await;
     amqp.close().await;
-    let rabbit = rabbit?;
-    report("RabbitMQ (AmqpQueue)", args.jobs, rabbit.elapsed, Some(rabbit.events));
 
     let messages_per_job = 1 + rabbit.events.div_ceil(args.jobs);
     let body = serde_json::to_vec(&bench_job("x"))?;
@@ -117,13 +137,50 @@ struct Measured {
 /// Runs `jobs` jobs from a source through `queue` and an engine; returns when the
 /// source has every job's final event.
 async fn through_engine(queue: Arc<dyn JobQueue>, source: &str, jobs: usize, capacity: usize) -> anyhow::Result<Measured> {
+    run_engine(queue, Arc::new(BenchSource::new(source, jobs)), capacity).await
+}
+
+/// Publishes `jobs` jobs up front (`window` publishes in flight), then measures how
+/// fast the engine drains them and the source receives their events.
+async fn drain_prefilled(queue: Arc<dyn JobQueue>, source: &str, jobs: usize, window: usize) -> anyhow::Result<(Duration, Measured)> {
+    let started = Instant::now();
+    let mut pending = futures::stream::FuturesUnordered::new();
+    for _ in 0..jobs {
+        if pending.len() >= window
+            && let Some(published) = pending.next().await
+        {
+            published?;
+        }
+        let queue = queue.clone();
+        let job = bench_job(source);
+        pending.push(async move { queue.publish_job(&job).await });
+    }
+    while let Some(published) = pending.next().await {
+        published?;
+    }
+    let publishing = started.elapsed();
+    let bench = BenchSource::new(source, jobs);
+    bench.handed.store(jobs, Ordering::Relaxed);
+    Ok((publishing, run_engine(queue, Arc::new(bench), window).await?))
+}
+
+/// `jobs` sequential `publish_job` calls, each awaiting its confirm (as `serve_source` does).
+async fn sequential_publish(queue: &dyn JobQueue, source: &str, jobs: usize) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    for _ in 0..jobs {
+        queue.publish_job(&bench_job(source)).await?;
+    }
+    Ok(started.elapsed())
+}
+
+async fn run_engine(queue: Arc<dyn JobQueue>, source: Arc<BenchSource>, capacity: usize) -> anyhow::Result<Measured> {
+    let jobs = source.total;
     let engine = Engine::builder()
         .hypervisor(NullHypervisor)
         .executor(NullExecutor)
         .capacity(capacity)
         .name("bench")
         .build()?;
-    let source = Arc::new(BenchSource::new(source, jobs));
     let stop = CancellationToken::new();
     let started = Instant::now();
     let serving = {
@@ -137,6 +194,7 @@ async fn through_engine(queue: Arc<dyn JobQueue>, source: &str, jobs: usize, cap
     serving.await??;
     feeding.await??;
     done.context("the jobs did not finish within 10 minutes")?;
+    let _ = jobs;
     Ok(Measured { elapsed, events: source.events.load(Ordering::Relaxed) })
 }
 
@@ -169,7 +227,7 @@ async fn bare_lapin(url: &str, kind: JobQueueKind, messages: usize, window: usiz
             delivery?.ack(BasicAckOptions::default()).await?;
             got += 1;
         }
-        Ok(())
+        Ok(consumer)
     });
     let properties = BasicProperties::default().with_delivery_mode(2);
     let mut pending = futures::stream::FuturesUnordered::new();
@@ -187,9 +245,14 @@ async fn bare_lapin(url: &str, kind: JobQueueKind, messages: usize, window: usiz
     while let Some(confirm) = pending.next().await {
         anyhow::ensure!(confirm?.is_ack(), "broker nacked a publish");
     }
-    consume.await??;
+    let consumer = consume.await??;
     let elapsed = started.elapsed();
-    publisher.queue_delete(queue.into(), Default::default()).await?;
+    // Stop consuming before the connection goes, or lapin logs the race as an error.
+    let _ = consumer_channel.basic_cancel(consumer.tag(), Default::default()).await;
+    let _ = consumer_channel.close(200, "done".into()).await;
+    let _ = conn.close(200, "done".into()).await;
+    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+    conn.create_channel().await?.queue_delete(queue.into(), Default::default()).await?;
     let _ = conn.close(200, "done".into()).await;
     Ok(elapsed)
 }
