@@ -14,12 +14,22 @@ use sha2::{Digest, Sha256};
 use crate::cpio::CpioWriter;
 
 /// Bumped whenever the guest's layout changes, so caches are rebuilt.
-const LAYOUT_VERSION: &str = "3";
+const LAYOUT_VERSION: &str = "4";
 
 /// Kernel modules the guest loads (with their dependencies), in this order.
 const MODULES: &[&str] = &[
     "virtio_pci", "virtio_net", "virtio_rng", "virtio_blk", "ahci", "ata_piix", "sr_mod", "isofs", "button", "evdev",
 ];
+
+/// Directories every guest has, made first.
+const STANDARD_DIRS: &[&str] = &[
+    "/bin", "/sbin", "/usr", "/usr/bin", "/usr/sbin", "/usr/lib", "/lib", "/lib64", "/lib/modules",
+    "/lib/modules/solstice", "/etc", "/etc/dropbear", "/etc/acpi", "/etc/acpi/PWRF", "/proc", "/sys", "/dev", "/mnt",
+    "/mnt/seed", "/var", "/var/log", "/run",
+];
+
+/// The label the test guest serves in the demo and the end-to-end tests.
+pub const TINY_LINUX: &str = "tiny-linux";
 
 /// The guest's kernel command line.
 pub const TEST_GUEST_APPEND: &str = "console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off";
@@ -274,18 +284,24 @@ impl TestGuestBuilder {
 
     fn initramfs(&self, modules_dir: &Path) -> Result<Vec<u8>, TestGuestError> {
         let mut cpio = CpioWriter::new();
-        for dir in [
-            "/bin", "/sbin", "/usr", "/usr/bin", "/usr/sbin", "/usr/lib", "/lib", "/lib64", "/lib/modules",
-            "/lib/modules/solstice", "/etc", "/etc/dropbear", "/etc/acpi", "/etc/acpi/PWRF", "/proc", "/sys", "/dev",
-            "/mnt", "/mnt/seed", "/var", "/var/log", "/run",
-        ] {
+        for dir in STANDARD_DIRS {
             cpio.dir(dir, 0o755);
         }
         cpio.dir("/root", 0o700);
         cpio.dir("/tmp", 0o1777);
         let mut added: HashSet<String> = HashSet::new();
+        let mut dirs: HashSet<String> = HashSet::new();
         let mut add_file = |cpio: &mut CpioWriter, src: &Path, dest: &str, perm: u32| -> Result<(), TestGuestError> {
             if added.insert(dest.to_owned()) {
+                // Parents first: the kernel does not create missing directories.
+                let mut parent = String::new();
+                for part in dest.trim_start_matches('/').split('/').collect::<Vec<_>>().iter().rev().skip(1).rev() {
+                    parent.push('/');
+                    parent.push_str(part);
+                    if dirs.insert(parent.clone()) && !STANDARD_DIRS.contains(&parent.as_str()) {
+                        cpio.dir(&parent, 0o755);
+                    }
+                }
                 let data = std::fs::read(src).map_err(io_error(src))?;
                 cpio.file(dest, perm, &data);
             }

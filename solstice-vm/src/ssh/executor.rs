@@ -155,9 +155,9 @@ impl StepExecutor for SshExecutor {
             .await
             .map_err(|e| connection_error(machine, e))?;
         if cancel.is_cancelled() {
-            // Kill the step's process group (the shell is its leader), then the shell.
-            let pid = shell_quote(&pid_file);
-            let kill = format!("p=$(cat {pid} 2>/dev/null) && [ -n \"$p\" ] && {{ kill -KILL -- -$p 2>/dev/null; kill -KILL $p 2>/dev/null; }}; true");
+            // Kill the step's process group and every descendant of its shell: SSH
+            // servers do not always give a non-pty command its own process group.
+            let kill = kill_tree_command(&pid_file);
             if let Err(e) = tokio::time::timeout(Duration::from_secs(10), session.exec(&kill)).await.unwrap_or(Ok(Default::default())) {
                 tracing::warn!(machine = %machine.id, error = %e, "could not kill a cancelled step");
             }
@@ -225,6 +225,20 @@ impl StepExecutor for SshExecutor {
             }
         }
     }
+}
+
+/// A POSIX shell command that kills the process whose pid is in `pid_file`, its process
+/// group, and all its descendants (collected with `ps -o pid,ppid`, which busybox,
+/// procps and illumos all support), children before they can be reparented.
+fn kill_tree_command(pid_file: &str) -> String {
+    format!(
+        "p=$(cat {pid} 2>/dev/null); [ -n \"$p\" ] || exit 0; kill -STOP $p 2>/dev/null; all=$p; new=$p; \
+         while [ -n \"$new\" ]; do next=; for q in $new; do \
+         next=\"$next $(ps -o pid,ppid | awk -v q=$q 'NR>1 && $2==q {{print $1}}')\"; done; \
+         new=$(echo $next); all=\"$all $new\"; done; \
+         kill -KILL -- -$p 2>/dev/null; kill -KILL $all 2>/dev/null; true",
+        pid = shell_quote(pid_file)
+    )
 }
 
 /// Streams `local` as a tar archive into `dest` in the guest (`tar -xf -` there).

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use solstice_core::{JobId, LogSink, Machine, MachineRequest, OutputLine};
-use solstice_vm::{AccelChoice, GuestProfile, PortAllocator, QemuHypervisor, TestGuest};
+use solstice_vm::{AccelChoice, GuestProfile, PortAllocator, QemuHypervisor, QemuHypervisorBuilder, TestGuest};
 use tokio_util::sync::CancellationToken;
 
 /// The label the test guest serves.
@@ -44,6 +44,11 @@ pub fn test_guest() -> TestGuest {
 /// A hypervisor serving [`LABEL`] with the test guest, its accelerator probed once per
 /// host, with its own run directory under `run_dir`.
 pub fn hypervisor(run_dir: &std::path::Path) -> QemuHypervisor {
+    builder(run_dir).build()
+}
+
+/// The builder behind [`hypervisor`], for tests that change a setting.
+pub fn builder(run_dir: &std::path::Path) -> QemuHypervisorBuilder {
     let guest = test_guest();
     QemuHypervisor::builder()
         .image(LABEL, guest.catalog_entry())
@@ -54,7 +59,6 @@ pub fn hypervisor(run_dir: &std::path::Path) -> QemuHypervisor {
         .ports(shared_ports())
         .boot_timeout(Duration::from_secs(240))
         .stop_grace(Duration::from_secs(10))
-        .build()
 }
 
 /// One port allocator for every hypervisor in the test binary.

@@ -120,7 +120,8 @@ async fn steps_stream_live_cancel_kills_the_process_group_and_the_guest_powers_o
 
     // Streaming: the first line arrives while the step still runs.
     let (sink, mut rx) = LogSink::channel(64);
-    let run = executor.run_script(&machine, &step(0, "echo \"$GREETING\"; echo first; sleep 4; echo second"), &sink, CancellationToken::new());
+    let streaming = step(0, "echo \"$GREETING\"; echo first; sleep 4; echo second");
+    let run = executor.run_script(&machine, &streaming, &sink, CancellationToken::new());
     tokio::pin!(run);
     let first = tokio::select! {
         line = async { loop { if let Some(l) = rx.recv().await { if l.line == "first" { break l; } } } } => line,
