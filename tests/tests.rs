@@ -1,5 +1,7 @@
 //! Cross-crate tests: workflows translated by solstice-workflow and run by the engine.
 
+mod docs;
+
 use solstice::core::{Engine, HostExecutor, HostHypervisor, JobEventKind, JobOrigin, JobResult, job_request_from_plan};
 use solstice::workflow::{PlanOptions, plan_workflow};
 
