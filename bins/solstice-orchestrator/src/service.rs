@@ -1,0 +1,97 @@
+//! Composes the orchestrator from the library crates.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use solstice_core::{
+    AmqpQueue, Engine, ExecutorByAccess, HostExecutor, HostHypervisor, HypervisorSet, JobQueue, MemoryQueue, Store,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::OrchestratorConfig;
+
+pub async fn run(config: OrchestratorConfig) -> anyhow::Result<()> {
+    let labels = config.host_labels.clone();
+    if labels.is_empty() {
+        anyhow::bail!("this orchestrator serves no label: set host_labels (VM image labels come with solstice-vm)");
+    }
+    let store = Store::connect(&config.store.url).await.context("opening the state store")?;
+    let queue: Arc<dyn JobQueue> = if config.queue.url == "memory" {
+        Arc::new(MemoryQueue::new())
+    } else {
+        let queue = AmqpQueue::builder(config.queue.url.clone())
+            .connection_name(config.name.clone())
+            .connect()
+            .await
+            .context("connecting to RabbitMQ")?;
+        Arc::new(queue)
+    };
+    let hypervisors = HypervisorSet::new().with(Arc::new(HostHypervisor::with_labels(labels.clone())));
+    let executor = ExecutorByAccess::new(Some(Arc::new(HostExecutor::new())), None);
+    let engine = Engine::builder()
+        .hypervisor(hypervisors)
+        .executor(executor)
+        .capacity(config.capacity)
+        .name(config.name.clone())
+        .store(store)
+        .build()?;
+
+    let stop = CancellationToken::new();
+    let abort = CancellationToken::new();
+    let http_stop = CancellationToken::new();
+    let http = if config.metrics.listen.is_empty() {
+        None
+    } else {
+        let listener = tokio::net::TcpListener::bind(&config.metrics.listen)
+            .await
+            .with_context(|| format!("binding the metrics endpoint to {}", config.metrics.listen))?;
+        tracing::info!(listen = %listener.local_addr()?, "metrics and health endpoint up");
+        Some(tokio::spawn(crate::http::serve(listener, engine.metrics().clone(), http_stop.clone())))
+    };
+
+    let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    let signals = {
+        let (stop, abort) = (stop.clone(), abort.clone());
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!(grace_seconds = grace.as_secs(), "shutting down: no new jobs; running jobs may finish");
+            stop.cancel();
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => {
+                    tracing::warn!("grace period over: cancelling running jobs");
+                    abort.cancel();
+                }
+                _ = shutdown_signal() => {
+                    tracing::warn!("second signal: cancelling running jobs");
+                    abort.cancel();
+                }
+            }
+        })
+    };
+    tracing::info!(name = %config.name, ?labels, capacity = config.capacity, "serving jobs");
+    engine.serve(queue, &labels, stop, abort).await?;
+    signals.abort();
+    http_stop.cancel();
+    if let Some(http) = http {
+        let _ = http.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the service");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
