@@ -14,6 +14,11 @@
 //!   reader does, giving a [`Workflow`]; [`plan_parsed`] expands matrices, resolves shells,
 //!   defaults and env, and rejects what Solstice CI cannot run (`uses:` other than
 //!   `actions/checkout`, `container:`, `services:`, reusable workflows).
+//! * Solstice CI's KDL dialect (`.solstice/workflow.kdl`, documented in
+//!   `docs/workflow-kdl.md`) adds per-OS [`Setup`] scripts and jobs fanned out over several
+//!   images: [`parse_kdl_workflow`] reads it into the same [`Workflow`], [`plan_kdl_workflow`]
+//!   plans it, and [`plan_any`] picks the format from the file name ([`WorkflowFormat`]).
+//!   [`label_os_family`] and [`PlanOptions::os_family`] decide which setup scripts a job gets.
 //! * Errors are [`WorkflowErrors`]: every problem found, each a [`WorkflowError`] with file,
 //!   line, column and a message a workflow author understands.
 //! * The expression language: [`evaluate_condition`] for `if:`, [`interpolate`] for text
@@ -59,8 +64,10 @@
 //! None: the crate has no cargo features.
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod dialect;
 mod error;
 mod expression;
+mod os;
 mod plan;
 mod syntax;
 
@@ -69,7 +76,10 @@ pub use plan::{
     CheckoutPlan, DEFAULT_SHELL, DEFAULT_TIMEOUT_MINUTES, JobPlan, MAX_MATRIX_JOBS, PlanOptions, StepKind, StepPlan, Submodules,
     WorkflowPlan, plan_parsed, plan_workflow,
 };
-pub use syntax::{Job, RunDefaults, RunsOn, Step, Strategy, Workflow, parse_workflow};
+pub use syntax::{Job, RunDefaults, RunsOn, Setup, Step, Strategy, Workflow, parse_kdl_workflow, parse_workflow};
+
+pub use dialect::{WorkflowFormat, plan_any, plan_kdl_workflow};
+pub use os::{OS_FAMILIES, label_os_family};
 
 pub use expression::{
     EvaluatedValue, Expression, ExpressionError, ExpressionErrorKind, FileHasher, JobStatus, STANDARD_CONTEXTS,

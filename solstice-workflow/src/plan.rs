@@ -23,6 +23,7 @@ pub const DEFAULT_SHELL: &str = "bash -e {0}";
 pub struct PlanOptions {
     contexts: Map<String, Value>,
     default_shell: Option<String>,
+    os_families: Vec<(String, String)>,
 }
 
 impl PlanOptions {
@@ -44,6 +45,31 @@ impl PlanOptions {
     pub fn default_shell(mut self, command_line: &str) -> Self {
         self.default_shell = Some(command_line.to_owned());
         self
+    }
+
+    /// Declares the OS family (`illumos`, `linux`, `freebsd`, or a name of the runner's own)
+    /// of the guest a runs-on label boots, which decides the KDL dialect's
+    /// `setup os="..."` scripts a job gets. Case does not matter; a later declaration of the
+    /// same label wins. Default: none declared, so every label follows the naming convention
+    /// of [`crate::label_os_family`].
+    pub fn os_family(mut self, label: &str, family: &str) -> Self {
+        let label = label.to_ascii_lowercase();
+        self.os_families.retain(|(l, _)| *l != label);
+        self.os_families.push((label, family.to_ascii_lowercase()));
+        self
+    }
+
+    pub(crate) fn declared_os_family(&self, label: &str) -> Option<&str> {
+        let label = label.to_ascii_lowercase();
+        self.os_families.iter().find(|(l, _)| *l == label).map(|(_, f)| f.as_str())
+    }
+
+    pub(crate) fn declares_family(&self, family: &str) -> bool {
+        self.os_families.iter().any(|(_, f)| f.eq_ignore_ascii_case(family))
+    }
+
+    pub(crate) fn declared_families(&self) -> impl Iterator<Item = &str> {
+        self.os_families.iter().map(|(_, f)| f.as_str())
     }
 }
 
@@ -182,12 +208,16 @@ pub fn plan_workflow(source: &str, file_name: &str, options: &PlanOptions) -> Re
     plan_parsed(&workflow, file_name, options)
 }
 
-/// Stage 2 alone, for a workflow already read with [`parse_workflow`] (or built from KDL).
+/// Stage 2 alone, for a workflow already read with [`parse_workflow`] or
+/// [`crate::parse_kdl_workflow`]. A KDL workflow's `setup` scripts are placed before each
+/// planned job's steps when their OS family matches the job's runs-on label (see
+/// [`PlanOptions::os_family`]).
 ///
 /// # Errors
 /// Every problem found, each with file, line and column.
 pub fn plan_parsed(workflow: &Workflow, file_name: &str, options: &PlanOptions) -> Result<WorkflowPlan, WorkflowErrors> {
     let mut diag = Diagnostics::new(file_name);
+    crate::os::check_setup_families(workflow, options, &mut diag);
     let mut jobs = Vec::new();
     for job in &workflow.jobs {
         plan_job(workflow, job, options, &mut diag, &mut jobs);
@@ -252,7 +282,7 @@ impl Resolver<'_> {
     }
 }
 
-fn value_text(value: &Value) -> String {
+pub(crate) fn value_text(value: &Value) -> String {
     match value {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
@@ -512,8 +542,10 @@ fn plan_job(workflow: &Workflow, job: &Job, options: &PlanOptions, diag: &mut Di
                 .clone()
                 .or_else(|| workflow.defaults.working_directory.clone()),
         };
+        // KDL `setup` scripts for this guest's OS family come first (none in YAML).
+        let family = crate::os::job_family(&labels, options);
         let mut steps = Vec::new();
-        for step in &job.steps {
+        for step in crate::os::setup_steps(workflow, job, family.as_deref()).chain(&job.steps) {
             if let Some(plan) = plan_step(step, &defaults, &env, &resolver, options, diag) {
                 steps.push(plan);
             }

@@ -3,7 +3,10 @@
 //! keys, unknown keys, expressions). Nothing Solstice-specific is rejected here; that is
 //! stage 2's job ([`crate::plan_workflow`]).
 
+pub(crate) mod kdl;
 pub(crate) mod yaml;
+
+pub use self::kdl::parse_kdl_workflow;
 
 use serde::Serialize;
 
@@ -31,6 +34,24 @@ pub struct Workflow {
     pub concurrency: serde_json::Value,
     /// The jobs, in file order.
     pub jobs: Vec<Job>,
+    /// Setup scripts for every job (KDL dialect only; always empty for YAML).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub setup: Vec<Setup>,
+}
+
+/// A setup script of the KDL dialect: steps run before a job's own steps, on guests of one
+/// OS family (`setup os="illumos" { run "pfexec pkg install ..." }`) or on every guest when
+/// `os` is absent. Stage 2 keeps the scripts whose family matches the planned job's runs-on
+/// label (see [`crate::os_family`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Setup {
+    /// The OS family the script is for (`illumos`, `linux`, `freebsd`, ...); `None` for all.
+    pub os: Option<String>,
+    /// The script's steps, in order.
+    pub steps: Vec<Step>,
+    #[serde(skip)]
+    pub(crate) pos: Pos,
 }
 
 /// `defaults.run`: the shell and working directory of `run` steps.
@@ -109,6 +130,9 @@ pub struct Job {
     pub uses: Option<String>,
     /// The steps.
     pub steps: Vec<Step>,
+    /// Setup scripts of this job (KDL dialect only), run after the workflow's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub setup: Vec<Setup>,
     #[serde(skip)]
     pub(crate) pos: Pos,
     #[serde(skip)]
@@ -204,7 +228,7 @@ pub fn parse_workflow(source: &str, file_name: &str) -> Result<Workflow, Workflo
     diag.into_result(workflow)
 }
 
-fn empty_workflow() -> Workflow {
+pub(crate) fn empty_workflow() -> Workflow {
     Workflow {
         name: None,
         run_name: None,
@@ -214,6 +238,7 @@ fn empty_workflow() -> Workflow {
         permissions: serde_json::Value::Null,
         concurrency: serde_json::Value::Null,
         jobs: Vec::new(),
+        setup: Vec::new(),
     }
 }
 
@@ -493,6 +518,7 @@ fn read_job(r: &mut Reader<'_>, key: &Key, node: &Node) -> Job {
         services: serde_json::Value::Null,
         uses: None,
         steps: Vec::new(),
+        setup: Vec::new(),
         pos: key.pos,
         key_pos: std::collections::HashMap::new(),
     };
@@ -762,6 +788,12 @@ fn check_needs(jobs: &[Job], jobs_node: &Node, diag: &mut Diagnostics) {
             None => job.pos,
         }
     };
+    check_needs_at(jobs, &needs_pos, jobs_node.pos, diag);
+}
+
+/// Unknown and cyclic `needs`, whatever the front end: `needs_pos(job, i)` is where the
+/// job's i-th need is written, `jobs_pos` where the job list is.
+pub(crate) fn check_needs_at(jobs: &[Job], needs_pos: &dyn Fn(&Job, usize) -> Pos, jobs_pos: Pos, diag: &mut Diagnostics) {
     let index_of = |id: &str| jobs.iter().position(|j| j.id.eq_ignore_ascii_case(id));
     let mut unknown = false;
     for job in jobs {
@@ -774,12 +806,12 @@ fn check_needs(jobs: &[Job], jobs_node: &Node, diag: &mut Diagnostics) {
     }
     if unknown || jobs.is_empty() {
         if jobs.is_empty() {
-            diag.syntax(jobs_node.pos, "The workflow must contain at least one job with no dependencies.");
+            diag.syntax(jobs_pos, "The workflow must contain at least one job with no dependencies.");
         }
         return;
     }
     if jobs.iter().all(|j| !j.needs.is_empty()) {
-        diag.syntax(jobs_node.pos, "The workflow must contain at least one job with no dependencies.");
+        diag.syntax(jobs_pos, "The workflow must contain at least one job with no dependencies.");
         return;
     }
     // Cycle detection (depth-first, deterministic order); every edge of a cycle is reported.
