@@ -53,7 +53,8 @@ impl std::fmt::Debug for Service {
 
 /// Runs the service until `shutdown` fires: `Declare`, then tasks from Forgejo into the
 /// queue, events back. On `shutdown` it stops fetching, lets the engine finish its jobs
-/// (`abort` cancels them), reports jobs that never started as failed, waits up to the
+/// (`abort` cancels them), reports jobs that never started as failed (in-process
+/// engine only: with a shared queue other orchestrators may still run them), waits up to the
 /// grace period for every task to be reported, then returns.
 ///
 /// # Errors
@@ -68,6 +69,7 @@ pub async fn run_service(service: Service, shutdown: CancellationToken, abort: C
         queue.clone(),
         serve_stop.clone(),
     ));
+    let in_process = engine.is_some();
     let mut engine_task = engine.map(|(engine, labels)| {
         let queue = queue.clone();
         let stop = engine_stop.clone();
@@ -104,10 +106,13 @@ pub async fn run_service(service: Service, shutdown: CancellationToken, abort: C
     }
     source.pause();
     engine_stop.cancel();
-    if let Some(task) = engine_task {
-        outcome = engine_outcome(task.await);
+    if in_process {
+        if let Some(task) = engine_task {
+            outcome = engine_outcome(task.await);
+        }
+        // Jobs still queued in this process will never run.
+        source.fail_unstarted("The runner stopped before the job started.");
     }
-    source.fail_unstarted("The runner stopped before the job started.");
     if !source.close(grace).await {
         tracing::warn!("some tasks could not be fully reported before shutdown");
     }

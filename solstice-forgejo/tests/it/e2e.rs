@@ -11,7 +11,7 @@ use crate::support::{Runner, WAIT, output, payload};
 async fn a_job_runs_and_forgejo_gets_every_line_in_order_with_step_states() {
     let fake = FakeForgejo::start().await.unwrap();
     let runner = Runner::start(&fake).await;
-    let steps = "      - name: greet\n        run: |\n          echo one\n          echo two >&2\n      - name: count\n        run: for i in $(seq 1 200); do echo line $i; done\n";
+    let steps = "      - name: greet\n        run: |\n          echo one\n          echo two\n      - name: count\n        run: for i in $(seq 1 200); do echo line $i; done\n";
     let job = fake.enqueue(JobSpec::new("build", &payload(steps)));
     let task = fake.wait_job_done(job, WAIT).await.expect("task done");
     assert_eq!(task.status, Status::Success);
