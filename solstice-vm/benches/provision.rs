@@ -110,10 +110,10 @@ async fn baseline(
     let started = Instant::now();
     let mut process = QemuProcess::spawn(std::path::Path::new("qemu-system-x86_64"), &spec, &work.path().join("qemu.log"), false)?;
     loop {
-        if let Ok(session) = SshSession::connect(&access, Duration::from_secs(10)).await {
-            if session.exec("true").await.map(|o| o.exit_code == Some(0)).unwrap_or(false) {
-                break;
-            }
+        if let Ok(session) = SshSession::connect(&access, Duration::from_secs(10)).await
+            && session.exec("true").await.map(|o| o.exit_code == Some(0)).unwrap_or(false)
+        {
+            break;
         }
         if started.elapsed() > Duration::from_secs(300) {
             return Err("baseline guest never answered SSH".into());

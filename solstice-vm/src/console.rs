@@ -38,8 +38,10 @@ impl ConsoleTail {
             let mut line_buf = Vec::new();
             loop {
                 let stopping = token.is_cancelled();
-                if let Ok(mut file) = tokio::fs::File::open(&path).await {
-                    if file.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
+                if let Ok(mut file) = tokio::fs::File::open(&path).await
+                    && file.seek(std::io::SeekFrom::Start(offset)).await.is_ok()
+                {
+                    {
                         let mut chunk = Vec::new();
                         if let Ok(n) = file.read_to_end(&mut chunk).await {
                             offset += n as u64;

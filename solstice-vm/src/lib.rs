@@ -44,7 +44,7 @@
 //! use solstice_vm::{ImageCatalog, SeedConfig, SshKeyPair};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let catalog = ImageCatalog::from_toml(r#"
-//!     [images.ubuntu-24.04]
+//!     [images."ubuntu-24.04"]   # quote labels with dots
 //!     aliases = ["ubuntu-latest"]
 //!     vcpus = 2
 //!     memory_mib = 4096

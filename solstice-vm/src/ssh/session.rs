@@ -369,10 +369,10 @@ impl SshSession {
             if sftp.try_exists(current.clone()).await.unwrap_or(false) {
                 continue;
             }
-            if let Err(e) = sftp.create_dir(current.clone()).await {
-                if !sftp.try_exists(current.clone()).await.unwrap_or(false) {
-                    return Err(SshError::Sftp { operation: "mkdir", path: current, source: e });
-                }
+            if let Err(e) = sftp.create_dir(current.clone()).await
+                && !sftp.try_exists(current.clone()).await.unwrap_or(false)
+            {
+                return Err(SshError::Sftp { operation: "mkdir", path: current, source: e });
             }
         }
         Ok(())

@@ -124,7 +124,14 @@ async fn steps_stream_live_cancel_kills_the_process_group_and_the_guest_powers_o
     let run = executor.run_script(&machine, &streaming, &sink, CancellationToken::new());
     tokio::pin!(run);
     let first = tokio::select! {
-        line = async { loop { if let Some(l) = rx.recv().await { if l.line == "first" { break l; } } } } => line,
+        line = async {
+            while let Some(l) = rx.recv().await {
+                if l.line == "first" {
+                    return Some(l);
+                }
+            }
+            None
+        } => line.expect("the output channel closed before `first`"),
         exit = &mut run => panic!("the step ended before its first line was seen: {exit:?}"),
     };
     assert_eq!(first.stream, LogStream::Stdout);
