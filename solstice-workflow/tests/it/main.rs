@@ -3,5 +3,6 @@
 mod conformance_expressions;
 mod conformance_workflow_reader;
 mod corpus;
+mod kdl;
 mod robustness;
 mod support;

@@ -74,7 +74,10 @@ pub fn parse_kdl_workflow(source: &str, file_name: &str) -> Result<Workflow, Wor
         Err(error) => {
             for d in &error.diagnostics {
                 let mut message = d.message.clone().unwrap_or_else(|| "invalid KDL".to_owned());
-                if let Some(help) = &d.help {
+                let word: String = source.get(d.span.offset()..).unwrap_or_default().chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+                if matches!(word.as_str(), "true" | "false" | "null" | "inf" | "nan") {
+                    message = format!("'{word}' is not a KDL 2.0 value; write #{word}");
+                } else if let Some(help) = &d.help {
                     message.push_str(" (");
                     message.push_str(help);
                     message.push(')');
