@@ -89,7 +89,7 @@ impl Env {
         let log = std::fs::File::create(self.log("submitter")).expect("log file");
         Command::new(env!("CARGO_BIN_EXE_scale-submitter"))
             .args(["--amqp-url", &amqp_url(), "--prefix", &self.run, "--run", &self.run])
-            .args(["--jobs", &JOBS.to_string(), "--sleep-ms", &SLEEP_MS.to_string(), "--deadline-secs", "150"])
+            .args(["--jobs", &JOBS.to_string(), "--sleep-ms", &SLEEP_MS.to_string(), "--deadline-secs", "90"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -118,10 +118,18 @@ impl Env {
             .unwrap_or_else(|_| self.fail("the submitter did not exit in time"))
             .expect("wait for the submitter");
         if !output.status.success() {
+            // Say which jobs never finished and what the store knows of them.
+            let mut missing = Vec::new();
+            if let Ok(partial) = serde_json::from_slice::<Report>(&output.stdout) {
+                for outcome in partial.jobs.iter().filter(|o| o.finishes.is_empty()) {
+                    let record = self.store.job(plan_job(&self.run, outcome.index, SLEEP_MS).id).await;
+                    missing.push(format!("job {}: accepted {:?}, store {record:?}", outcome.index, outcome.accepted));
+                }
+            }
             self.fail(&format!(
-                "the submitter failed ({}); its report: {}",
+                "the submitter failed ({}); jobs without a final event:\n{}",
                 output.status,
-                String::from_utf8_lossy(&output.stdout)
+                missing.join("\n")
             ));
         }
         serde_json::from_slice(&output.stdout).unwrap_or_else(|e| self.fail(&format!("unreadable report: {e}")))
