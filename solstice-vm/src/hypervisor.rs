@@ -264,7 +264,7 @@ impl QemuHypervisorBuilder {
     }
 
     /// Gives guests outbound access through an HTTP proxy on the host (see
-    /// [`crate::net`]). Default: no egress at all.
+    /// [`EgressConfig`]). Default: no egress at all.
     pub fn egress(mut self, egress: EgressConfig) -> Self {
         self.config.egress = Some(egress);
         self
