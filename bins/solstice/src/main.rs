@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 a job failed or was cancelled, 2 the workflow is invalid,
 //! 3 bad usage or configuration.
 
+mod machines;
 mod printer;
 mod run;
 mod workflow;

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use clap::Args;
 use serde_json::{Map, Value, json};
 use solstice_core::{
-    CheckoutSource, Engine, HostExecutor, HostHypervisor, JobOrigin, JobQueue, JobResult, LocalSource,
-    MemoryQueue, job_request_from_plan, serve_source,
+    CheckoutSource, Engine, JobOrigin, JobQueue, JobResult, LocalSource, MemoryQueue, job_request_from_plan,
+    serve_source,
 };
-use solstice_workflow::{JobPlan, JobStatus, PlanOptions, evaluate_condition, plan_workflow};
+use solstice_workflow::{JobPlan, JobStatus, PlanOptions, evaluate_condition, plan_any};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +24,10 @@ pub struct RunArgs {
     /// Run every job on this host, whatever its `runs-on` (no virtual machine).
     #[arg(long)]
     host: bool,
+    /// An image catalog (TOML) for the `runs-on` labels of virtual machines. The
+    /// `tiny-linux` label (a small Linux guest built from this host's packages) needs none.
+    #[arg(long)]
+    catalog: Option<PathBuf>,
     /// Run only the job with this id (all its matrix combinations).
     #[arg(long)]
     job: Option<String>,
@@ -56,7 +60,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         "actor": std::env::var("USER").unwrap_or_default(),
     });
     let options = PlanOptions::new().context("github", github);
-    let plan = match plan_workflow(&text, &display, &options) {
+    let plan = match plan_any(&text, &display, &options) {
         Ok(plan) => plan,
         Err(errors) => {
             eprintln!("{errors}");
@@ -68,23 +72,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         anyhow::bail!("the workflow has no job{}", args.job.map(|j| format!(" with id `{j}`")).unwrap_or_default());
     }
 
-    // Every label the jobs need is served on the host when --host is given; otherwise
-    // only `host` is (virtual machines come with solstice-vm).
-    let labels: Vec<String> = if args.host {
-        let mut labels: Vec<String> = Vec::new();
-        for job in &jobs {
-            let request = job_request_from_plan(job, JobOrigin::default());
-            let label = request.route_label().to_owned();
-            if !labels.contains(&label) {
-                labels.push(label);
-            }
+    // The labels the jobs need: with --host all run on this host; otherwise `host`
+    // does, and the others run in virtual machines.
+    let mut needed: Vec<String> = Vec::new();
+    for job in &jobs {
+        let label = job_request_from_plan(job, JobOrigin::default()).route_label().to_owned();
+        if !needed.contains(&label) {
+            needed.push(label);
         }
-        labels
-    } else {
-        vec!["host".to_owned()]
-    };
-    let hypervisor = HostHypervisor::with_labels(labels.clone());
-    let engine = Engine::builder().hypervisor(hypervisor).executor(HostExecutor::new()).name("solstice-run").build()?;
+    }
+    let host_labels = if args.host { needed.clone() } else { vec!["host".to_owned()] };
+    let machines = crate::machines::for_labels(&needed, &host_labels, args.catalog.as_deref()).await?;
+    let labels = machines.labels.clone();
+    let engine = Engine::builder()
+        .hypervisor(machines.hypervisor.clone())
+        .executor(machines.executor.clone())
+        .name("solstice-run")
+        .build()?;
     let queue: Arc<dyn JobQueue> = Arc::new(MemoryQueue::new());
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
@@ -118,7 +122,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             request.checkout = Some(CheckoutSource::LocalDir { path: repo.to_string_lossy().into_owned() });
             if !labels.iter().any(|l| l == request.route_label()) {
                 println!(
-                    "✗ no machine serves `{}` here: run with --host to use this host, or `runs-on: host`",
+                    "✗ no machine serves `{}` here: give an image catalog with --catalog, use `runs-on: tiny-linux` or `host`, or run with --host",
                     request.route_label()
                 );
                 JobResult::Failure
@@ -131,6 +135,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     stop.cancel();
     serving.await??;
+    drop(machines);
 
     println!("━━ summary ━━");
     for (name, result) in &summary {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use serde_json::{Map, Value};
-use solstice_workflow::{PlanOptions, evaluate_expression, plan_workflow};
+use solstice_workflow::{PlanOptions, evaluate_expression, plan_any};
 
 use crate::{CliError, read_workflow};
 
@@ -12,7 +12,7 @@ use crate::{CliError, read_workflow};
 pub enum WorkflowCommand {
     /// Print the translated plan of a workflow as JSON (one entry per matrix combination).
     Plan {
-        /// The workflow file (`.github/workflows/*.yml`).
+        /// The workflow file (`.github/workflows/*.yml`, or `.solstice/workflow.kdl`).
         file: PathBuf,
     },
     /// Evaluate one expression (without `${{ }}`) and print `{"kind": ..., "value": ...}`.
@@ -29,7 +29,7 @@ pub fn run(command: WorkflowCommand) -> anyhow::Result<()> {
     match command {
         WorkflowCommand::Plan { file } => {
             let text = read_workflow(&file)?;
-            match plan_workflow(&text, &file.display().to_string(), &PlanOptions::new()) {
+            match plan_any(&text, &file.display().to_string(), &PlanOptions::new()) {
                 Ok(plan) => {
                     println!("{}", serde_json::to_string_pretty(&plan)?);
                     Ok(())

@@ -94,3 +94,31 @@ fn workflow_eval_prints_kind_and_value() {
     assert_ne!(bad.status.code(), Some(0));
     assert!(!bad.stderr.is_empty());
 }
+
+#[test]
+fn a_kdl_workflow_runs_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wf = write(
+        &dir,
+        "workflow.kdl",
+        "name \"kdl\"\non \"push\"\njob \"hello\" {\n    runs-on \"host\"\n    steps {\n        run \"echo hello from kdl\" name=\"Greet\"\n    }\n}\n",
+    );
+    let out = solstice(&["run", &wf]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("│ hello from kdl"), "{text}");
+}
+
+/// The README's demo: the sample workflow in the tiny QEMU guest. Never skipped: without
+/// QEMU or the guest's Debian packages it fails and says what to install.
+#[test]
+fn the_sample_workflow_runs_in_a_fresh_vm() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/workflows/hello.yml");
+    let out = solstice(&["run", sample]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{text}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    for expected in ["answered SSH after", "│ Hello from Linux on vm-", "│ the answer is 42", "destroyed", "✓ job success"] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+    assert!(!text.contains("│ Hello from Linux on vm\n"), "ran on the host, not in a VM:\n{text}");
+}
