@@ -8,7 +8,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Engine;
-use crate::{Backoff, JobDelivery, JobEvent, JobEventKind, JobId, JobQueue, QueueError};
+#[cfg(feature = "_store")]
+use crate::JobEventKind;
+use crate::{Backoff, JobDelivery, JobEvent, JobId, JobQueue, QueueError};
 
 type Running = Arc<Mutex<HashMap<JobId, CancellationToken>>>;
 
@@ -115,7 +117,17 @@ impl Engine {
         let attempt = match self.claim(&job, redelivered).await {
             Ok(Some(attempt)) => attempt,
             Ok(None) => {
-                tracing::info!(job_id = %job.id, "job already finished; dropping the redelivery");
+                // The job ended before; its final event may not have reached the source
+                // (the orchestrator died between recording and publishing it), so it is
+                // sent again. The source drops it if it had it: (attempt, seq) match.
+                tracing::info!(job_id = %job.id, "job already finished; resending its final event");
+                if let Some(event) = self.stored_final_event(job.id).await {
+                    let mut backoff = Backoff::default();
+                    while let Err(e) = queue.publish_event(&job.origin.source, &event).await {
+                        tracing::warn!(job_id = %job.id, error = %e, "could not resend the final event; retrying");
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                }
                 let _ = acker.ack().await;
                 return;
             }
@@ -174,6 +186,19 @@ impl Engine {
         Ok(Some(if redelivered { 2 } else { 1 }))
     }
 
+    /// The final event recorded for a finished job, if there is a store and it has one.
+    async fn stored_final_event(&self, id: JobId) -> Option<JobEvent> {
+        #[cfg(feature = "_store")]
+        if let Some(store) = &self.inner.store {
+            return store.final_event(id).await.unwrap_or_else(|e| {
+                tracing::warn!(job_id = %id, error = %e, "could not read the final event");
+                None
+            });
+        }
+        let _ = id;
+        None
+    }
+
     /// Mirrors an event into the store (running on the first step, finished at the end).
     async fn record(&self, event: &JobEvent) {
         #[cfg(feature = "_store")]
@@ -182,7 +207,7 @@ impl Engine {
             loop {
                 let done = match &event.kind {
                     JobEventKind::StepStarted { index: 0, .. } => store.mark_running(event.job_id).await,
-                    JobEventKind::JobFinished { result } => store.finish(event.job_id, *result).await.map(|_| ()),
+                    JobEventKind::JobFinished { .. } => store.finish_with_event(event).await.map(|_| ()),
                     _ => Ok(()),
                 };
                 match done {
@@ -195,6 +220,6 @@ impl Engine {
             }
         }
         #[cfg(not(feature = "_store"))]
-        let _ = (event, JobEventKind::JobFinished { result: crate::JobResult::Success });
+        let _ = event;
     }
 }

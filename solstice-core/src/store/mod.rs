@@ -6,7 +6,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use time::OffsetDateTime;
 
-use crate::{JobId, JobRequest, JobResult, JobState};
+use crate::{JobEvent, JobEventKind, JobId, JobRequest, JobResult, JobState};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -254,6 +254,51 @@ impl Store {
         .await
         .map_err(query_error("finish"))?;
         Ok(updated.rows_affected() == 1)
+    }
+
+    /// Records a job's final result together with its `JobFinished` event, which
+    /// [`Store::final_event`] gives back to whoever sees the job redelivered. Returns
+    /// `false` if the job had already finished. An event of another kind is recorded
+    /// as a failure.
+    ///
+    /// # Errors
+    /// [`StoreError::Query`].
+    pub async fn finish_with_event(&self, event: &JobEvent) -> Result<bool, StoreError> {
+        let result = match event.kind {
+            JobEventKind::JobFinished { result } => result,
+            _ => JobResult::Failure,
+        };
+        let now = now_ms();
+        let text = serde_json::to_string(event).unwrap_or_default();
+        let updated = sqlx::query(
+            "UPDATE jobs SET state = 'finished', result = $1, final_event = $2, finished_at = $3, updated_at = $4 \
+             WHERE id = $5 AND state <> 'finished'",
+        )
+        .bind(result.as_str().to_owned())
+        .bind(text)
+        .bind(now)
+        .bind(now)
+        .bind(event.job_id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(query_error("finish_with_event"))?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    /// The `JobFinished` event recorded with [`Store::finish_with_event`], if any.
+    ///
+    /// # Errors
+    /// [`StoreError`]; a stored event this version cannot read is [`StoreError::Corrupt`].
+    pub async fn final_event(&self, id: JobId) -> Result<Option<JobEvent>, StoreError> {
+        let row = sqlx::query("SELECT final_event FROM jobs WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error("final_event"))?;
+        let Some(row) = row else { return Ok(None) };
+        let text: Option<String> = row.try_get(0).map_err(query_error("final_event"))?;
+        text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt { id: id.to_string(), what: e.to_string() }))
+            .transpose()
     }
 
     /// The record of one job.

@@ -71,3 +71,46 @@ async fn jobs_flow_from_a_source_through_the_queue_to_the_engine_and_back() {
     assert_eq!((metrics.finished(JobResult::Success), metrics.finished(JobResult::Failure), metrics.running()), (16, 4, 0));
     assert!(metrics.render().contains("solstice_jobs_accepted_total 20\n"));
 }
+
+/// A job redelivered after it finished (its orchestrator died between recording the end
+/// and acknowledging) is not run again; its final event is sent once more instead.
+#[tokio::test]
+async fn a_redelivered_finished_job_is_not_run_again_and_its_final_event_is_resent() {
+    use solstice_core::JobQueue as _;
+    let store = Store::connect("sqlite::memory:").await.expect("store");
+    let hv = CountingHypervisor::new();
+    let engine = Engine::builder()
+        .hypervisor(hv.clone())
+        .executor(ScriptedExecutor::new())
+        .store(store.clone())
+        .build()
+        .expect("engine");
+    let queue = Arc::new(MemoryQueue::new());
+    let stop = CancellationToken::new();
+    let serving = {
+        let (engine, queue, stop) = (engine.clone(), queue.clone(), stop.clone());
+        tokio::spawn(async move { engine.serve(queue, &["fake".into()], stop, CancellationToken::new()).await })
+    };
+    let mut job = JobRequest::new("once", vec!["fake".into()], vec![StepCommand::run("s", "echo hi")]);
+    job.origin.source = "src".into();
+    let mut events = queue.consume_events("src").await.expect("events");
+    let mut finals = Vec::new();
+    for _ in 0..2 {
+        queue.publish_job(&job).await.expect("publish");
+        loop {
+            let d = tokio::time::timeout(std::time::Duration::from_secs(10), events.next()).await.expect("event").expect("event");
+            let event = d.event.clone();
+            d.acker.ack().await.expect("ack");
+            if event.is_final() {
+                finals.push(event);
+                break;
+            }
+        }
+    }
+    stop.cancel();
+    serving.await.expect("join").expect("serve");
+    assert_eq!(hv.provisioned(), 1, "the job ran twice");
+    assert_eq!(finals.len(), 2);
+    assert_eq!((finals[0].attempt, finals[0].seq), (finals[1].attempt, finals[1].seq), "the resent event is the same event");
+    assert_eq!(finals[1].kind, JobEventKind::JobFinished { result: JobResult::Success });
+}

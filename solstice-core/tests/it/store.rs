@@ -79,3 +79,25 @@ async fn unknown_urls_are_refused_clearly() {
     let err = Store::connect("mysql://x").await.expect_err("must fail");
     assert!(err.to_string().contains("unsupported store URL"), "{err}");
 }
+
+#[tokio::test]
+async fn the_final_event_is_kept_with_the_final_state() {
+    use solstice_core::{JobEvent, JobEventKind};
+    let (_dir, store) = temp_store().await;
+    let j = job();
+    store.record_queued(&j).await.expect("queue");
+    assert_eq!(store.final_event(j.id).await.expect("read"), None);
+    store.claim(j.id, "a").await.expect("claim");
+    let event = JobEvent {
+        job_id: j.id,
+        attempt: 1,
+        seq: 9,
+        at: time::OffsetDateTime::now_utc(),
+        kind: JobEventKind::JobFinished { result: JobResult::Cancelled },
+    };
+    assert!(store.finish_with_event(&event).await.expect("finish"));
+    assert!(!store.finish_with_event(&event).await.expect("second finish"));
+    let stored = store.final_event(j.id).await.expect("read").expect("kept");
+    assert_eq!((stored.seq, stored.kind), (9, JobEventKind::JobFinished { result: JobResult::Cancelled }));
+    assert_eq!(store.job(j.id).await.expect("q").map(|r| r.state), Some(JobState::Finished(JobResult::Cancelled)));
+}
