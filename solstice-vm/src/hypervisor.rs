@@ -14,7 +14,8 @@ use crate::accel::{AccelChoice, AccelProbe, AccelVerdict};
 use crate::console::ConsoleTail;
 use crate::image::{BootMode, ImageCache, ImageCatalog, ImageEntry, ImageError, LogProgress, create_overlay};
 use crate::keys::{KeyError, SshKeyPair};
-use crate::net::{EgressConfig, NetSpec};
+use crate::egress::{EgressError, EgressProxy, EgressProxyBuilder};
+use crate::net::{EgressConfig, NetSpec, egress_env, machine_env};
 use crate::ports::{PortAllocator, PortError, PortLease};
 use crate::qemu::{BootSpec, QemuError, QemuProcess, StopOutcome, VmSpec};
 use crate::qmp::{QmpClient, QmpError};
@@ -117,6 +118,9 @@ pub enum VmError {
     /// No such live machine.
     #[error("no live machine {0}")]
     NotFound(String),
+    /// The egress proxy could not be started.
+    #[error("could not start the egress proxy")]
+    Egress(#[source] EgressError),
 }
 
 impl VmError {
@@ -161,9 +165,20 @@ struct Config {
     ssh_interval: Duration,
     stop_grace: Duration,
     max_machines: usize,
-    egress: Option<EgressConfig>,
+    egress: Option<Egress>,
     restrict: bool,
     kill_with_parent: bool,
+}
+
+/// Where guests' outbound traffic goes.
+#[derive(Debug, Clone)]
+enum Egress {
+    /// A proxy somebody else runs.
+    External(EgressConfig),
+    /// A proxy this hypervisor starts on first use.
+    Start(EgressProxyBuilder),
+    /// A proxy that is already running.
+    Running(EgressProxy),
 }
 
 /// Builds a [`QemuHypervisor`].
@@ -263,10 +278,27 @@ impl QemuHypervisorBuilder {
         self
     }
 
-    /// Gives guests outbound access through an HTTP proxy on the host (see
-    /// [`EgressConfig`]). Default: no egress at all.
+    /// Gives guests outbound access through an HTTP proxy on the host that somebody else
+    /// runs (see [`EgressConfig`]); steps see `http_proxy` and friends. Default: no
+    /// egress at all.
     pub fn egress(mut self, egress: EgressConfig) -> Self {
-        self.config.egress = Some(egress);
+        self.config.egress = Some(Egress::External(egress));
+        self
+    }
+
+    /// Gives guests outbound access to public addresses through an [`EgressProxy`] that
+    /// the hypervisor starts with `proxy` when the first machine boots and stops when the
+    /// hypervisor is dropped. Steps see `http_proxy`, `https_proxy`, `HTTP_PROXY` and
+    /// `HTTPS_PROXY` set to [`crate::EGRESS_PROXY_URL`] (through [`crate::SshExecutor`]).
+    pub fn start_egress_proxy(mut self, proxy: EgressProxyBuilder) -> Self {
+        self.config.egress = Some(Egress::Start(proxy));
+        self
+    }
+
+    /// Like [`Self::start_egress_proxy`], with a proxy that is already running (it can
+    /// serve several hypervisors).
+    pub fn egress_proxy(mut self, proxy: EgressProxy) -> Self {
+        self.config.egress = Some(Egress::Running(proxy));
         self
     }
 
@@ -291,7 +323,14 @@ impl QemuHypervisorBuilder {
         let slots = Arc::new(Semaphore::new(self.config.max_machines));
         let cache = ImageCache::new(self.config.cache_dir.join("images"));
         QemuHypervisor {
-            inner: Arc::new(Inner { config: self.config, cache, slots, accel: OnceCell::new(), live: Mutex::default() }),
+            inner: Arc::new(Inner {
+                config: self.config,
+                cache,
+                slots,
+                accel: OnceCell::new(),
+                proxy: OnceCell::new(),
+                live: Mutex::default(),
+            }),
         }
     }
 }
@@ -302,7 +341,25 @@ struct Inner {
     cache: ImageCache,
     slots: Arc<Semaphore>,
     accel: OnceCell<AccelVerdict>,
+    proxy: OnceCell<EgressProxy>,
     live: Mutex<HashMap<String, LiveVm>>,
+}
+
+/// Keeps a machine's step environment registered while the machine lives.
+#[derive(Debug)]
+struct EnvRegistration(String);
+
+impl EnvRegistration {
+    fn new(machine: &str, vars: Vec<(String, String)>) -> Self {
+        machine_env::set(machine, vars);
+        Self(machine.to_owned())
+    }
+}
+
+impl Drop for EnvRegistration {
+    fn drop(&mut self) {
+        machine_env::remove(&self.0);
+    }
 }
 
 /// A running machine and everything it owns; dropping it kills QEMU and removes its
@@ -315,6 +372,7 @@ struct LiveVm {
     _port: PortLease,
     _permit: OwnedSemaphorePermit,
     _keys: (SshKeyPair, SshKeyPair),
+    _env: Option<EnvRegistration>,
 }
 
 /// A [`Hypervisor`] that runs each job in a fresh QEMU virtual machine.
@@ -361,6 +419,23 @@ impl QemuHypervisor {
                 restrict: true,
                 kill_with_parent: true,
             },
+        }
+    }
+
+    /// The egress proxy guests use, starting it if this hypervisor owns one and it is
+    /// not running yet; `None` without egress.
+    ///
+    /// # Errors
+    /// [`VmError::Egress`] when the proxy cannot start.
+    pub async fn egress_config(&self) -> Result<Option<EgressConfig>, VmError> {
+        match &self.inner.config.egress {
+            None => Ok(None),
+            Some(Egress::External(config)) => Ok(Some(config.clone())),
+            Some(Egress::Running(proxy)) => Ok(Some(proxy.egress_config())),
+            Some(Egress::Start(builder)) => {
+                let proxy = self.inner.proxy.get_or_try_init(|| builder.clone().start()).await.map_err(VmError::Egress)?;
+                Ok(Some(proxy.egress_config()))
+            }
         }
     }
 
@@ -467,6 +542,7 @@ impl QemuHypervisor {
             None => None,
         };
         let accel = self.accelerator().await;
+        let egress = self.egress_config().await?;
         let boot = match &entry.boot {
             BootMode::Disk => BootSpec::Disk,
             BootMode::Kernel { kernel, initrd, append } => {
@@ -484,7 +560,7 @@ impl QemuHypervisor {
             let port = config.ports.allocate().map_err(|e| VmError::Port { vm: vm.clone(), source: e })?;
             let mut net = NetSpec::isolated(port.port());
             net.restrict = config.restrict;
-            net.egress = config.egress.clone();
+            net.egress = egress.clone();
             let console_log = dir.path().join("console.log");
             let spec = VmSpec {
                 name: vm.clone(),
@@ -542,7 +618,8 @@ impl QemuHypervisor {
             workspace: profile.workspace.clone(),
             access: MachineAccess::Ssh(access),
         };
-        let live = LiveVm { process, qmp: Some(qmp), dir, _port: port, _permit: permit, _keys: (client_key, host_key) };
+        let env = egress.is_some().then(|| EnvRegistration::new(&vm, egress_env()));
+        let live = LiveVm { process, qmp: Some(qmp), dir, _port: port, _permit: permit, _keys: (client_key, host_key), _env: env };
         self.inner.live.lock().unwrap_or_else(|p| p.into_inner()).insert(vm, live);
         Ok(machine)
     }
@@ -646,5 +723,30 @@ impl Hypervisor for QemuHypervisor {
             Ok(_) | Err(VmError::NotFound(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hypervisor_starts_one_egress_proxy_and_reuses_it() {
+        let hypervisor = QemuHypervisor::builder().start_egress_proxy(EgressProxy::builder()).build();
+        let first = hypervisor.egress_config().await.expect("proxy starts").expect("egress is on");
+        let second = hypervisor.egress_config().await.expect("proxy runs").expect("egress is on");
+        assert_eq!(first, second);
+        assert_ne!(first.proxy_port, 0);
+        let reply = async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", first.proxy_port)).await?;
+            s.write_all(b"CONNECT 127.0.0.1:22 HTTP/1.1\r\n\r\n").await?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).await?;
+            std::io::Result::Ok(out)
+        };
+        let reply = reply.await.expect("the proxy answers");
+        assert!(reply.starts_with("HTTP/1.1 403 "), "{reply}");
+        assert_eq!(QemuHypervisor::builder().build().egress_config().await.expect("no proxy"), None);
     }
 }

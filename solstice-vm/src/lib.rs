@@ -17,6 +17,8 @@
 //! - Lower layers are public too: [`VmSpec`] (the QEMU command line), [`QemuProcess`]
 //!   (spawn and ordered stop), [`QmpClient`], [`SeedConfig`] (the NoCloud ISO),
 //!   [`SshKeyPair`], [`NetSpec`], [`ConsoleTail`].
+//! - [`EgressProxy`] gives guests outbound HTTP(S) to public addresses only (package
+//!   installs), through a guest forward, while they stay cut off from the host.
 //! - [`TestGuest`] builds a tiny busybox + dropbear guest from the host's Debian packages,
 //!   used by the end-to-end tests and the `solstice run` demo.
 //!
@@ -76,6 +78,7 @@
 mod accel;
 mod console;
 mod cpio;
+mod egress;
 mod guest;
 mod hypervisor;
 mod image;
@@ -91,7 +94,8 @@ mod testguest;
 pub use accel::{Accel, AccelChoice, AccelProbe, AccelVerdict};
 pub use guest::GuestProfile;
 pub use keys::{KeyError, SshKeyPair};
-pub use net::{EGRESS_PROXY_ADDR, EgressConfig, NetSpec};
+pub use egress::{Destination, EgressError, EgressProxy, EgressProxyBuilder, ProxyRequest, forbidden_reason, parse_authority, parse_request_line};
+pub use net::{EGRESS_PROXY_ADDR, EGRESS_PROXY_URL, EgressConfig, NetSpec};
 pub use ports::{PortAllocator, PortError, PortLease};
 pub use qemu::{BootSpec, QemuError, QemuProcess, StopOutcome, VmSpec};
 pub use qmp::{QmpClient, QmpDecodeError, QmpError, QmpEvent, QmpMessage};

@@ -7,7 +7,8 @@
 //! work, and so do guest forwards (`guestfwd`), which is how egress is given back in a
 //! controlled way: connections from the guest to [`EGRESS_PROXY_ADDR`] run a connector
 //! program on the host that joins them to an HTTP proxy the operator chooses (one that
-//! refuses loopback and private destinations).
+//! refuses loopback and private destinations), normally an [`crate::EgressProxy`]. Steps on
+//! such machines see `http_proxy` and friends set to [`EGRESS_PROXY_URL`].
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -16,6 +17,45 @@ use serde::{Deserialize, Serialize};
 
 /// The address guests use for the egress proxy (`http_proxy=http://10.0.2.100:3128`).
 pub const EGRESS_PROXY_ADDR: &str = "10.0.2.100:3128";
+
+/// The proxy URL steps see in `http_proxy`, `https_proxy`, `HTTP_PROXY` and `HTTPS_PROXY`
+/// on machines with egress.
+pub const EGRESS_PROXY_URL: &str = "http://10.0.2.100:3128";
+
+/// The variables steps get on machines with egress.
+pub(crate) fn egress_env() -> Vec<(String, String)> {
+    ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"]
+        .into_iter()
+        .map(|k| (k.to_owned(), EGRESS_PROXY_URL.to_owned()))
+        .collect()
+}
+
+/// Environment variables the hypervisor wants steps of a live machine to see, by machine
+/// id (unique on the host). The hypervisor registers them when a machine is up and
+/// removes them when it goes; the SSH executor adds them under the step's own env.
+pub(crate) mod machine_env {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, MutexGuard, OnceLock};
+
+    type Registry = HashMap<String, Vec<(String, String)>>;
+
+    fn registry() -> MutexGuard<'static, Registry> {
+        static ENV: OnceLock<Mutex<Registry>> = OnceLock::new();
+        ENV.get_or_init(Mutex::default).lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set(machine: &str, vars: Vec<(String, String)>) {
+        registry().insert(machine.to_owned(), vars);
+    }
+
+    pub(crate) fn remove(machine: &str) {
+        registry().remove(machine);
+    }
+
+    pub(crate) fn get(machine: &str) -> Vec<(String, String)> {
+        registry().get(machine).cloned().unwrap_or_default()
+    }
+}
 
 /// Outbound access for guests through a proxy on the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,6 +22,8 @@ use super::{SshError, SshSession};
 /// kills the step's remote process group. The connection is verified against the
 /// machine's host key and kept open between steps of the same machine. The built-in
 /// checkout uploads the repository as a tar stream, so guests without git work.
+/// Steps on machines of a [`crate::QemuHypervisor`] with egress also get `http_proxy`,
+/// `https_proxy`, `HTTP_PROXY` and `HTTPS_PROXY` (unless the step sets them itself).
 /// Cloning is cheap and shares connections.
 #[derive(Debug, Clone)]
 pub struct SshExecutor {
@@ -129,6 +131,11 @@ impl StepExecutor for SshExecutor {
             .filter(|(k, _)| k.as_str() != "PATH")
             .map(|(k, v)| shell_quote(&format!("{k}={v}")))
             .collect();
+        for (name, value) in crate::net::machine_env::get(&machine.id) {
+            if !step.env.contains_key(&name) {
+                env.push(shell_quote(&format!("{name}={value}")));
+            }
+        }
         for (name, file) in [("GITHUB_OUTPUT", &out_file), ("GITHUB_ENV", &env_file), ("GITHUB_PATH", &path_file)] {
             env.push(shell_quote(&format!("{name}={file}")));
         }
