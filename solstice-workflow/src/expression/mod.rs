@@ -12,7 +12,7 @@ use serde::Serialize;
 
 pub use error::{ExpressionError, ExpressionErrorKind};
 pub(crate) use lexer::is_legal_identifier;
-pub(crate) use number::format_number;
+pub(crate) use number::{format_number, is_decimal_literal};
 pub(crate) use value::number_to_json;
 pub(crate) use template::{TemplatePart, split_template};
 

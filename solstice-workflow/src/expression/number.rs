@@ -30,39 +30,7 @@ pub(crate) fn parse_js_number(text: &str) -> Option<f64> {
     if body == "Infinity" {
         return Some(sign * f64::INFINITY);
     }
-    // Validate the decimal literal grammar: digits [. digits] [e [+-] digits], at least one digit
-    // in the mantissa.
-    let bytes = body.as_bytes();
-    let mut i = 0;
-    let mut mantissa_digits = 0;
-    while i < bytes.len() && bytes[i].is_ascii_digit() {
-        i += 1;
-        mantissa_digits += 1;
-    }
-    if i < bytes.len() && bytes[i] == b'.' {
-        i += 1;
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            i += 1;
-            mantissa_digits += 1;
-        }
-    }
-    if mantissa_digits == 0 {
-        return None;
-    }
-    if i < bytes.len() && (bytes[i] == b'e' || bytes[i] == b'E') {
-        i += 1;
-        if i < bytes.len() && (bytes[i] == b'+' || bytes[i] == b'-') {
-            i += 1;
-        }
-        let start = i;
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-    }
-    if i != bytes.len() {
+    if !is_decimal_literal(body) {
         return None;
     }
     body.parse::<f64>().ok().map(|v| sign * v)
@@ -71,6 +39,41 @@ pub(crate) fn parse_js_number(text: &str) -> Option<f64> {
 /// Formats a number as GitHub converts it to a string (.NET's `G15` format, invariant
 /// culture): up to 15 significant digits, no trailing zeros, `-0` as `0`, scientific notation
 /// (`1E+15`, `1E-05`) outside 1e-4..1e15, and `NaN`, `Infinity`, `-Infinity`.
+/// Whether `body` (without a sign) is a decimal literal: digits `[. digits]`
+/// `[e [+-] digits]`, with at least one digit in the mantissa. Shared by the expression
+/// language and the YAML reader, which accept the same grammar.
+pub(crate) fn is_decimal_literal(body: &str) -> bool {
+    let bytes = body.as_bytes();
+    let digits_from = |mut i: usize| {
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        (i, i - start)
+    };
+    let (mut i, mut mantissa_digits) = digits_from(0);
+    if i < bytes.len() && bytes[i] == b'.' {
+        let (end, fraction_digits) = digits_from(i + 1);
+        i = end;
+        mantissa_digits += fraction_digits;
+    }
+    if mantissa_digits == 0 {
+        return false;
+    }
+    if i < bytes.len() && (bytes[i] == b'e' || bytes[i] == b'E') {
+        i += 1;
+        if i < bytes.len() && (bytes[i] == b'+' || bytes[i] == b'-') {
+            i += 1;
+        }
+        let (end, exponent_digits) = digits_from(i);
+        if exponent_digits == 0 {
+            return false;
+        }
+        i = end;
+    }
+    i == bytes.len()
+}
+
 pub(crate) fn format_number(value: f64) -> String {
     if value.is_nan() {
         return "NaN".to_owned();

@@ -106,37 +106,7 @@ fn parse_core_number(text: &str) -> Option<f64> {
         return u64::from_str_radix(oct, 8).ok().map(|v| v as f64);
     }
     let body = text.strip_prefix(['+', '-']).unwrap_or(text);
-    let bytes = body.as_bytes();
-    let mut i = 0;
-    let mut digits = 0;
-    while i < bytes.len() && bytes[i].is_ascii_digit() {
-        i += 1;
-        digits += 1;
-    }
-    if i < bytes.len() && bytes[i] == b'.' {
-        i += 1;
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            i += 1;
-            digits += 1;
-        }
-    }
-    if digits == 0 {
-        return None;
-    }
-    if i < bytes.len() && (bytes[i] == b'e' || bytes[i] == b'E') {
-        i += 1;
-        if i < bytes.len() && (bytes[i] == b'+' || bytes[i] == b'-') {
-            i += 1;
-        }
-        let start = i;
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            i += 1;
-        }
-        if start == i {
-            return None;
-        }
-    }
-    if i != bytes.len() {
+    if !crate::expression::is_decimal_literal(body) {
         return None;
     }
     text.parse::<f64>().ok()
