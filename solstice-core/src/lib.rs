@@ -30,6 +30,7 @@
 
 mod dispatch;
 mod engine;
+mod error_chain;
 mod executor;
 mod host;
 mod local;
@@ -49,6 +50,7 @@ pub mod testing;
 
 pub use dispatch::{Backoff, serve_source};
 pub use engine::{Engine, EngineBuilder, EngineError};
+pub use error_chain::error_chain;
 pub use executor::{
     ExecError, ScriptRun, ShellCommand, StepExecutor, StepExit, parse_command_file, shell_command,
 };

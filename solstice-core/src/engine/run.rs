@@ -13,7 +13,7 @@ use super::condition::{JobStatus, evaluate_condition, interpolate};
 use super::emit::Emitter;
 use super::EngineInner;
 use crate::{
-    JobEventKind, JobRequest, JobResult, LogSink, LogStream, Machine, MachineRequest, ScriptRun,
+    error_chain, JobEventKind, JobRequest, JobResult, LogSink, LogStream, Machine, MachineRequest, ScriptRun,
     StepAction, StepCommand, StepExit,
 };
 
@@ -418,16 +418,4 @@ fn human_duration(d: Duration) -> String {
     } else {
         format!("{:.1} s", d.as_secs_f64())
     }
-}
-
-/// An error and its causes, joined by `: `.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

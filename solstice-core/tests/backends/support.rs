@@ -186,14 +186,7 @@ pub async fn connect_or_fail(builder: solstice_core::AmqpQueueBuilder) -> solsti
 /// An error with its causes.
 #[cfg_attr(not(any(feature = "amqp", feature = "postgres")), allow(dead_code))]
 pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    solstice_core::error_chain(error)
 }
 
 /// Which store backend a test runs on.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use solstice_core::{Backoff, SourceMessage};
+use solstice_core::{Backoff, SourceMessage, error_chain};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
@@ -150,13 +150,3 @@ async fn round(inner: &SourceInner, entry: &TaskEntry, last_state: &mut Option<I
     Ok(if more_rows { Next::Again } else { Next::Wait })
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::topology::Topology;
-use crate::QueueError;
+use crate::{QueueError, error_chain};
 
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -271,16 +271,4 @@ impl Link {
             tracing::debug!(error = %e, "closing the RabbitMQ connection failed");
         }
     }
-}
-
-/// An error with its causes, on one line.
-pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -13,7 +13,8 @@ use lapin::types::{FieldTable, ShortString};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::link::{Link, Session, broker, error_chain};
+use super::link::{Link, Session, broker};
+use crate::error_chain;
 use crate::{Backoff, QueueError};
 
 /// What a subscription consumes and how it turns deliveries into items.
