@@ -71,11 +71,18 @@ pub struct EngineSection {
     pub name: String,
     /// Where host jobs get their workspaces. Default: the system temporary directory.
     pub work_dir: Option<PathBuf>,
+    /// The image catalog (TOML, see docs/images.md) for `name:vm[:image]` labels. The
+    /// image `tiny-linux` (a small Linux guest built from the host's Debian packages)
+    /// needs none. Default: none.
+    pub image_catalog: Option<PathBuf>,
+    /// Where images, the test guest and the KVM verdict are cached. Default:
+    /// `~/.cache/solstice`.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for EngineSection {
     fn default() -> Self {
-        Self { enabled: true, name: "forgejo-runner".to_owned(), work_dir: None }
+        Self { enabled: true, name: "forgejo-runner".to_owned(), work_dir: None, image_catalog: None, cache_dir: None }
     }
 }
 

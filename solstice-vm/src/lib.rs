@@ -88,6 +88,7 @@ mod ports;
 mod qemu;
 mod qmp;
 mod seed;
+mod setup;
 mod ssh;
 mod testguest;
 
@@ -100,6 +101,7 @@ pub use ports::{PortAllocator, PortError, PortLease};
 pub use qemu::{BootSpec, QemuError, QemuProcess, StopOutcome, VmSpec};
 pub use qmp::{QmpClient, QmpDecodeError, QmpError, QmpEvent, QmpMessage};
 pub use seed::{SeedConfig, SeedError};
+pub use setup::{MachineSetup, Machines, SetupError};
 pub use console::ConsoleTail;
 pub use hypervisor::{QemuHypervisor, QemuHypervisorBuilder, VmError};
 pub use image::{

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use solstice_core::{AmqpQueue, Engine, HostExecutor, HostHypervisor, JobQueue, MemoryQueue, Secret};
+use solstice_core::{AmqpQueue, Engine, JobQueue, MemoryQueue, Secret};
+use solstice_vm::{ImageCatalog, MachineSetup, Machines};
 use solstice_forgejo::{
     DaemonError, ForgejoClient, ForgejoSource, LabelScheme, LabelSpec, Registration, RegisterError, RunnerConfig,
     RunnerFile, Service, seconds,
@@ -112,9 +113,6 @@ async fn daemon(config: RunnerConfig) -> Result<(), Failure> {
     };
     let names: Vec<String> = specs.iter().map(|l| l.name.clone()).collect();
     let host_labels: Vec<String> = specs.iter().filter(|l| l.scheme == LabelScheme::Host).map(|l| l.name.clone()).collect();
-    if let Some(vm) = specs.iter().find(|l| l.scheme != LabelScheme::Host) {
-        return Err(Failure(3, anyhow::anyhow!("label `{vm}` needs a VM, and the QEMU hypervisor is not wired into this binary yet; use `{}:host` to run on the host", vm.name)));
-    }
     let client = ForgejoClient::builder(&file.address).build().map_err(|e| Failure(3, e.into()))?.with_credentials(file.credentials());
     let source = ForgejoSource::builder(client)
         .labels(names.clone())
@@ -130,13 +128,10 @@ async fn daemon(config: RunnerConfig) -> Result<(), Failure> {
         None => Arc::new(MemoryQueue::new()),
     };
     let engine = if config.engine.enabled {
-        let mut hypervisor = HostHypervisor::with_labels(host_labels);
-        if let Some(dir) = &config.engine.work_dir {
-            hypervisor = hypervisor.in_dir(dir);
-        }
+        let machines = machines(&config, &specs, host_labels).await.map_err(|e| Failure(3, e))?;
         let engine = Engine::builder()
-            .hypervisor(hypervisor)
-            .executor(HostExecutor::new())
+            .hypervisor(machines.hypervisor)
+            .executor(machines.executor)
             .capacity(config.runner.capacity)
             .name(config.engine.name.clone())
             .build()
@@ -153,6 +148,34 @@ async fn daemon(config: RunnerConfig) -> Result<(), Failure> {
         let code = if matches!(&e, DaemonError::Declare(f) if f.is_auth()) { 4 } else { 1 };
         Failure(code, e.into())
     })
+}
+
+/// The host for `name:host` labels, QEMU VMs for `name:vm[:image]` labels.
+async fn machines(config: &RunnerConfig, specs: &[LabelSpec], host_labels: Vec<String>) -> anyhow::Result<Machines> {
+    let cache = config.engine.cache_dir.clone().unwrap_or_else(|| {
+        std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache/solstice")
+    });
+    let catalog = match &config.engine.image_catalog {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("could not read {}", path.display()))?;
+            ImageCatalog::from_toml(&text).with_context(|| format!("in the image catalog {}", path.display()))?
+        }
+        None => ImageCatalog::default(),
+    };
+    let mut setup = MachineSetup::new(cache).catalog(catalog);
+    if let Some(dir) = &config.engine.work_dir {
+        setup = setup.host_dir(dir);
+    }
+    for label in host_labels {
+        setup = setup.host_label(label);
+    }
+    for spec in specs {
+        if let LabelScheme::Vm(image) = &spec.scheme {
+            setup = setup.vm_label(spec.name.clone(), image.clone().unwrap_or_else(|| spec.name.clone()));
+        }
+    }
+    let machines = setup.build().await.context("could not set up the machines for the labels")?;
+    Ok(machines)
 }
 
 /// Fires `first` on the first SIGINT/SIGTERM and `second` on the next one; returns `first`.

@@ -76,3 +76,44 @@ async fn register_then_daemon_runs_a_job_and_stops_on_sigterm() {
     let uuid = fake.runner_uuids().pop().unwrap();
     assert_eq!(fake.runner(&uuid).unwrap().name, "cli-runner");
 }
+
+/// A `name:vm:image` label runs the task in a fresh QEMU VM of the tiny test guest:
+/// Forgejo gets the guest's output, the boot log and the VM's destruction.
+#[tokio::test]
+async fn a_vm_label_runs_the_task_in_a_fresh_vm() {
+    let fake = FakeForgejo::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let runner_file = dir.path().join(".runner");
+    let config = dir.path().join("runner.toml");
+    std::fs::write(&config, format!("[runner]\nfile = {:?}\nfetch_interval = 0.1\nreport_interval = 0.1\n", runner_file)).unwrap();
+    let token = fake.registration_token(Scope::Instance);
+    let (url, cfg) = (fake.url().to_owned(), config.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap(), "register", "--instance", &url, "--name", "vm-runner", "--labels", "tiny:vm:tiny-linux"])
+            .env("SOLSTICE_FORGEJO_REGISTRATION_TOKEN", token)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let daemon = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "daemon"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let payload = "on: push\njobs:\n  build:\n    runs-on: tiny\n    steps:\n      - run: echo \"inside $(uname -n)\"\n";
+    let job = fake.enqueue(JobSpec::new("build", payload).runs_on(["tiny"]));
+    let task = fake.wait_job_done(job, Duration::from_secs(120)).await;
+    let _ = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
+    let exit = tokio::task::spawn_blocking(move || daemon.wait_with_output().unwrap()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&exit.stderr);
+    let Some(task) = task else { panic!("the job did not finish; the runner said:\n{stderr}") };
+    let log = fake.log(task.id);
+    assert_eq!(task.status, Status::Success, "{log:#?}\n{stderr}");
+    assert!(log.iter().any(|l| l.starts_with("inside vm-")), "the step did not run in a VM: {log:#?}");
+    assert!(log.iter().any(|l| l.contains("answered SSH")), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("destroyed")), "{log:#?}");
+}
