@@ -117,3 +117,79 @@ async fn a_vm_label_runs_the_task_in_a_fresh_vm() {
     assert!(log.iter().any(|l| l.contains("answered SSH")), "{log:#?}");
     assert!(log.iter().any(|l| l.contains("destroyed")), "{log:#?}");
 }
+
+/// Scale-out mode: the runner only fetches and reports (`[engine] enabled = false`),
+/// jobs travel through a real RabbitMQ to an orchestrator elsewhere (here an engine in
+/// the test process), and the events come back the same way to Forgejo.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_rabbitmq_jobs_go_to_a_separate_orchestrator_and_back() {
+    use solstice_core::{AmqpQueue, Engine, HostExecutor, HostHypervisor, JobQueue};
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+
+    let amqp = std::env::var("SOLSTICE_TEST_AMQP_URL").unwrap_or_else(|_| {
+        panic!("SOLSTICE_TEST_AMQP_URL is not set: start RabbitMQ with `eval \"$(.ci/services.sh)\"` (scripts/test does)")
+    });
+    // A label of its own, so no other test's orchestrator takes these jobs.
+    let label = format!("fj-{}", uuid::Uuid::new_v4().simple());
+    let fake = FakeForgejo::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let runner_file = dir.path().join(".runner");
+    let config = dir.path().join("runner.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[runner]\nfile = {:?}\nfetch_interval = 0.1\nreport_interval = 0.1\n\n[queue]\nurl = {amqp:?}\n\n[engine]\nenabled = false\n",
+            runner_file
+        ),
+    )
+    .unwrap();
+    let token = fake.registration_token(Scope::Instance);
+    let (url, cfg, labels) = (fake.url().to_owned(), config.clone(), format!("{label}:host"));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap(), "register", "--instance", &url, "--name", "mq-runner", "--labels", &labels])
+            .env("SOLSTICE_FORGEJO_REGISTRATION_TOKEN", token)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let queue: Arc<dyn JobQueue> = Arc::new(AmqpQueue::connect(&amqp).await.expect("RabbitMQ"));
+    let engine = Engine::builder()
+        .hypervisor(HostHypervisor::with_labels(vec![label.clone()]))
+        .executor(HostExecutor::new())
+        .name("test-orchestrator")
+        .build()
+        .unwrap();
+    let stop = CancellationToken::new();
+    let metrics = engine.metrics().clone();
+    let orchestrator = {
+        let (queue, stop, labels) = (queue.clone(), stop.clone(), vec![label.clone()]);
+        tokio::spawn(async move { engine.serve(queue, &labels, stop, CancellationToken::new()).await })
+    };
+    let daemon = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "daemon"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let payload = format!(
+        "on: push\njobs:\n  build:\n    runs-on: {label}\n    steps:\n      - run: echo \"ran by $SOLSTICE_MACHINE\"\n      - run: exit 5\n"
+    );
+    let job = fake.enqueue(JobSpec::new("build", &payload).runs_on([label.as_str()]));
+    let task = fake.wait_job_done(job, Duration::from_secs(60)).await;
+    let _ = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
+    let exit = tokio::task::spawn_blocking(move || daemon.wait_with_output().unwrap()).await.unwrap();
+    stop.cancel();
+    orchestrator.await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&exit.stderr);
+    let Some(task) = task else { panic!("the job did not finish; the runner said:\n{stderr}") };
+    let log = fake.log(task.id);
+    assert_eq!(task.status, Status::Failure, "{log:#?}\n{stderr}");
+    assert!(log.iter().any(|l| l.starts_with("ran by host-")), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("exit code 5")), "{log:#?}");
+    assert_eq!(metrics.finished(solstice_core::JobResult::Failure), 1, "the job did not run on the separate orchestrator");
+}
