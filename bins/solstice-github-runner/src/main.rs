@@ -1,14 +1,18 @@
 //! `solstice-github-runner`: a GitHub Actions self-hosted runner that runs jobs with
 //! Solstice CI's engine.
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
-use solstice_core::{Engine, HostExecutor, HostHypervisor, Secret};
+use solstice_core::{Engine, Secret};
 use solstice_github::{GithubSource, RegistrationConfig, RunnerStore};
 use tokio_util::sync::CancellationToken;
+
+mod machines;
+use machines::machines;
 
 /// A GitHub Actions self-hosted runner that runs jobs in fresh virtual machines.
 ///
@@ -16,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// TOML configuration file (keys: `dir`, `labels`, `capacity`).
+    /// TOML configuration file (keys: `dir`, `labels`, `capacity`, `vm_images`, `image_catalog`, `cache_dir`).
     #[arg(long, env = "SOLSTICE_GITHUB_CONFIG")]
     config: Option<PathBuf>,
     /// Directory of the runner's credential files (overrides `dir`).
@@ -75,18 +79,35 @@ enum Command {
 /// The TOML configuration; every key has a default.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-struct RunnerFileConfig {
+pub(crate) struct RunnerFileConfig {
     /// Directory of the credential files. Default: the current directory.
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Queue routes the in-process engine serves. Default: `["host"]`.
-    labels: Vec<String>,
+    pub(crate) labels: Vec<String>,
     /// Jobs run at once. Default: 1.
-    capacity: usize,
+    pub(crate) capacity: usize,
+    /// Labels whose jobs run in fresh QEMU VMs, each mapped to an image of
+    /// `image_catalog` (or `tiny-linux`, the small guest built from the host's Debian
+    /// packages), e.g. `{ omnios = "omnios-r151056" }`. Labels not listed run on this
+    /// host. Default: none.
+    pub(crate) vm_images: BTreeMap<String, String>,
+    /// The image catalog (TOML, see docs/images.md). Default: none.
+    pub(crate) image_catalog: Option<PathBuf>,
+    /// Where images, the test guest and the KVM verdict are cached. Default:
+    /// `~/.cache/solstice`.
+    pub(crate) cache_dir: Option<PathBuf>,
 }
 
 impl Default for RunnerFileConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("."), labels: vec!["host".into()], capacity: 1 }
+        Self {
+            dir: PathBuf::from("."),
+            labels: vec!["host".into()],
+            capacity: 1,
+            vm_images: BTreeMap::new(),
+            image_catalog: None,
+            cache_dir: None,
+        }
     }
 }
 
@@ -177,9 +198,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let runner = store.load().context("reading the runner's files")?;
             let ephemeral = ephemeral || runner.settings.ephemeral;
             let source = GithubSource::builder(runner).ephemeral(ephemeral).build()?;
+            let machines = machines(&config).await?;
             let engine = Engine::builder()
-                .hypervisor(HostHypervisor::new())
-                .executor(HostExecutor::new())
+                .hypervisor(machines.hypervisor.clone())
+                .executor(machines.executor.clone())
                 .capacity(config.capacity)
                 .build()?;
             let stop = CancellationToken::new();

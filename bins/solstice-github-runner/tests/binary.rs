@@ -98,3 +98,23 @@ fn help_lists_the_commands_and_exit_codes() {
         assert!(text.contains(word), "{word} missing from --help:\n{text}");
     }
 }
+
+/// A label listed in `vm_images` runs its job in a fresh QEMU VM of the tiny test guest.
+#[tokio::test]
+async fn a_vm_label_runs_the_job_in_a_fresh_vm() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("runner.toml");
+    std::fs::write(&config, "labels = [\"tiny\"]\n\n[vm_images]\ntiny = \"tiny-linux\"\n").expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let url = fake.repo_url();
+    let (ok, log) = run(&["--config", &config, "register", "--url", &url, "--name", "vm-1", "--labels", "tiny"], dir.path(), Some("AREGTOKEN")).await;
+    assert!(ok, "register failed:\n{log}");
+    let id = fake.enqueue(FakeJob::new("vm").labels(&["tiny"]).run("echo \"inside $(uname -n)\"")).await;
+    let (ok, run_log) = run(&["--config", &config, "run", "--ephemeral"], dir.path(), None).await;
+    assert!(ok, "run failed:\n{run_log}");
+    let view = fake.job(&id).await.expect("job");
+    let logs = view.all_logs();
+    assert_eq!(view.result.as_deref(), Some("succeeded"), "{logs}");
+    assert!(logs.contains("inside vm-"), "the step did not run in a VM:\n{logs}");
+}
