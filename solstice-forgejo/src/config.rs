@@ -104,4 +104,12 @@ mod tests {
         let err = serde_json::from_str::<RunnerConfig>(r#"{"runner":{"capacty":3}}"#).expect_err("typo refused");
         assert!(err.to_string().contains("capacty"), "{err}");
     }
+
+    #[test]
+    fn the_deployment_example_parses_into_the_real_type() {
+        let text = include_str!("../../docs/deploy/forgejo-runner.toml");
+        let config: RunnerConfig = toml::from_str(text).expect("docs/deploy/forgejo-runner.toml is a valid RunnerConfig");
+        assert_eq!(config.runner.file, PathBuf::from("/var/lib/solstice/forgejo/.runner"));
+        assert_eq!(config.engine.image_catalog, Some(PathBuf::from("/etc/solstice/images.toml")));
+    }
 }

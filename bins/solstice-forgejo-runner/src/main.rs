@@ -38,7 +38,7 @@ struct Cli {
 enum Command {
     /// Register this runner with a Forgejo instance and write the runner file (mode 0600).
     Register {
-        /// The instance URL, e.g. https://codeberg.org.
+        /// The instance URL, e.g. `https://codeberg.org`.
         #[arg(long)]
         instance: String,
         /// The registration token from the runner settings page.

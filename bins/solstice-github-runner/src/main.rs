@@ -34,7 +34,7 @@ struct Cli {
 enum Command {
     /// Register this runner with a repository or organisation.
     Register {
-        /// https://github.com/OWNER or https://github.com/OWNER/REPO.
+        /// The repository or organisation: `https://github.com/OWNER` or `https://github.com/OWNER/REPO`.
         #[arg(long)]
         url: String,
         /// The registration token from the repository's settings.
@@ -214,4 +214,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deployment_example_parses_into_the_real_type() {
+        let text = include_str!("../../../docs/deploy/github-runner.toml");
+        let config: RunnerFileConfig = toml::from_str(text).expect("docs/deploy/github-runner.toml is valid");
+        assert_eq!(config.labels, ["omnios", "host"]);
+        assert_eq!(config.vm_images.get("omnios").map(String::as_str), Some("omnios-r151054"));
+    }
 }

@@ -213,4 +213,14 @@ boot = { mode = "kernel", kernel = "/c/vmlinuz", initrd = "/c/initrd.gz", append
         let profile = CATALOG.replace("profile = \"illumos\"", "profile = \"beos\"");
         assert!(matches!(ImageCatalog::from_toml(&profile), Err(ImageError::Catalog { .. })));
     }
+
+    #[test]
+    fn the_documented_catalog_example_parses() {
+        let doc = include_str!("../../../docs/images.md");
+        let start = doc.find("```toml\n").expect("docs/images.md has a ```toml block") + "```toml\n".len();
+        let end = start + doc[start..].find("```").expect("closed block");
+        let catalog = ImageCatalog::from_toml(&doc[start..end]).expect("the catalog in docs/images.md is valid");
+        assert!(catalog.lookup("omnios").is_some(), "aliases resolve");
+        assert!(catalog.lookup("tiny-linux").is_some());
+    }
 }

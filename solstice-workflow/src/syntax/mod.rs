@@ -42,7 +42,7 @@ pub struct Workflow {
 /// A setup script of the KDL dialect: steps run before a job's own steps, on guests of one
 /// OS family (`setup os="illumos" { run "pfexec pkg install ..." }`) or on every guest when
 /// `os` is absent. Stage 2 keeps the scripts whose family matches the planned job's runs-on
-/// label (see [`crate::os_family`]).
+/// label (see [`crate::label_os_family`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Setup {

@@ -1,30 +1,4 @@
 //! The RabbitMQ queue, for runner services and orchestrators on many hosts.
-//!
-//! # Topology
-//! Everything lives under a namespace prefix (default `solstice`):
-//!
-//! | name | kind | holds |
-//! |------|------|-------|
-//! | `P.jobs` | direct exchange | jobs, routed by [`JobRequest::route_label`] |
-//! | `P.jobs.<label>` | durable queue (quorum by default) | the jobs of one label |
-//! | `P.events` | direct exchange | events, routed by the job's `origin.source` |
-//! | `P.events.<source>` | durable queue, single active consumer | the events of one source |
-//! | `P.cancels` | fanout exchange | cancellation requests |
-//! | (server-named) | exclusive, auto-delete queue | one per cancel consumer |
-//! | `P.dead` | fanout exchange + durable queue | dead letters, reason in `x-solstice-reason` |
-//!
-//! Jobs and events are persistent and published with publisher confirms; a publish
-//! returns once the broker has them on disk. Job and event queues are declared by their
-//! publishers too, so nothing published before the first consumer is lost. Deliveries
-//! are acknowledged manually, and a job consumer's prefetch is its capacity.
-//!
-//! # Failures
-//! The connection is made again with backoff after the broker restarts or the network
-//! drops; consumers subscribe again on their own. Unacknowledged jobs go back to their
-//! queue, and a redelivered job this process still runs is folded into the running one
-//! instead of being handed out twice. Messages that cannot be decoded, jobs nacked
-//! without requeue, and (on quorum queues) jobs delivered more often than the delivery
-//! limit end in `P.dead`.
 
 mod dead;
 mod events;
@@ -54,18 +28,43 @@ const DEAD_LETTER_PEEK: usize = 10_000;
 
 /// A [`JobQueue`] on RabbitMQ, shared by any number of processes on any number of hosts.
 ///
-/// Cloning is cheap and gives another handle on the same connection. See the
-/// [module docs](self) for the exchanges and queues it uses.
+/// Cloning is cheap and gives another handle on the same connection.
+///
+/// # Topology
+/// Everything lives under a namespace prefix (default `solstice`):
+///
+/// | name | kind | holds |
+/// |------|------|-------|
+/// | `P.jobs` | direct exchange | jobs, routed by [`JobRequest::route_label`] |
+/// | `P.jobs.<label>` | durable queue (quorum by default) | the jobs of one label |
+/// | `P.events` | direct exchange | events, routed by the job's `origin.source` |
+/// | `P.events.<source>` | durable queue, single active consumer | the events of one source |
+/// | `P.cancels` | fanout exchange | cancellation requests |
+/// | (server-named) | exclusive, auto-delete queue | one per cancel consumer |
+/// | `P.dead` | fanout exchange + durable queue | dead letters, reason in `x-solstice-reason` |
+///
+/// Jobs and events are persistent and published with publisher confirms; a publish
+/// returns once the broker has them on disk. Job and event queues are declared by their
+/// publishers too, so nothing published before the first consumer is lost. Deliveries
+/// are acknowledged manually, and a job consumer's prefetch is its capacity.
+///
+/// # Failures
+/// The connection is made again with backoff after the broker restarts or the network
+/// drops; consumers subscribe again on their own. Unacknowledged jobs go back to their
+/// queue, and a redelivered job this process still runs is folded into the running one
+/// instead of being handed out twice. Messages that cannot be decoded, jobs nacked
+/// without requeue, and (on quorum queues) jobs delivered more often than the delivery
+/// limit end in `P.dead`.
 ///
 /// # Example
 /// ```no_run
 /// use solstice_core::{AmqpQueue, JobQueue, JobRequest, StepCommand};
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let queue = AmqpQueue::builder("amqp://guest:guest@127.0.0.1:5672/%2f")
-///     .prefix("ci")
-///     .connection_name("orchestrator-1")
-///     .connect()
-///     .await?;
+///    .prefix("ci")
+///    .connection_name("orchestrator-1")
+///    .connect()
+///    .await?;
 /// let mut jobs = queue.consume_jobs(&["omnios".to_string()], 4).await?;
 /// queue.publish_job(&JobRequest::new("build", vec!["omnios".into()], vec![StepCommand::run("hi", "echo hi")])).await?;
 /// let delivery = jobs.next().await?;
