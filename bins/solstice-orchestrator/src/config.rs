@@ -1,7 +1,8 @@
 //! The orchestrator's configuration: a TOML file, then environment overrides.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -17,6 +18,15 @@ pub struct OrchestratorConfig {
     pub capacity: usize,
     /// Labels whose jobs run directly on this host, without a VM. Default: none.
     pub host_labels: Vec<String>,
+    /// Labels whose jobs run in fresh QEMU VMs, each mapped to an image of
+    /// `image_catalog` (or `tiny-linux`, the small guest built from the host's Debian
+    /// packages). Default: none.
+    pub vm_images: BTreeMap<String, String>,
+    /// The image catalog (TOML, see docs/images.md). Default: none.
+    pub image_catalog: Option<PathBuf>,
+    /// Where images, the test guest and the KVM verdict are cached. Default:
+    /// `~/.cache/solstice`.
+    pub cache_dir: Option<PathBuf>,
     /// The job queue.
     pub queue: QueueConfig,
     /// The job state store.
@@ -60,6 +70,9 @@ impl Default for OrchestratorConfig {
             name: std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "orchestrator".into()),
             capacity: 1,
             host_labels: Vec::new(),
+            vm_images: BTreeMap::new(),
+            image_catalog: None,
+            cache_dir: None,
             queue: QueueConfig::default(),
             store: StoreConfig::default(),
             metrics: MetricsConfig::default(),
@@ -196,6 +209,7 @@ mod tests {
         let config = parse(text, "orchestrator.example.toml").expect("example parses");
         assert_eq!(config.capacity, 2);
         assert_eq!(config.host_labels, ["host"]);
+        assert_eq!(config.vm_images.get("tiny").map(String::as_str), Some("tiny-linux"));
         assert!(config.queue.url.starts_with("amqp://"));
         check(&config).expect("example is valid");
     }

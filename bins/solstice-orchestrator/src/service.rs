@@ -4,17 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use solstice_core::{
-    AmqpQueue, Engine, ExecutorByAccess, HostExecutor, HostHypervisor, HypervisorSet, JobQueue, MemoryQueue, Store,
-};
+use solstice_core::{AmqpQueue, Engine, JobQueue, MemoryQueue, Store};
+use solstice_vm::{ImageCatalog, MachineSetup, Machines};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::OrchestratorConfig;
 
 pub async fn run(config: OrchestratorConfig) -> anyhow::Result<()> {
-    let labels = config.host_labels.clone();
-    if labels.is_empty() {
-        anyhow::bail!("this orchestrator serves no label: set host_labels (VM image labels come with solstice-vm)");
+    if config.host_labels.is_empty() && config.vm_images.is_empty() {
+        anyhow::bail!("this orchestrator serves no label: set host_labels or vm_images");
     }
     let store = Store::connect(&config.store.url).await.context("opening the state store")?;
     let queue: Arc<dyn JobQueue> = if config.queue.url == "memory" {
@@ -27,11 +25,11 @@ pub async fn run(config: OrchestratorConfig) -> anyhow::Result<()> {
             .context("connecting to RabbitMQ")?;
         Arc::new(queue)
     };
-    let hypervisors = HypervisorSet::new().with(Arc::new(HostHypervisor::with_labels(labels.clone())));
-    let executor = ExecutorByAccess::new(Some(Arc::new(HostExecutor::new())), None);
+    let machines = machines(&config).await?;
+    let labels = machines.labels.clone();
     let engine = Engine::builder()
-        .hypervisor(hypervisors)
-        .executor(executor)
+        .hypervisor(machines.hypervisor.clone())
+        .executor(machines.executor.clone())
         .capacity(config.capacity)
         .name(config.name.clone())
         .store(store)
@@ -78,6 +76,28 @@ pub async fn run(config: OrchestratorConfig) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The host for `host_labels`, QEMU VMs for `vm_images`.
+async fn machines(config: &OrchestratorConfig) -> anyhow::Result<Machines> {
+    let cache = config.cache_dir.clone().unwrap_or_else(|| {
+        std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache/solstice")
+    });
+    let catalog = match &config.image_catalog {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            ImageCatalog::from_toml(&text).with_context(|| format!("in the image catalog {}", path.display()))?
+        }
+        None => ImageCatalog::default(),
+    };
+    let mut setup = MachineSetup::new(cache).catalog(catalog);
+    for label in &config.host_labels {
+        setup = setup.host_label(label.clone());
+    }
+    for (label, image) in &config.vm_images {
+        setup = setup.vm_label(label.clone(), image.clone());
+    }
+    setup.build().await.context("setting up the machines")
 }
 
 /// SIGINT or SIGTERM.

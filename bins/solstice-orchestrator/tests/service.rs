@@ -136,3 +136,46 @@ async fn jobs_run_metrics_count_them_and_sigterm_lets_the_running_job_finish() {
     let (status, _orchestrator) = tokio::time::timeout(Duration::from_secs(30), status).await.expect("exits after SIGTERM").expect("join");
     assert_eq!(status.expect("wait").code(), Some(0));
 }
+
+/// A label in `vm_images` runs its jobs in a fresh QEMU VM of the tiny test guest.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vm_label_from_rabbitmq_runs_in_a_fresh_vm() {
+    let url = amqp_url();
+    let label = format!("orch-vm-{}", uuid::Uuid::new_v4().simple());
+    let route = format!("orch-vm-source-{}", uuid::Uuid::new_v4());
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = state.path().join("orchestrator.toml");
+    std::fs::write(&config, format!("[vm_images]\n{label} = \"tiny-linux\"\n")).expect("config");
+    let child = Command::new(env!("CARGO_BIN_EXE_solstice-orchestrator"))
+        .args(["--config", &config.to_string_lossy()])
+        .env("SOLSTICE_QUEUE_URL", &url)
+        .env("SOLSTICE_STORE_URL", format!("sqlite://{}", state.path().join("state.db").display()))
+        .env("SOLSTICE_METRICS_LISTEN", "")
+        .env("SOLSTICE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start solstice-orchestrator");
+    let _orchestrator = Orchestrator(child);
+
+    let queue: Arc<dyn JobQueue> = Arc::new(AmqpQueue::connect(&url).await.expect("RabbitMQ"));
+    let mut events = queue.consume_events(&route).await.expect("event consumer");
+    let mut job = JobRequest::new("vm", vec![label.clone()], vec![StepCommand::run("where", "echo \"inside $(uname -n)\"")]);
+    job.origin.source = route.clone();
+    queue.publish_job(&job).await.expect("publish");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    let mut lines = Vec::new();
+    let result = loop {
+        let delivery = tokio::time::timeout_at(deadline, events.next()).await.expect("the VM job finishes").expect("event");
+        let kind = delivery.event.kind.clone();
+        delivery.acker.ack().await.expect("ack");
+        match kind {
+            JobEventKind::Log { line, .. } => lines.push(line),
+            JobEventKind::JobFinished { result } => break result,
+            _ => {}
+        }
+    };
+    assert_eq!(result, JobResult::Success, "{lines:#?}");
+    assert!(lines.iter().any(|l| l.starts_with("inside vm-")), "the step did not run in a VM: {lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("destroyed")), "{lines:#?}");
+}
