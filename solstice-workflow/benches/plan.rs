@@ -1,7 +1,7 @@
 //! Parse + translate + expand: a realistic 10-step workflow and a 256-combination matrix.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use solstice_workflow::{PlanOptions, plan_workflow};
+use solstice_workflow::{PlanOptions, parse_workflow, plan_parsed, plan_workflow};
 
 const TEN_STEPS: &str = r#"
 name: CI
@@ -48,6 +48,14 @@ fn bench(c: &mut Criterion) {
     let options = PlanOptions::new();
     c.bench_function("plan_10_step_workflow", |bench| {
         bench.iter(|| plan_workflow(std::hint::black_box(TEN_STEPS), "ci.yml", &options).map(|p| p.jobs.len()))
+    });
+    // The two stages apart, to see where the time of the first figure goes.
+    c.bench_function("read_10_step_workflow", |bench| {
+        bench.iter(|| parse_workflow(std::hint::black_box(TEN_STEPS), "ci.yml").map(|w| w.jobs.len()))
+    });
+    let parsed = parse_workflow(TEN_STEPS, "ci.yml").expect("parses");
+    c.bench_function("translate_10_step_workflow", |bench| {
+        bench.iter(|| plan_parsed(std::hint::black_box(&parsed), "ci.yml", &options).map(|p| p.jobs.len()))
     });
     let big = matrix_256();
     assert_eq!(plan_workflow(&big, "m.yml", &options).map(|p| p.jobs.len()), Ok(256));
