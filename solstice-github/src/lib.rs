@@ -56,7 +56,7 @@ mod translate;
 pub use crypto::{PublicKeyParams, RunnerKey, decrypt_message_body};
 pub use error::GithubError;
 pub use registration::{RegistrationConfig, api_url_for, default_labels, register, register_with_key, unregister};
-pub use runner::serve_all_in_one;
+pub use runner::{serve_all_in_one, serve_with_queue};
 pub use source::{GithubSource, GithubSourceBuilder};
 pub use store::{CredentialData, OAuthData, RunnerConfig, RunnerSettings, RunnerStore};
 

@@ -1,4 +1,5 @@
-//! The all-in-one runner: a [`GithubSource`], an in-process queue and an engine.
+//! Serving a [`GithubSource`]: all in one process (an in-process queue and an engine),
+//! or over a shared queue such as RabbitMQ.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,16 +30,34 @@ pub async fn serve_all_in_one(
     labels: Vec<String>,
     stop: CancellationToken,
 ) -> Result<(), GithubError> {
-    let queue: Arc<dyn JobQueue> = Arc::new(MemoryQueue::new());
+    serve_with_queue(source, Arc::new(MemoryQueue::new()), Some((engine, labels)), stop).await
+}
+
+/// Runs `source` over `queue` (RabbitMQ, to scale out), until `stop` fires or an
+/// ephemeral runner finished its job. With `engine`, this process also runs the jobs
+/// routed to its labels; without, orchestrators elsewhere run them and their events
+/// come back through the queue. The session is deleted on the way out.
+///
+/// # Errors
+/// [`GithubError::Config`] when the queue or the engine cannot start.
+///
+/// # Cancel safety
+/// Stop it through `stop`; dropping the future skips the session's deletion.
+pub async fn serve_with_queue(
+    source: GithubSource,
+    queue: Arc<dyn JobQueue>,
+    engine: Option<(Engine, Vec<String>)>,
+    stop: CancellationToken,
+) -> Result<(), GithubError> {
     let engine_stop = CancellationToken::new();
     let abort = CancellationToken::new();
     let source_stop = CancellationToken::new();
 
-    let engine_task = {
+    let engine_task = engine.map(|(engine, labels)| {
         let queue = queue.clone();
         let (engine_stop, abort) = (engine_stop.clone(), abort.clone());
         tokio::spawn(async move { engine.serve(queue, &labels, engine_stop, abort).await })
-    };
+    });
     let source_task = {
         let source: Arc<dyn JobSource> = Arc::new(source.clone());
         let (queue, source_stop) = (queue.clone(), source_stop.clone());
@@ -58,10 +77,12 @@ pub async fn serve_all_in_one(
     tracing::info!("stopping: cancelling running jobs and reporting them");
     engine_stop.cancel();
     abort.cancel();
-    match engine_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "the engine failed"),
-        Err(e) => tracing::error!(error = %e, "the engine task failed"),
+    if let Some(engine_task) = engine_task {
+        match engine_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the engine failed"),
+            Err(e) => tracing::error!(error = %e, "the engine task failed"),
+        }
     }
     if !source.wait_idle(DRAIN_LIMIT).await {
         tracing::warn!("some jobs could not be reported before stopping");

@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
-use solstice_core::{Engine, Secret};
+use solstice_core::{AmqpQueue, Engine, JobQueue, MemoryQueue, Secret};
 use solstice_github::{GithubSource, RegistrationConfig, RunnerStore};
 use tokio_util::sync::CancellationToken;
 
@@ -96,6 +97,12 @@ pub(crate) struct RunnerFileConfig {
     /// Where images, the test guest and the KVM verdict are cached. Default:
     /// `~/.cache/solstice`.
     pub(crate) cache_dir: Option<PathBuf>,
+    /// A RabbitMQ URL (`amqp://…`) to hand jobs to orchestrators on other hosts; none
+    /// means the in-process queue. Env `SOLSTICE_GITHUB_QUEUE_URL`. Default: none.
+    queue_url: Option<String>,
+    /// Run jobs in this process too. Turn off when orchestrators elsewhere consume the
+    /// RabbitMQ queue. Default: true.
+    engine: bool,
 }
 
 impl Default for RunnerFileConfig {
@@ -107,6 +114,8 @@ impl Default for RunnerFileConfig {
             vm_images: BTreeMap::new(),
             image_catalog: None,
             cache_dir: None,
+            queue_url: None,
+            engine: true,
         }
     }
 }
@@ -144,6 +153,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<RunnerFileConfig> {
     };
     if let Some(dir) = &cli.dir {
         config.dir = dir.clone();
+    }
+    if let Ok(url) = std::env::var("SOLSTICE_GITHUB_QUEUE_URL") {
+        config.queue_url = Some(url).filter(|u| !u.is_empty());
     }
     if let Ok(labels) = std::env::var("SOLSTICE_GITHUB_LABELS") {
         config.labels = labels.split(',').map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
@@ -198,15 +210,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let runner = store.load().context("reading the runner's files")?;
             let ephemeral = ephemeral || runner.settings.ephemeral;
             let source = GithubSource::builder(runner).ephemeral(ephemeral).build()?;
-            let machines = machines(&config).await?;
-            let engine = Engine::builder()
-                .hypervisor(machines.hypervisor.clone())
-                .executor(machines.executor.clone())
-                .capacity(config.capacity)
-                .build()?;
             let stop = CancellationToken::new();
             tokio::spawn(shutdown_signal(stop.clone()));
-            solstice_github::serve_all_in_one(source.clone(), engine, config.labels, stop).await?;
+            let queue: Arc<dyn JobQueue> = match &config.queue_url {
+                Some(url) => Arc::new(AmqpQueue::connect(url).await.context("connecting to RabbitMQ")?),
+                None => Arc::new(MemoryQueue::new()),
+            };
+            // Without an engine, orchestrators elsewhere run the jobs from the queue.
+            let machines = if config.engine { Some(machines(&config).await?) } else { None };
+            let engine = match &machines {
+                Some(machines) => {
+                    let engine = Engine::builder()
+                        .hypervisor(machines.hypervisor.clone())
+                        .executor(machines.executor.clone())
+                        .capacity(config.capacity)
+                        .build()?;
+                    Some((engine, machines.labels.clone()))
+                }
+                None => None,
+            };
+            solstice_github::serve_with_queue(source.clone(), queue, engine, stop).await?;
+            drop(machines);
             if ephemeral && source.is_spent() {
                 store.remove()?;
                 tracing::info!("ephemeral runner done; credentials removed");

@@ -118,3 +118,50 @@ async fn a_vm_label_runs_the_job_in_a_fresh_vm() {
     assert_eq!(view.result.as_deref(), Some("succeeded"), "{logs}");
     assert!(logs.contains("inside vm-"), "the step did not run in a VM:\n{logs}");
 }
+
+/// Scale-out mode: the runner only talks to GitHub (`engine = false`), the job travels
+/// through a real RabbitMQ to an orchestrator engine elsewhere (here in the test), and
+/// its log and result come back the same way.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_rabbitmq_jobs_go_to_a_separate_orchestrator_and_back() {
+    use solstice_core::{AmqpQueue, Engine, HostExecutor, HostHypervisor, JobQueue};
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+
+    let amqp = std::env::var("SOLSTICE_TEST_AMQP_URL").unwrap_or_else(|_| {
+        panic!("SOLSTICE_TEST_AMQP_URL is not set: start RabbitMQ with `eval \"$(.ci/services.sh)\"` (scripts/test does)")
+    });
+    let label = format!("gh-{}", uuid::Uuid::new_v4().simple());
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("runner.toml");
+    std::fs::write(&config, format!("labels = [{label:?}]\nqueue_url = {amqp:?}\nengine = false\n")).expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let url = fake.repo_url();
+    let (ok, log) = run(&["--config", &config, "register", "--url", &url, "--name", "mq-1", "--labels", &label], dir.path(), Some("AREGTOKEN")).await;
+    assert!(ok, "register failed:\n{log}");
+
+    let queue: Arc<dyn JobQueue> = Arc::new(AmqpQueue::connect(&amqp).await.expect("RabbitMQ"));
+    let engine = Engine::builder()
+        .hypervisor(HostHypervisor::with_labels(vec![label.clone()]))
+        .executor(HostExecutor::new())
+        .name("test-orchestrator")
+        .build()
+        .expect("engine");
+    let metrics = engine.metrics().clone();
+    let stop = CancellationToken::new();
+    let orchestrator = {
+        let (queue, stop, labels) = (queue.clone(), stop.clone(), vec![label.clone()]);
+        tokio::spawn(async move { engine.serve(queue, &labels, stop, CancellationToken::new()).await })
+    };
+    let id = fake.enqueue(FakeJob::new("mq").labels(&[label.as_str()]).run("echo \"ran by $SOLSTICE_MACHINE\"")).await;
+    let (ok, run_log) = run(&["--config", &config, "run", "--ephemeral"], dir.path(), None).await;
+    stop.cancel();
+    orchestrator.await.expect("join").expect("serve");
+    assert!(ok, "run failed:\n{run_log}");
+    let view = fake.job(&id).await.expect("job");
+    let logs = view.all_logs();
+    assert_eq!(view.result.as_deref(), Some("succeeded"), "{logs}");
+    assert!(logs.contains("ran by host-"), "{logs}");
+    assert_eq!(metrics.finished(solstice_core::JobResult::Success), 1, "the job did not run on the separate orchestrator");
+}
