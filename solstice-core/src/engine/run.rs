@@ -93,6 +93,11 @@ async fn provision_and_run(
         label: job.route_label().to_owned(),
         debug_ssh: job.debug_ssh,
     };
+    if cancel.is_cancelled() {
+        // Cancelled before it started (for example while it waited in the queue).
+        emitter.log(None, LogStream::System, "The job was cancelled before it started.").await;
+        return JobResult::Cancelled;
+    }
     let started = Instant::now();
     emitter
         .log(None, LogStream::System, &format!("Preparing a machine for `{}`", request.label))

@@ -1,6 +1,6 @@
 //! Serving a queue: up to `capacity` jobs at once, events back to their sources.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Semaphore, mpsc};
@@ -12,7 +12,46 @@ use super::Engine;
 use crate::JobEventKind;
 use crate::{Backoff, JobDelivery, JobEvent, JobId, JobQueue, QueueError};
 
-type Running = Arc<Mutex<HashMap<JobId, CancellationToken>>>;
+/// How many cancellations of jobs not (yet) running here are remembered, in case the
+/// job is delivered later; the oldest are forgotten first.
+const EARLY_CANCELS_KEPT: usize = 10_000;
+
+/// The jobs running here, and cancellations that arrived before their job did (the
+/// forge cancelled a job still waiting in the queue). One lock, so a cancellation can
+/// never fall between "not running yet" and "started".
+#[derive(Debug, Default)]
+struct Tracking {
+    running: HashMap<JobId, CancellationToken>,
+    early_cancels: VecDeque<JobId>,
+}
+
+impl Tracking {
+    /// Cancels the job if it runs here, or remembers the cancellation for later.
+    fn cancel(&mut self, id: JobId) {
+        if let Some(token) = self.running.get(&id) {
+            tracing::info!(job_id = %id, "cancelling job on request");
+            token.cancel();
+        } else if !self.early_cancels.contains(&id) {
+            if self.early_cancels.len() == EARLY_CANCELS_KEPT {
+                self.early_cancels.pop_front();
+            }
+            self.early_cancels.push_back(id);
+        }
+    }
+
+    /// Registers a starting job; its token is cancelled at once if a cancellation for it
+    /// came first.
+    fn start(&mut self, id: JobId, token: &CancellationToken) {
+        if let Some(pos) = self.early_cancels.iter().position(|c| *c == id) {
+            self.early_cancels.remove(pos);
+            tracing::info!(job_id = %id, "job was cancelled while queued");
+            token.cancel();
+        }
+        self.running.insert(id, token.clone());
+    }
+}
+
+type Running = Arc<Mutex<Tracking>>;
 
 impl Engine {
     /// Takes jobs routed to `labels` from `queue` and runs up to
@@ -52,10 +91,8 @@ impl Engine {
                     };
                     match id {
                         Ok(id) => {
-                            let token = running.lock().ok().and_then(|r| r.get(&id).cloned());
-                            if let Some(token) = token {
-                                tracing::info!(job_id = %id, "cancelling job on request");
-                                token.cancel();
+                            if let Ok(mut tracking) = running.lock() {
+                                tracking.cancel(id);
                             }
                         }
                         Err(QueueError::Closed) => return,
@@ -139,7 +176,7 @@ impl Engine {
             }
         };
         if let Ok(mut r) = running.lock() {
-            r.insert(job.id, cancel.clone());
+            r.start(job.id, &cancel);
         }
         let (tx, mut rx) = mpsc::channel::<JobEvent>(256);
         let route = job.origin.source.clone();
@@ -163,7 +200,7 @@ impl Engine {
         let (result, ()) = tokio::join!(run, forward);
         tracing::info!(job_id = %job.id, %result, "job finished");
         if let Ok(mut r) = running.lock() {
-            r.remove(&job.id);
+            r.running.remove(&job.id);
         }
         if let Err(e) = acker.ack().await {
             tracing::warn!(job_id = %job.id, error = %e, "could not acknowledge the job");

@@ -114,3 +114,40 @@ async fn a_redelivered_finished_job_is_not_run_again_and_its_final_event_is_rese
     assert_eq!((finals[0].attempt, finals[0].seq), (finals[1].attempt, finals[1].seq), "the resent event is the same event");
     assert_eq!(finals[1].kind, JobEventKind::JobFinished { result: JobResult::Success });
 }
+
+/// A job the forge cancelled while it still waited in the queue ends as cancelled
+/// when it is delivered, without a machine.
+#[tokio::test]
+async fn a_job_cancelled_while_queued_is_reported_cancelled_without_running() {
+    use solstice_core::JobQueue as _;
+    let hv = CountingHypervisor::new();
+    let engine = Engine::builder().hypervisor(hv.clone()).executor(ScriptedExecutor::new()).build().expect("engine");
+    let queue = Arc::new(MemoryQueue::new());
+    let stop = CancellationToken::new();
+    let serving = {
+        let (engine, queue, stop) = (engine.clone(), queue.clone(), stop.clone());
+        tokio::spawn(async move { engine.serve(queue, &["fake".into()], stop, CancellationToken::new()).await })
+    };
+    let mut job = JobRequest::new("late", vec!["fake".into()], vec![StepCommand::run("s", "echo must not run")]);
+    job.origin.source = "src".into();
+    let mut events = queue.consume_events("src").await.expect("events");
+    // The cancellation reaches the engine before the job does, as when the forge
+    // cancels a job still waiting in the queue. Let the engine open its cancel
+    // consumer first.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    queue.publish_cancel(job.id).await.expect("cancel");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    queue.publish_job(&job).await.expect("publish");
+    let result = loop {
+        let d = tokio::time::timeout(std::time::Duration::from_secs(10), events.next()).await.expect("event").expect("event");
+        let kind = d.event.kind.clone();
+        d.acker.ack().await.expect("ack");
+        if let JobEventKind::JobFinished { result } = kind {
+            break result;
+        }
+    };
+    stop.cancel();
+    serving.await.expect("join").expect("serve");
+    assert_eq!(result, JobResult::Cancelled);
+    assert_eq!(hv.provisioned(), 0, "a machine was made for a cancelled job");
+}
