@@ -53,6 +53,10 @@ fn bench(c: &mut Criterion) {
     c.bench_function("read_10_step_workflow", |bench| {
         bench.iter(|| parse_workflow(std::hint::black_box(TEN_STEPS), "ci.yml").map(|w| w.jobs.len()))
     });
+    // The floor for the reader: the YAML parser's event stream alone, nothing built.
+    c.bench_function("yaml_events_10_step_workflow", |bench| {
+        bench.iter(|| serde_saphyr::granit_parser::Parser::new_from_str(std::hint::black_box(TEN_STEPS)).count())
+    });
     let parsed = parse_workflow(TEN_STEPS, "ci.yml").expect("parses");
     c.bench_function("translate_10_step_workflow", |bench| {
         bench.iter(|| plan_parsed(std::hint::black_box(&parsed), "ci.yml", &options).map(|p| p.jobs.len()))
