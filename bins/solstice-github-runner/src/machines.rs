@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use solstice_vm::{ImageCatalog, MachineSetup, Machines};
 
-use crate::RunnerFileConfig;
+use crate::config::RunnerFileConfig;
 
 /// The host for plain labels, QEMU VMs for the labels in `vm_images`.
 pub(crate) async fn machines(config: &RunnerFileConfig) -> anyhow::Result<Machines> {

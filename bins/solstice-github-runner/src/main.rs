@@ -1,18 +1,19 @@
 //! `solstice-github-runner`: a GitHub Actions self-hosted runner that runs jobs with
 //! Solstice CI's engine.
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use serde::Deserialize;
 use solstice_core::{AmqpQueue, Engine, JobQueue, MemoryQueue, Secret};
 use solstice_github::{GithubSource, RegistrationConfig, RunnerStore};
 use tokio_util::sync::CancellationToken;
 
+mod config;
 mod machines;
+
+use config::load_config;
 use machines::machines;
 
 /// A GitHub Actions self-hosted runner that runs jobs in fresh virtual machines.
@@ -20,13 +21,13 @@ use machines::machines;
 /// Exit codes: 0 success, 1 runtime failure, 2 invalid arguments or configuration.
 #[derive(Debug, Parser)]
 #[command(version, about)]
-struct Cli {
+pub(crate) struct Cli {
     /// TOML configuration file (keys: `dir`, `labels`, `capacity`, `vm_images`, `image_catalog`, `cache_dir`).
     #[arg(long, env = "SOLSTICE_GITHUB_CONFIG")]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Directory of the runner's credential files (overrides `dir`).
     #[arg(long, env = "SOLSTICE_GITHUB_DIR")]
-    dir: Option<PathBuf>,
+    pub(crate) dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,49 +78,6 @@ enum Command {
     },
 }
 
-/// The TOML configuration; every key has a default.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct RunnerFileConfig {
-    /// Directory of the credential files. Default: the current directory.
-    pub(crate) dir: PathBuf,
-    /// Queue routes the in-process engine serves. Default: `["host"]`.
-    pub(crate) labels: Vec<String>,
-    /// Jobs run at once. Default: 1.
-    pub(crate) capacity: usize,
-    /// Labels whose jobs run in fresh QEMU VMs, each mapped to an image of
-    /// `image_catalog` (or `tiny-linux`, the small guest built from the host's Debian
-    /// packages), e.g. `{ omnios = "omnios-r151056" }`. Labels not listed run on this
-    /// host. Default: none.
-    pub(crate) vm_images: BTreeMap<String, String>,
-    /// The image catalog (TOML, see docs/images.md). Default: none.
-    pub(crate) image_catalog: Option<PathBuf>,
-    /// Where images, the test guest and the KVM verdict are cached. Default:
-    /// `~/.cache/solstice`.
-    pub(crate) cache_dir: Option<PathBuf>,
-    /// A RabbitMQ URL (`amqp://…`) to hand jobs to orchestrators on other hosts; none
-    /// means the in-process queue. Env `SOLSTICE_GITHUB_QUEUE_URL`. Default: none.
-    queue_url: Option<String>,
-    /// Run jobs in this process too. Turn off when orchestrators elsewhere consume the
-    /// RabbitMQ queue. Default: true.
-    engine: bool,
-}
-
-impl Default for RunnerFileConfig {
-    fn default() -> Self {
-        Self {
-            dir: PathBuf::from("."),
-            labels: vec!["host".into()],
-            capacity: 1,
-            vm_images: BTreeMap::new(),
-            image_catalog: None,
-            cache_dir: None,
-            queue_url: None,
-            engine: true,
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -141,26 +99,6 @@ fn main() -> ExitCode {
             ExitCode::from(if config { 2 } else { 1 })
         }
     }
-}
-
-fn load_config(cli: &Cli) -> anyhow::Result<RunnerFileConfig> {
-    let mut config = match &cli.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
-        }
-        None => RunnerFileConfig::default(),
-    };
-    if let Some(dir) = &cli.dir {
-        config.dir = dir.clone();
-    }
-    if let Ok(url) = std::env::var("SOLSTICE_GITHUB_QUEUE_URL") {
-        config.queue_url = Some(url).filter(|u| !u.is_empty());
-    }
-    if let Ok(labels) = std::env::var("SOLSTICE_GITHUB_LABELS") {
-        config.labels = labels.split(',').map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
-    }
-    Ok(config)
 }
 
 async fn shutdown_signal(stop: CancellationToken) {
@@ -238,17 +176,4 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_deployment_example_parses_into_the_real_type() {
-        let text = include_str!("../../../docs/deploy/github-runner.toml");
-        let config: RunnerFileConfig = toml::from_str(text).expect("docs/deploy/github-runner.toml is valid");
-        assert_eq!(config.labels, ["omnios", "host"]);
-        assert_eq!(config.vm_images.get("omnios").map(String::as_str), Some("omnios-r151054"));
-    }
 }
