@@ -165,7 +165,8 @@ impl Link {
             Some(c) => c,
             None => {
                 let properties = ConnectionProperties::default().with_connection_name(self.name.clone().into());
-                let connect = Connection::connect(&self.url, properties);
+                let url = with_heartbeat(&self.url);
+                let connect = Connection::connect(&url, properties);
                 let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect)
                     .await
                     .map_err(|_| QueueError::Unavailable(Box::new(AmqpError::ConnectTimeout(CONNECT_TIMEOUT))))?
@@ -270,5 +271,31 @@ impl Link {
         {
             tracing::debug!(error = %e, "closing the RabbitMQ connection failed");
         }
+    }
+}
+
+/// AMQP heartbeat, in seconds, unless the URL sets one: a connection the broker
+/// dropped without a close frame (a restart) is noticed within two intervals, and
+/// consumers subscribe again, instead of waiting on a dead socket.
+const HEARTBEAT_SECS: u16 = 10;
+
+/// `url` with `heartbeat=HEARTBEAT_SECS` added when it has no heartbeat of its own.
+fn with_heartbeat(url: &str) -> String {
+    if url.contains("heartbeat=") {
+        return url.to_owned();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}heartbeat={HEARTBEAT_SECS}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_heartbeat;
+
+    #[test]
+    fn a_heartbeat_is_added_unless_the_url_has_one() {
+        assert_eq!(with_heartbeat("amqp://h:5672/%2f"), "amqp://h:5672/%2f?heartbeat=10");
+        assert_eq!(with_heartbeat("amqp://h/v?channel_max=9"), "amqp://h/v?channel_max=9&heartbeat=10");
+        assert_eq!(with_heartbeat("amqp://h/v?heartbeat=30"), "amqp://h/v?heartbeat=30");
     }
 }
