@@ -8,6 +8,32 @@ use solstice_forgejo_fake::{FakeForgejo, JobSpec, Scope, Status};
 
 const BIN: &str = env!("CARGO_BIN_EXE_solstice-forgejo-runner");
 
+/// Writes a configuration (`[runner]` polling fast, plus `extra` TOML) in `dir` and
+/// registers the binary with the fake under `name` and `labels`; returns the
+/// configuration's path.
+async fn register(fake: &FakeForgejo, dir: &std::path::Path, name: &str, labels: &str, extra: &str) -> std::path::PathBuf {
+    let runner_file = dir.join(".runner");
+    let config = dir.join("runner.toml");
+    std::fs::write(
+        &config,
+        format!("[runner]\nfile = {runner_file:?}\nfetch_interval = 0.1\nreport_interval = 0.1\n{extra}"),
+    )
+    .unwrap();
+    let token = fake.registration_token(Scope::Instance);
+    let (url, cfg, name, labels) = (fake.url().to_owned(), config.clone(), name.to_owned(), labels.to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap(), "register", "--instance", &url, "--name", &name, "--labels", &labels])
+            .env("SOLSTICE_FORGEJO_REGISTRATION_TOKEN", token)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    config
+}
+
 #[tokio::test]
 async fn an_invalid_registration_token_is_a_clear_error_and_a_nonzero_exit() {
     let fake = FakeForgejo::start().await.unwrap();
@@ -36,21 +62,8 @@ async fn an_invalid_registration_token_is_a_clear_error_and_a_nonzero_exit() {
 async fn register_then_daemon_runs_a_job_and_stops_on_sigterm() {
     let fake = FakeForgejo::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let config = register(&fake, dir.path(), "cli-runner", "host:host", "").await;
     let runner_file = dir.path().join(".runner");
-    let config = dir.path().join("runner.toml");
-    std::fs::write(&config, format!("[runner]\nfile = {:?}\nfetch_interval = 0.1\nreport_interval = 0.1\n", runner_file)).unwrap();
-    let token = fake.registration_token(Scope::Instance);
-    let (url, cfg) = (fake.url().to_owned(), config.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(["--config", cfg.to_str().unwrap(), "register", "--instance", &url, "--name", "cli-runner", "--labels", "host:host"])
-            .env("SOLSTICE_FORGEJO_REGISTRATION_TOKEN", token)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -83,21 +96,7 @@ async fn register_then_daemon_runs_a_job_and_stops_on_sigterm() {
 async fn a_vm_label_runs_the_task_in_a_fresh_vm() {
     let fake = FakeForgejo::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let runner_file = dir.path().join(".runner");
-    let config = dir.path().join("runner.toml");
-    std::fs::write(&config, format!("[runner]\nfile = {:?}\nfetch_interval = 0.1\nreport_interval = 0.1\n", runner_file)).unwrap();
-    let token = fake.registration_token(Scope::Instance);
-    let (url, cfg) = (fake.url().to_owned(), config.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(["--config", cfg.to_str().unwrap(), "register", "--instance", &url, "--name", "vm-runner", "--labels", "tiny:vm:tiny-linux"])
-            .env("SOLSTICE_FORGEJO_REGISTRATION_TOKEN", token)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = register(&fake, dir.path(), "vm-runner", "tiny:vm:tiny-linux", "").await;
     let daemon = Command::new(BIN)
         .args(["--config", config.to_str().unwrap(), "daemon"])
         .stdout(Stdio::null())
@@ -134,28 +133,8 @@ async fn with_rabbitmq_jobs_go_to_a_separate_orchestrator_and_back() {
     let label = format!("fj-{}", uuid::Uuid::new_v4().simple());
     let fake = FakeForgejo::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let runner_file = dir.path().join(".runner");
-    let config = dir.path().join("runner.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[runner]\nfile = {:?}\nfetch_interval = 0.1\nreport_interval = 0.1\n\n[queue]\nurl = {amqp:?}\n\n[engine]\nenabled = false\n",
-            runner_file
-        ),
-    )
-    .unwrap();
-    let token = fake.registration_token(Scope::Instance);
-    let (url, cfg, labels) = (fake.url().to_owned(), config.clone(), format!("{label}:host"));
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(["--config", cfg.to_str().unwrap(), "register", "--instance", &url, "--name", "mq-runner", "--labels", &labels])
-            .env("SOLSTICE_FORGEJO_REGISTRATION_TOKEN", token)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let extra = format!("\n[queue]\nurl = {amqp:?}\n\n[engine]\nenabled = false\n");
+    let config = register(&fake, dir.path(), "mq-runner", &format!("{label}:host"), &extra).await;
 
     let queue: Arc<dyn JobQueue> = Arc::new(AmqpQueue::connect(&amqp).await.expect("RabbitMQ"));
     let engine = Engine::builder()
