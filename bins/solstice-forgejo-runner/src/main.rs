@@ -155,13 +155,7 @@ async fn machines(config: &RunnerConfig, specs: &[LabelSpec], host_labels: Vec<S
     let cache = config.engine.cache_dir.clone().unwrap_or_else(|| {
         std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache/solstice")
     });
-    let catalog = match &config.engine.image_catalog {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("could not read {}", path.display()))?;
-            ImageCatalog::from_toml(&text).with_context(|| format!("in the image catalog {}", path.display()))?
-        }
-        None => ImageCatalog::default(),
-    };
+    let catalog = config.engine.image_catalog.as_deref().map(ImageCatalog::load).transpose()?.unwrap_or_default();
     let mut setup = MachineSetup::new(cache).catalog(catalog);
     if let Some(dir) = &config.engine.work_dir {
         setup = setup.host_dir(dir);

@@ -12,13 +12,7 @@ pub(crate) async fn machines(config: &RunnerFileConfig) -> anyhow::Result<Machin
     let cache = config.cache_dir.clone().unwrap_or_else(|| {
         std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache/solstice")
     });
-    let catalog = match &config.image_catalog {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            ImageCatalog::from_toml(&text).with_context(|| format!("in the image catalog {}", path.display()))?
-        }
-        None => ImageCatalog::default(),
-    };
+    let catalog = config.image_catalog.as_deref().map(ImageCatalog::load).transpose()?.unwrap_or_default();
     let mut setup = MachineSetup::new(cache).catalog(catalog);
     for label in &config.labels {
         setup = match config.vm_images.get(label) {

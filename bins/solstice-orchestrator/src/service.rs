@@ -83,13 +83,7 @@ async fn machines(config: &OrchestratorConfig) -> anyhow::Result<Machines> {
     let cache = config.cache_dir.clone().unwrap_or_else(|| {
         std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache/solstice")
     });
-    let catalog = match &config.image_catalog {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            ImageCatalog::from_toml(&text).with_context(|| format!("in the image catalog {}", path.display()))?
-        }
-        None => ImageCatalog::default(),
-    };
+    let catalog = config.image_catalog.as_deref().map(ImageCatalog::load).transpose()?.unwrap_or_default();
     let mut setup = MachineSetup::new(cache).catalog(catalog);
     for label in &config.host_labels {
         setup = setup.host_label(label.clone());

@@ -18,13 +18,7 @@ fn cache_dir() -> PathBuf {
 /// in VMs of the catalog's images, or of the tiny guest for `tiny-linux`. Labels that
 /// nothing serves are left out (the run reports those jobs).
 pub async fn for_labels(needed: &[String], host_labels: &[String], catalog: Option<&Path>) -> anyhow::Result<Machines> {
-    let catalog = match catalog {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading the image catalog {}", path.display()))?;
-            ImageCatalog::from_toml(&text).with_context(|| format!("in the image catalog {}", path.display()))?
-        }
-        None => ImageCatalog::default(),
-    };
+    let catalog = catalog.map(ImageCatalog::load).transpose()?.unwrap_or_default();
     let mut setup = MachineSetup::new(cache_dir());
     for label in host_labels {
         setup = setup.host_label(label.clone());

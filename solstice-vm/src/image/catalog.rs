@@ -157,6 +157,20 @@ impl ImageCatalog {
         Ok(catalog)
     }
 
+    /// Reads and checks the catalog file at `path` (see [`ImageCatalog::from_toml`]).
+    ///
+    /// # Errors
+    /// [`ImageError::ReadCatalog`] if the file cannot be read, [`ImageError::Catalog`]
+    /// (naming the file) if it is invalid.
+    pub fn load(path: &std::path::Path) -> Result<Self, ImageError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ImageError::ReadCatalog { path: path.to_path_buf(), source })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ImageError::Catalog { message } => ImageError::Catalog { message: format!("{}: {message}", path.display()) },
+            other => other,
+        })
+    }
+
     /// Adds or replaces an entry.
     pub fn insert(&mut self, label: impl Into<String>, entry: ImageEntry) {
         self.images.insert(label.into(), entry);
@@ -222,5 +236,20 @@ boot = { mode = "kernel", kernel = "/c/vmlinuz", initrd = "/c/initrd.gz", append
         let catalog = ImageCatalog::from_toml(&doc[start..end]).expect("the catalog in docs/images.md is valid");
         assert!(catalog.lookup("omnios").is_some(), "aliases resolve");
         assert!(catalog.lookup("tiny-linux").is_some());
+    }
+
+    #[test]
+    fn load_names_the_file_it_could_not_use() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.toml");
+        let err = ImageCatalog::load(&missing).expect_err("no file");
+        assert!(matches!(&err, ImageError::ReadCatalog { path, .. } if *path == missing), "{err}");
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "[images.x]\nprofile = \"nonesuch\"\n").expect("write");
+        let err = ImageCatalog::load(&bad).expect_err("bad profile");
+        assert!(err.to_string().contains("bad.toml") && err.to_string().contains("nonesuch"), "{err}");
+        let good = dir.path().join("good.toml");
+        std::fs::write(&good, "[images.tiny]\nprofile = \"tiny\"\nboot = { mode = \"kernel\", kernel = \"/k\", append = \"\" }\n").expect("write");
+        assert!(ImageCatalog::load(&good).expect("valid").lookup("tiny").is_some());
     }
 }

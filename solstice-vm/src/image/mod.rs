@@ -13,6 +13,15 @@ pub use catalog::{BootMode, Decompress, ImageCatalog, ImageEntry, ImageSource};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ImageError {
+    /// The catalog file could not be read.
+    #[error("could not read the image catalog {}", path.display())]
+    ReadCatalog {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The catalog is invalid.
     #[error("invalid image catalog: {message}")]
     Catalog {
