@@ -127,7 +127,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 );
                 JobResult::Failure
             } else {
-                run_one(request, queue.clone(), &abort).await?
+                run_one(request, queue.clone()).await?
             }
         };
         results.entry(job.id.clone()).or_default().push(result);
@@ -149,7 +149,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Runs one job through the queue and the engine, printing its events.
-async fn run_one(request: solstice_core::JobRequest, queue: Arc<dyn JobQueue>, abort: &CancellationToken) -> anyhow::Result<JobResult> {
+async fn run_one(request: solstice_core::JobRequest, queue: Arc<dyn JobQueue>) -> anyhow::Result<JobResult> {
     let id = request.id;
     let mut printer = Printer::new(request.steps.iter().map(|s| s.name.clone()).collect());
     let (tx, mut rx) = mpsc::channel(1024);
@@ -159,8 +159,8 @@ async fn run_one(request: solstice_core::JobRequest, queue: Arc<dyn JobQueue>, a
             printer.print(&event);
         }
     });
-    // The source ends once its job finished; `abort` only cancels the job itself.
-    let _ = abort;
+    // The source ends once its job finished; Ctrl-C cancels the job through the
+    // engine's abort token, and the source then sees it finish as cancelled.
     serve_source(source.clone(), queue, CancellationToken::new()).await?;
     let result = source.results().get(&id).copied().unwrap_or(JobResult::Failure);
     drop(source);
