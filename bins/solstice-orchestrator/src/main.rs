@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let config = match config::load(cli.config.as_deref(), |name| std::env::var(name).ok()) {
+    let config = match config::load(cli.config.as_deref(), |name| std::env::var(name).ok(), std::env::var("HOSTNAME").ok()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");

@@ -1,0 +1,54 @@
+//! Configuration files of the Solstice CI services: a TOML file, then environment
+//! overrides, then checks that serde cannot express, with every error placed where the
+//! value came from (`file:line:column`, or the environment variable).
+//!
+//! # Why a crate of its own
+//! Every service binary loads its configuration the same way, so the loader lives in one
+//! place instead of one copy per `main.rs`. It is not a module of `solstice-core`: the
+//! libraries take plain `*Config` data and never read files or the environment (see
+//! `STYLE.md`, "Configuration is data"), while this crate exists only to be called by
+//! binaries. It depends on nothing but serde and toml, so any binary can use it without
+//! pulling a queue or store backend. It also holds the orchestrator's schema,
+//! [`OrchestratorConfig`], because two binaries read it: `solstice-orchestrator`, and
+//! `solstice` (`config check`, and `serve`, which embeds an orchestrator).
+//!
+//! # Overview
+//! - [`load`] reads a file (or none: every key then has its default), deserializes it
+//!   into any `serde` type, and applies the [`EnvOverride`]s a binary declares;
+//!   [`parse`] does the same for text already in memory, without overrides.
+//! - The result is a [`Loaded`]: the value plus where each key came from, so
+//!   [`Loaded::check`] turns a [`BadValue`] found by a check into an error at the right
+//!   place.
+//! - Every failure is a [`ConfigError`] whose message names the file, line and column,
+//!   or the variable.
+//!
+//! ```
+//! use serde::Deserialize;
+//! use solstice_config::{BadValue, EnvOverride, load_str};
+//!
+//! #[derive(Debug, Default, Deserialize)]
+//! #[serde(deny_unknown_fields, default)]
+//! struct Config {
+//!     capacity: usize,
+//! }
+//!
+//! const ENV: &[EnvOverride] = &[EnvOverride::toml("MY_CAPACITY", "capacity")];
+//! let check = |c: &Config| if c.capacity == 0 { Err(BadValue::new("capacity", "must be at least 1")) } else { Ok(()) };
+//!
+//! let loaded = load_str::<Config>("capacity = 2\n", "my.toml", ENV, |_| None)?.check(check)?;
+//! assert_eq!(loaded.value().capacity, 2);
+//!
+//! let err = load_str::<Config>("\ncapacity = 0\n", "my.toml", ENV, |_| None)?.check(check).unwrap_err();
+//! assert_eq!(err.to_string(), "my.toml:2:12: capacity: must be at least 1");
+//!
+//! let err = load_str::<Config>("capacity = 2\n", "my.toml", ENV, |v| (v == "MY_CAPACITY").then(|| "many".into())).unwrap_err();
+//! assert!(err.to_string().starts_with("environment variable MY_CAPACITY: "));
+//! # Ok::<(), solstice_config::ConfigError>(())
+//! ```
+#![warn(missing_docs)]
+
+mod load;
+mod orchestrator;
+
+pub use load::{BadValue, ConfigError, EnvOverride, EnvValue, Loaded, load, load_str, parse};
+pub use orchestrator::{MetricsConfig, ORCHESTRATOR_ENV, OrchestratorConfig, QueueConfig, StoreConfig};
