@@ -60,6 +60,13 @@ pub enum GithubError {
         #[source]
         source: std::io::Error,
     },
+    /// The live log websocket could not be written.
+    #[error("the live log connection failed")]
+    Feed {
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A job message could not be understood.
     #[error("the job message is invalid: {0}")]
     JobMessage(String),
@@ -69,7 +76,7 @@ impl GithubError {
     /// Whether retrying later may succeed (network errors, 5xx, 429, 408).
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Transport { .. } => true,
+            Self::Transport { .. } | Self::Feed { .. } => true,
             Self::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
             _ => false,
         }

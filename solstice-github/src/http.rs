@@ -71,6 +71,8 @@ impl Call {
 #[derive(Debug, Clone)]
 pub(crate) struct Http {
     client: reqwest::Client,
+    /// HTTP/1.1 only, no overall timeout: websocket upgrades (h2 has no `Upgrade`).
+    upgrade_client: reqwest::Client,
     user_agent: String,
 }
 
@@ -81,7 +83,12 @@ impl Http {
             .connect_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| GithubError::Transport { service: "HTTP client", source: e.without_url() })?;
-        Ok(Self { client, user_agent: format!("GitHubActionsRunner-solstice/{}", crate::RUNNER_VERSION) })
+        let upgrade_client = reqwest::Client::builder()
+            .http1_only()
+            .connect_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| GithubError::Transport { service: "HTTP client", source: e.without_url() })?;
+        Ok(Self { client, upgrade_client, user_agent: format!("GitHubActionsRunner-solstice/{}", crate::RUNNER_VERSION) })
     }
 
     fn url(call: &Call) -> Result<Url, GithubError> {
@@ -142,6 +149,15 @@ impl Http {
 
     pub fn raw(&self) -> &reqwest::Client {
         &self.client
+    }
+
+    /// The HTTP/1.1 client for websocket upgrades.
+    pub fn upgrade_client(&self) -> &reqwest::Client {
+        &self.upgrade_client
+    }
+
+    pub fn user_agent(&self) -> &str {
+        &self.user_agent
     }
 
     /// Posts a form (the token request).

@@ -67,35 +67,166 @@ pub fn default_labels() -> Vec<String> {
     vec!["self-hosted".to_owned(), os.to_owned(), arch.to_owned()]
 }
 
-/// Exchanges a registration (or removal) token for the tenant URL and a tenant token.
-async fn runner_registration(
-    http: &Http,
-    api: &str,
-    url: &str,
-    token: &Secret,
-    event: &str,
-) -> Result<(String, Secret), GithubError> {
+/// What `runner-registration` answered.
+struct Tenant {
+    /// The tenant URL and token (absent in the runner-admin flow).
+    server: Option<(String, Secret)>,
+    /// The service wants the runner-admin ("v2") registration.
+    use_v2_flow: bool,
+}
+
+/// Exchanges a registration (or removal) token for the tenant URL and a tenant token, or
+/// learns that the runner-admin flow is to be used.
+async fn runner_registration(http: &Http, api: &str, url: &str, token: &Secret, event: &str) -> Result<Tenant, GithubError> {
     let call = Call::new(Method::POST, crate::json::join_url(api, "actions/runner-registration"), "GitHub API")
         .json(json!({"url": url, "runner_event": event}));
     let reply = http
         .send(&call, &Auth::Remote(token.clone()))
         .await?
         .ok_or(GithubError::Protocol { service: "GitHub API", what: "an empty registration answer".to_owned() })?;
-    if bool_field(&reply, "use_v2_flow") == Some(true) {
-        return Err(GithubError::Config(
-            "GitHub asked for the runner-admin (v2) registration, which this runner does not implement yet".to_owned(),
-        ));
+    let use_v2_flow = bool_field(&reply, "use_v2_flow") == Some(true);
+    let server = str_field(&reply, "url").filter(|u| !u.is_empty());
+    let tenant_token = str_field(&reply, "token").filter(|t| !t.is_empty());
+    if use_v2_flow {
+        return Ok(Tenant { server: server.zip(tenant_token.map(Secret::new)), use_v2_flow });
     }
     let schema = str_field(&reply, "token_schema").unwrap_or_default();
     if !schema.eq_ignore_ascii_case("OAuthAccessToken") {
         return Err(GithubError::Protocol { service: "GitHub API", what: format!("token schema `{schema}`") });
     }
-    let server = str_field(&reply, "url").filter(|u| !u.is_empty());
-    let tenant_token = str_field(&reply, "token").filter(|t| !t.is_empty());
     match (server, tenant_token) {
-        (Some(server), Some(t)) => Ok((server, Secret::new(t))),
+        (Some(server), Some(t)) => Ok(Tenant { server: Some((server, Secret::new(t))), use_v2_flow }),
         _ => Err(GithubError::Protocol { service: "GitHub API", what: "no tenant URL or token".to_owned() }),
     }
+}
+
+/// The REST scope of a runner URL, as the official runner maps it: one path segment is an
+/// organisation, two a repository, `enterprises/NAME` an enterprise.
+pub(crate) fn scope_path(url: &str) -> Result<String, GithubError> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| GithubError::Config(format!("`{url}` is not a URL")))?;
+    let segments: Vec<&str> = parsed.path_segments().map(|s| s.filter(|s| !s.is_empty()).collect()).unwrap_or_default();
+    match segments.as_slice() {
+        [org] => Ok(format!("orgs/{org}")),
+        ["enterprises", name] => Ok(format!("enterprises/{name}")),
+        [owner, repo] => Ok(format!("repos/{owner}/{repo}")),
+        _ => Err(GithubError::Config(format!("`{url}` names no organisation, repository or enterprise"))),
+    }
+}
+
+/// The public key as the runner-admin API takes it: .NET's `RSAKeyValue` XML.
+fn public_key_xml(key: &RunnerKey) -> String {
+    let p = key.public_params();
+    format!("<RSAKeyValue><Modulus>{}</Modulus><Exponent>{}</Exponent></RSAKeyValue>", p.modulus, p.exponent)
+}
+
+/// The runner-admin ("v2") registration: runner group, name check and `runners/register`
+/// on the REST API with the registration token; the runner then talks to the broker
+/// directly.
+async fn register_v2(
+    http: &Http,
+    api: &str,
+    config: &RegistrationConfig,
+    key: RunnerKey,
+    labels: Vec<String>,
+    tenant: Option<String>,
+) -> Result<RunnerConfig, GithubError> {
+    const API: &str = "GitHub API";
+    let auth = Auth::Remote(config.token.clone());
+    let scope = scope_path(&config.url)?;
+    let groups = http.send(&Call::new(Method::GET, crate::json::join_url(api, &format!("{scope}/actions/runner-groups")), API), &auth).await?;
+    let groups = groups.as_ref().and_then(|g| field(g, "runner_groups")).and_then(Value::as_array).cloned().unwrap_or_default();
+    let group = groups
+        .iter()
+        .filter(|g| bool_field(g, "is_hosted") != Some(true))
+        .find(|g| match &config.runner_group {
+            Some(name) => str_field(g, "name").is_some_and(|n| n.eq_ignore_ascii_case(name)),
+            None => bool_field(g, "default") == Some(true),
+        })
+        .ok_or_else(|| GithubError::Config(match &config.runner_group {
+            Some(name) => format!("there is no runner group named `{name}`"),
+            None => "the service lists no default runner group".to_owned(),
+        }))?;
+    let group_id = i64_field(group, "id").unwrap_or(1);
+    let existing = http
+        .send(
+            &Call::new(Method::GET, crate::json::join_url(api, &format!("{scope}/actions/runners")), API).query("name", config.name.clone()),
+            &auth,
+        )
+        .await?;
+    let existing = existing
+        .as_ref()
+        .and_then(|e| field(e, "runners"))
+        .and_then(Value::as_array)
+        .and_then(|rs| rs.iter().find(|r| str_field(r, "name").is_some_and(|n| n.eq_ignore_ascii_case(&config.name))))
+        .and_then(|r| i64_field(r, "id"));
+    let mut body = json!({
+        "url": config.url,
+        "group_id": group_id,
+        "name": config.name,
+        "version": RUNNER_VERSION,
+        "updates_disabled": true,
+        "ephemeral": config.ephemeral,
+        "labels": labels.iter().enumerate().map(|(i, l)| json!({
+            "name": l, "type": if i < 3 && !config.no_default_labels { "system" } else { "user" }
+        })).collect::<Vec<_>>(),
+        "public_key": public_key_xml(&key),
+    });
+    match existing {
+        Some(id) if config.replace => {
+            body["runner_id"] = json!(id);
+            body["replace"] = json!(true);
+        }
+        Some(_) => {
+            return Err(GithubError::Config(format!(
+                "a runner named `{}` exists already; pass --replace to replace it",
+                config.name
+            )));
+        }
+        None => {}
+    }
+    let reply = http
+        .send(&Call::new(Method::POST, crate::json::join_url(api, "actions/runners/register"), API).json(body), &auth)
+        .await?
+        .ok_or(GithubError::Protocol { service: API, what: "an empty runner".to_owned() })?;
+    let protocol = |what: &str| GithubError::Protocol { service: API, what: what.to_owned() };
+    let authorization = field(&reply, "authorization").ok_or_else(|| protocol("no authorization in the runner"))?;
+    let nonempty = |name: &str| str_field(authorization, name).filter(|v| !v.is_empty());
+    let (Some(client_id), Some(authorization_url), Some(broker)) =
+        (nonempty("client_id"), nonempty("authorization_url"), nonempty("server_url"))
+    else {
+        return Err(protocol("no OAuth client id, authorization URL or broker URL"));
+    };
+    let legacy = nonempty("legacy_authorization_url");
+    Ok(RunnerConfig {
+        settings: RunnerSettings {
+            agent_id: i64_field(&reply, "id").ok_or_else(|| protocol("no runner id"))?,
+            agent_name: str_field(&reply, "name").unwrap_or_else(|| config.name.clone()),
+            pool_id: group_id,
+            pool_name: str_field(group, "name").unwrap_or_default(),
+            server_url: tenant.unwrap_or_default(),
+            git_hub_url: config.url.clone(),
+            work_folder: "_work".to_owned(),
+            disable_update: true,
+            ephemeral: config.ephemeral,
+            use_v2_flow: true,
+            server_url_v2: Some(broker),
+            use_runner_admin_flow: true,
+            labels,
+        },
+        credentials: CredentialData {
+            scheme: "OAuth".to_owned(),
+            data: OAuthData {
+                client_id,
+                authorization_url_v2: legacy.is_some().then(|| authorization_url.clone()),
+                authorization_url: legacy.unwrap_or(authorization_url),
+                // The runner-admin answer carries no agent properties; the official
+                // runner treats a missing `RequireFipsCryptography` as true.
+                require_fips_cryptography: "True".to_owned(),
+                oauth_endpoint_url: None,
+            },
+        },
+        key,
+    })
 }
 
 /// Registers a runner: tenant token, runner group, a fresh RSA key, and the agent with
@@ -130,7 +261,14 @@ pub async fn register_with_key(config: &RegistrationConfig, key: RunnerKey) -> R
         Some(api) => api.clone(),
         None => api_url_for(&config.url)?,
     };
-    let (server_url, tenant_token) = runner_registration(&http, &api, &config.url, &config.token, "register").await?;
+    let tenant = runner_registration(&http, &api, &config.url, &config.token, "register").await?;
+    let (server_url, tenant_token) = match tenant.server {
+        Some(server) if !tenant.use_v2_flow => server,
+        other => {
+            tracing::info!("GitHub asked for the runner-admin registration");
+            return register_v2(&http, &api, config, key, labels, other.map(|(url, _)| url)).await;
+        }
+    };
     let auth = Auth::Bearer(tenant_token);
     let locations = Locations::fetch(&http, &server_url, &Auth::None).await?;
 
@@ -243,6 +381,7 @@ fn agent_to_config(
             ephemeral: config.ephemeral,
             use_v2_flow: use_v2_flow && server_url_v2.is_some(),
             server_url_v2,
+            use_runner_admin_flow: false,
             labels,
         },
         credentials: CredentialData {
@@ -252,6 +391,7 @@ fn agent_to_config(
                 authorization_url,
                 require_fips_cryptography: if fips { "True" } else { "False" }.to_owned(),
                 oauth_endpoint_url: None,
+                authorization_url_v2: None,
             },
         },
         key,
@@ -270,8 +410,19 @@ pub async fn unregister(config: &RunnerConfig, removal_token: &Secret, api_url: 
         Some(api) => api.to_owned(),
         None => api_url_for(&config.settings.git_hub_url)?,
     };
-    let (server_url, tenant_token) =
-        runner_registration(&http, &api, &config.settings.git_hub_url, removal_token, "remove").await?;
+    if config.settings.use_runner_admin_flow {
+        let scope = scope_path(&config.settings.git_hub_url)?;
+        let url = crate::json::join_url(&api, &format!("{scope}/actions/runners/{}", config.settings.agent_id));
+        return match http.send(&Call::new(Method::DELETE, url, "GitHub API"), &Auth::Remote(removal_token.clone())).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(404) => Ok(()),
+            Err(e) => Err(e),
+        };
+    }
+    let tenant = runner_registration(&http, &api, &config.settings.git_hub_url, removal_token, "remove").await?;
+    let (server_url, tenant_token) = tenant
+        .server
+        .ok_or(GithubError::Protocol { service: "GitHub API", what: "no tenant URL or token".to_owned() })?;
     let locations = Locations::fetch(&http, &server_url, &Auth::None).await?;
     let url = locations.url(
         ids::AGENTS,
@@ -287,6 +438,11 @@ pub async fn unregister(config: &RunnerConfig, removal_token: &Secret, api_url: 
 /// Deletes the runner with its own OAuth credentials (used after an ephemeral job, when
 /// no removal token is at hand).
 pub(crate) async fn delete_self(auth: &Arc<crate::http::RunnerAuth>, settings: &RunnerSettings) -> Result<(), GithubError> {
+    if settings.use_runner_admin_flow {
+        // The runner-admin API takes only registration tokens; GitHub deletes an
+        // ephemeral runner itself once its job is complete.
+        return Ok(());
+    }
     let locations = Locations::fetch(auth.http(), &settings.server_url, &Auth::None).await?;
     let url = locations.url(
         ids::AGENTS,
@@ -309,5 +465,13 @@ mod tests {
         assert_eq!(api_url_for("https://acme.ghe.com/o").ok().as_deref(), Some("https://api.acme.ghe.com"));
         assert_eq!(api_url_for("http://127.0.0.1:8080/o/r").ok().as_deref(), Some("http://127.0.0.1:8080/api/v3"));
         assert!(matches!(api_url_for("not a url"), Err(GithubError::Config(_))));
+    }
+
+    #[test]
+    fn scopes_follow_the_official_runner() {
+        assert_eq!(scope_path("https://github.com/octo").ok().as_deref(), Some("orgs/octo"));
+        assert_eq!(scope_path("https://github.com/octo/demo/").ok().as_deref(), Some("repos/octo/demo"));
+        assert_eq!(scope_path("https://ghes.example/enterprises/acme").ok().as_deref(), Some("enterprises/acme"));
+        assert!(matches!(scope_path("https://github.com/"), Err(GithubError::Config(_))));
     }
 }

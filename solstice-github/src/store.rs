@@ -52,6 +52,10 @@ pub struct RunnerSettings {
     /// The broker URL for `use_v2_flow` runners.
     #[serde(alias = "ServerUrlV2")]
     pub server_url_v2: Option<String>,
+    /// Registered through the runner-admin API (`use_v2_flow` at registration): removal
+    /// goes through the REST API, not the tenant.
+    #[serde(alias = "UseRunnerAdminFlow")]
+    pub use_runner_admin_flow: bool,
     /// The labels the runner registered with (Solstice's own addition).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
@@ -84,6 +88,11 @@ pub struct OAuthData {
     /// Where tokens are requested if not at `authorization_url`.
     #[serde(alias = "OauthEndpointUrl", skip_serializing_if = "Option::is_none")]
     pub oauth_endpoint_url: Option<String>,
+    /// The runner-admin token endpoint, kept when registration also named a legacy one
+    /// (which is then `authorization_url`). Stored for the official runner's auth
+    /// migration; Solstice uses `authorization_url`.
+    #[serde(alias = "AuthorizationUrlV2", skip_serializing_if = "Option::is_none")]
+    pub authorization_url_v2: Option<String>,
 }
 
 impl OAuthData {

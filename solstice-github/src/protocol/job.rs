@@ -14,6 +14,8 @@ pub(crate) struct Endpoint {
     pub url: String,
     pub token: Secret,
     pub results_url: Option<String>,
+    /// The live console websocket (`data.FeedStreamUrl`).
+    pub feed_url: Option<String>,
 }
 
 /// What a step refers to.
@@ -152,6 +154,7 @@ impl JobMessage {
                 url: str_field(endpoint, "url").ok_or_else(|| bad("no endpoint URL"))?,
                 token: Secret::new(token),
                 results_url,
+                feed_url: data.and_then(|d| str_field(d, "FeedStreamUrl")).filter(|v| !v.is_empty()),
             },
             contexts,
             variables,

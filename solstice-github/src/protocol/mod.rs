@@ -5,3 +5,4 @@ pub(crate) mod job;
 pub(crate) mod location;
 pub(crate) mod session;
 pub(crate) mod template;
+pub(crate) mod websocket;

@@ -7,6 +7,7 @@
 //! the console feed, the log store and the plan's `JobCompleted` event; broker
 //! (`RunnerJobRequest`) jobs to the results service and `completejob`.
 
+mod feed;
 mod results;
 mod timeline;
 
@@ -124,6 +125,8 @@ pub(crate) struct JobReport {
     /// "Complete job".
     job_level: usize,
     feed_since: Option<Instant>,
+    /// The broker path's live console websocket.
+    live: feed::LiveFeed,
     pub result: Option<JobResult>,
     completed: bool,
 }
@@ -162,6 +165,7 @@ impl JobReport {
             last: None,
             job_level: 0,
             feed_since: None,
+            live: feed::LiveFeed::default(),
             result: None,
             completed: false,
             msg,
@@ -271,6 +275,7 @@ impl JobReport {
         self.records[last].start();
         self.records[last].complete(JobResult::Success);
         self.flush_feed(true).await;
+        self.close_feed().await;
         self.upload_log(0).await?;
         self.upload_log(last).await?;
         self.sync().await?;
@@ -340,9 +345,9 @@ impl JobReport {
                 tracing::debug!(job_id = %self.job_id, error = %e, "could not send live log lines");
             }
         } else {
-            for record in &mut self.records {
-                record.feed.clear();
-            }
+            // Best effort too: the websocket is the only live channel, the step's log
+            // blob is the record.
+            self.broker_feed().await;
         }
         self.feed_since = None;
     }

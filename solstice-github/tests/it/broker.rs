@@ -85,3 +85,35 @@ async fn a_broker_job_can_be_cancelled() {
     assert_eq!(view.result.as_deref(), Some("canceled"));
     runner.shutdown().await;
 }
+
+/// The broker path's live console: lines travel over the `FeedStreamUrl` websocket while
+/// the step still runs; the step's log blob still comes at its end.
+#[tokio::test]
+async fn broker_lines_reach_the_live_console_before_the_step_ends() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let (_dir, runner) = runner(&fake, "broker-5").await;
+    let long = "é".repeat(1500);
+    let id = fake.enqueue(job("live").run(&format!("echo first-live-line\necho {long}\nsleep 4\necho after-sleep"))).await;
+    let live = fake
+        .wait_for(&id, JOB_LIMIT, |j| j.feed.values().flatten().any(|l| l == "first-live-line"))
+        .await
+        .expect("job");
+    let (step_id, state) = live.step_states.iter().find(|(_, s)| s["name"] == "Run echo first-live-line").expect("step");
+    assert_eq!(state["status"], 3, "the step is still in progress: {state}");
+    assert!(!live.step_logs.contains_key(step_id), "the step's blob comes at its end");
+    assert!(!live.feed.values().flatten().any(|l| l == "after-sleep"));
+    let step_id = step_id.clone();
+
+    let view = fake.wait_completed(&id, JOB_LIMIT).await.expect("job");
+    assert_eq!(view.result.as_deref(), Some("succeeded"));
+    // Every line of the step came live, numbered as in the blob (which carries
+    // timestamps the live lines do not).
+    let blob = view.step_logs.get(&step_id).expect("the final blob is still uploaded");
+    let blob_lines: Vec<&str> = blob.lines().map(|l| &l[29..]).collect();
+    let live_lines: Vec<&str> = view.feed.get(&step_id).expect("live lines").iter().map(String::as_str).collect();
+    assert_eq!(live_lines, blob_lines);
+    assert!(live_lines.contains(&long.as_str()) && live_lines.contains(&"after-sleep"));
+    assert!(view.feed_messages >= 2, "batches: {}", view.feed_messages);
+    assert!(view.feed_max_frame <= 1024 && view.feed_max_frame > 0, "frames of at most 1024 bytes: {}", view.feed_max_frame);
+    runner.shutdown().await;
+}

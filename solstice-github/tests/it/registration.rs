@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use solstice_core::Secret;
 use solstice_github::RegistrationConfig;
-use solstice_github_fake::{FakeConfig, FakeGithub, FakeJob};
+use solstice_github_fake::{Delivery, FakeConfig, FakeGithub, FakeJob};
 
 use crate::support::{JOB_LIMIT, Runner, key, register};
 
@@ -62,4 +62,45 @@ async fn a_stale_session_conflict_is_waited_out() {
     assert_eq!(view.result.as_deref(), Some("succeeded"));
     runner.shutdown().await;
     let _ = Duration::ZERO;
+}
+
+/// A service that answers `use_v2_flow: true`: the runner registers through the
+/// runner-admin API and then talks only to the broker (no pool session).
+#[tokio::test]
+async fn a_runner_admin_registration_runs_jobs_through_the_broker() {
+    let fake = FakeGithub::start(FakeConfig { use_v2_flow: true, ..Default::default() }).await.expect("fake");
+    let (_dir, config) = register(&fake, "v2-1", false).await;
+    assert!(config.settings.use_v2_flow && config.settings.use_runner_admin_flow);
+    assert_eq!(config.settings.server_url_v2, Some(format!("{}/broker/", fake.url())));
+    assert!(config.credentials.data.fips(), "no agent properties: FIPS (PS256) as the official runner defaults");
+    let registered = config.settings.agent_id;
+
+    let runner = Runner::start(config);
+    let id = fake
+        .enqueue(FakeJob::new("v2").labels(&["self-hosted", "host"]).delivery(Delivery::Broker).run("echo via the broker"))
+        .await;
+    let view = fake.wait_completed(&id, JOB_LIMIT).await.expect("job");
+    assert_eq!(view.result.as_deref(), Some("succeeded"));
+    assert!(view.all_logs().contains("via the broker"));
+    runner.shutdown().await;
+    assert_eq!(fake.session_count().await, 0, "the broker session is deleted on shutdown");
+
+    let requests = fake.requests().await;
+    let admin = |path: &str| requests.iter().any(|r| r.path == path && r.auth_scheme.as_deref() == Some("RemoteAuth"));
+    assert!(admin("/api/v3/actions/runners/register"));
+    assert!(admin("/api/v3/repos/octo/demo/actions/runner-groups"));
+    assert!(requests.iter().any(|r| r.method == "POST" && r.path == "/broker/session"));
+    assert!(requests.iter().any(|r| r.method == "DELETE" && r.path == "/broker/session"));
+    assert!(!requests.iter().any(|r| r.path.contains("/sessions") || r.path.contains("/messages")), "no pool session or poll");
+
+    // Replacing keeps the id; removal goes through the REST API.
+    let mut again = RegistrationConfig { url: fake.repo_url(), token: Secret::new("AREGTOKEN"), name: "v2-1".into(), ..Default::default() };
+    let err = solstice_github::register_with_key(&again, key()).await.expect_err("duplicate name");
+    assert!(err.to_string().contains("exists already"), "{err}");
+    again.replace = true;
+    let replaced = solstice_github::register_with_key(&again, key()).await.expect("replace");
+    assert_eq!(replaced.settings.agent_id, registered);
+    solstice_github::unregister(&replaced, &Secret::new("AREMOVETOKEN"), None).await.expect("remove");
+    assert!(fake.agents().await.is_empty());
+    assert!(fake.requests().await.iter().any(|r| r.method == "DELETE" && r.path == format!("/api/v3/repos/octo/demo/actions/runners/{registered}")));
 }

@@ -64,7 +64,7 @@ pub(crate) async fn runner_registration(State(s): State<Shared>, headers: Header
     }
     let tenant = format!("tt-{}", uuid::Uuid::new_v4());
     s.data.lock().await.tenant_tokens.insert(tenant.clone());
-    Json(json!({"url": format!("{}/tenant/", s.base()), "token_schema": "OAuthAccessToken", "token": tenant, "use_v2_flow": false})).into_response()
+    Json(json!({"url": format!("{}/tenant/", s.base()), "token_schema": "OAuthAccessToken", "token": tenant, "use_v2_flow": s.config.use_v2_flow})).into_response()
 }
 
 pub(crate) async fn connection_data(State(s): State<Shared>) -> Response {
@@ -151,6 +151,7 @@ fn agent_from_body(s: &Shared, id: i64, body: &Value) -> Result<Agent, Response>
         client_id,
         version: text(body, "version"),
         status: "Offline".into(),
+        v2: false,
     })
 }
 
@@ -233,7 +234,16 @@ pub(crate) async fn token(State(s): State<Shared>, Path(client): Path<String>, b
         return oauth_error("invalid_client", "the runner registration was deleted");
     };
     let jwt = form.get("client_assertion").cloned().unwrap_or_default();
-    let claims = match agent.key.verify(&jwt, &agent.authorization_url, &agent.client_id, s.config.require_fips) {
+    // A runner-admin registration carries no `RequireFipsCryptography` property to tell
+    // the runner which padding to use, so either is accepted there.
+    let algorithms: &[jsonwebtoken::Algorithm] = if agent.v2 {
+        &[jsonwebtoken::Algorithm::RS256, jsonwebtoken::Algorithm::PS256]
+    } else if s.config.require_fips {
+        &[jsonwebtoken::Algorithm::PS256]
+    } else {
+        &[jsonwebtoken::Algorithm::RS256]
+    };
+    let claims = match agent.key.verify(&jwt, &agent.authorization_url, &agent.client_id, algorithms) {
         Ok(c) => c,
         Err(why) => return oauth_error("invalid_client", &why),
     };
@@ -330,7 +340,7 @@ fn next_pool_message(s: &Shared, data: &mut Data, agent: i64) -> Option<PoolMess
             if job.spec.delivery == Delivery::Broker {
                 found = Some(("BrokerMigration", json!({"brokerBaseUrl": format!("{base}/broker/")}).to_string(), None));
             } else {
-                let mut body = job.message(&base, &s.config).to_string();
+                let mut body = job.message(&base, &s.feed_base(), &s.config).to_string();
                 if s.config.bom_in_messages {
                     body.insert(0, '\u{feff}');
                 }
@@ -433,14 +443,157 @@ pub(crate) async fn job_request(
     Json(json!({"requestId": request_id, "lockedUntil": until.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()})).into_response()
 }
 
-/// A broker session (only for `UseV2Flow` runners).
+/// A broker session (only for `UseV2Flow` runners); 409 while the runner has one.
 pub(crate) async fn broker_session(State(s): State<Shared>, headers: HeaderMap) -> Response {
     let mut data = s.data.lock().await;
     let agent_id = match runner(&data, &headers) {
         Ok(a) => a,
         Err(r) => return r,
     };
+    if data.faults.session_conflicts > 0 || data.sessions.values().any(|sess| sess.agent_id == agent_id) {
+        data.faults.session_conflicts = data.faults.session_conflicts.saturating_sub(1);
+        return crate::jobs::broker_error(StatusCode::CONFLICT, "SessionConflict", "a session for this runner already exists");
+    }
     let id = uuid::Uuid::new_v4().to_string();
     data.sessions.insert(id.clone(), Session { agent_id, key: random::<32>() });
     (StatusCode::CREATED, Json(json!({"sessionId": id}))).into_response()
+}
+
+/// `DELETE {broker}session`: the official client names no session; the runner's token
+/// does (a `sessionId` query, as another client sends, narrows it).
+pub(crate) async fn delete_broker_session(State(s): State<Shared>, headers: HeaderMap, Query(q): Q) -> Response {
+    let mut data = s.data.lock().await;
+    let agent_id = match runner(&data, &headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let only = q.get("sessionId").cloned();
+    data.sessions.retain(|id, sess| sess.agent_id != agent_id || only.as_ref().is_some_and(|o| o != id));
+    drop(data);
+    s.notify.notify_waiters();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `RemoteAuth <token>` with one of the accepted tokens, else 401/404 as the REST API.
+fn remote_auth(headers: &HeaderMap, accepted: &[&str]) -> Result<(), Response> {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let Some(token) = auth.strip_prefix("RemoteAuth ") else { return Err(unauthorized()) };
+    if accepted.contains(&token) {
+        Ok(())
+    } else {
+        Err((StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response())
+    }
+}
+
+fn rest_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"message": message, "documentation_url": "https://docs.github.com/rest"}))).into_response()
+}
+
+/// `GET {scope}/actions/runner-groups` (runner-admin flow).
+pub(crate) async fn admin_groups(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(r) = remote_auth(&headers, &[&s.config.registration_token, &s.config.removal_token]) {
+        return r;
+    }
+    Json(json!({"total_count": 2, "runner_groups": [
+        {"id": 2, "name": "GitHub Actions", "default": false, "is_hosted": true},
+        {"id": 1, "name": "Default", "default": true, "is_hosted": false},
+    ]}))
+    .into_response()
+}
+
+fn admin_runner_json(a: &Agent) -> Value {
+    json!({"id": a.id, "name": a.name, "os": "linux", "status": if a.status == "Offline" { "offline" } else { "online" },
+           "busy": a.status == "Busy", "ephemeral": a.ephemeral,
+           "labels": a.labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>()})
+}
+
+/// `GET {scope}/actions/runners?name=` (runner-admin flow).
+pub(crate) async fn admin_runners(State(s): State<Shared>, headers: HeaderMap, Query(q): Q) -> Response {
+    if let Err(r) = remote_auth(&headers, &[&s.config.registration_token, &s.config.removal_token]) {
+        return r;
+    }
+    let data = s.data.lock().await;
+    let name = q.get("name");
+    let found: Vec<Value> =
+        data.agents.values().filter(|a| name.is_none_or(|n| a.name.eq_ignore_ascii_case(n))).map(admin_runner_json).collect();
+    Json(json!({"total_count": found.len(), "runners": found})).into_response()
+}
+
+/// The `<Modulus>`/`<Exponent>` of .NET's `RSAKeyValue` XML.
+fn xml_element(xml: &str, name: &str) -> Option<String> {
+    let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
+    let end = xml[start..].find(&format!("</{name}>"))? + start;
+    Some(xml[start..end].trim().to_owned())
+}
+
+/// `POST /actions/runners/register` (runner-admin flow).
+pub(crate) async fn admin_register(State(s): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if let Err(r) = remote_auth(&headers, &[&s.config.registration_token]) {
+        return r;
+    }
+    let public_key = text(&body, "public_key");
+    let (Some(modulus), Some(exponent)) = (xml_element(&public_key, "Modulus"), xml_element(&public_key, "Exponent")) else {
+        return rest_error(StatusCode::UNPROCESSABLE_ENTITY, "public_key must be an RSAKeyValue");
+    };
+    let name = text(&body, "name");
+    if name.is_empty() || field(&body, "group_id").and_then(Value::as_i64) != Some(1) {
+        return rest_error(StatusCode::UNPROCESSABLE_ENTITY, "name and a known group_id are required");
+    }
+    let mut data = s.data.lock().await;
+    let existing = data.agents.values().find(|a| a.name.eq_ignore_ascii_case(&name)).map(|a| a.id);
+    let replace = field(&body, "replace").and_then(Value::as_bool) == Some(true);
+    let id = match existing {
+        Some(id) if replace && field(&body, "runner_id").and_then(Value::as_i64) == Some(id) => {
+            data.access_tokens.retain(|_, (a, _)| *a != id);
+            data.sessions.retain(|_, sess| sess.agent_id != id);
+            id
+        }
+        Some(_) => return rest_error(StatusCode::CONFLICT, "Already exists - A runner with the same name already exists"),
+        None => data.next(),
+    };
+    let client_id = uuid::Uuid::new_v4().to_string();
+    let agent = Agent {
+        id,
+        name,
+        labels: field(&body, "labels")
+            .and_then(Value::as_array)
+            .map(|ls| ls.iter().map(|l| text(l, "name")).filter(|l| !l.is_empty()).collect())
+            .unwrap_or_default(),
+        key: AgentKey { exponent, modulus },
+        ephemeral: field(&body, "ephemeral").and_then(Value::as_bool).unwrap_or(false),
+        disable_update: field(&body, "updates_disabled").and_then(Value::as_bool).unwrap_or(false),
+        authorization_url: format!("{}/token/{client_id}", s.base()),
+        client_id: client_id.clone(),
+        version: text(&body, "version"),
+        status: "Offline".into(),
+        v2: true,
+    };
+    let mut reply = admin_runner_json(&agent);
+    reply["authorization"] = json!({"authorization_url": agent.authorization_url, "server_url": format!("{}/broker/", s.base()),
+                                    "client_id": client_id});
+    data.agents.insert(id, agent);
+    (StatusCode::CREATED, Json(reply)).into_response()
+}
+
+async fn admin_delete(s: Shared, headers: HeaderMap, id: i64) -> Response {
+    if let Err(r) = remote_auth(&headers, &[&s.config.removal_token]) {
+        return r;
+    }
+    let mut data = s.data.lock().await;
+    if data.agents.remove(&id).is_none() {
+        return rest_error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    data.sessions.retain(|_, sess| sess.agent_id != id);
+    data.access_tokens.retain(|_, (a, _)| *a != id);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `DELETE /repos/{o}/{r}/actions/runners/{id}` (runner-admin removal).
+pub(crate) async fn admin_delete_repo(State(s): State<Shared>, Path((_o, _r, id)): Path<(String, String, i64)>, headers: HeaderMap) -> Response {
+    admin_delete(s, headers, id).await
+}
+
+/// `DELETE /orgs/{org}/actions/runners/{id}` (runner-admin removal).
+pub(crate) async fn admin_delete_org(State(s): State<Shared>, Path((_org, id)): Path<(String, i64)>, headers: HeaderMap) -> Response {
+    admin_delete(s, headers, id).await
 }

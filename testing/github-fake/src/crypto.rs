@@ -37,13 +37,19 @@ impl AgentKey {
         Ok(STANDARD.encode(ct))
     }
 
-    /// Verifies a client assertion; returns its claims.
-    pub fn verify(&self, jwt: &str, audience: &str, client_id: &str, fips: bool) -> Result<serde_json::Value, String> {
+    /// Verifies a client assertion signed with one of `algorithms`; returns its claims.
+    pub fn verify(
+        &self,
+        jwt: &str,
+        audience: &str,
+        client_id: &str,
+        algorithms: &[jsonwebtoken::Algorithm],
+    ) -> Result<serde_json::Value, String> {
         let n = URL_SAFE_NO_PAD.encode(decode(&self.modulus)?);
         let e = URL_SAFE_NO_PAD.encode(decode(&self.exponent)?);
         let key = jsonwebtoken::DecodingKey::from_rsa_components(&n, &e).map_err(|e| e.to_string())?;
-        let alg = if fips { jsonwebtoken::Algorithm::PS256 } else { jsonwebtoken::Algorithm::RS256 };
-        let mut validation = jsonwebtoken::Validation::new(alg);
+        let mut validation = jsonwebtoken::Validation::new(algorithms.first().copied().unwrap_or(jsonwebtoken::Algorithm::RS256));
+        validation.algorithms = algorithms.to_vec();
         validation.set_audience(&[audience]);
         validation.set_issuer(&[client_id]);
         validation.sub = Some(client_id.to_owned());

@@ -12,7 +12,7 @@ use crate::api::{Q, bearer, runner, unauthorized, wrapped};
 use crate::model::{Data, JobState};
 use crate::{BlobStorage, Delivery, Shared};
 
-fn broker_error(status: StatusCode, kind: &str, message: &str) -> Response {
+pub(crate) fn broker_error(status: StatusCode, kind: &str, message: &str) -> Response {
     (status, Json(json!({"source": "actions-broker-listener", "errorKind": kind, "statusCode": status.as_u16(), "errorMessage": message})))
         .into_response()
 }
@@ -125,7 +125,7 @@ pub(crate) async fn acquire(State(s): State<Shared>, headers: HeaderMap, Json(bo
     match job.state {
         JobState::Queued | JobState::Offered(_) if job.state == JobState::Queued || job.state == JobState::Offered(agent) => {
             job.state = JobState::Assigned(agent);
-            let message = job.message(&base, &s.config);
+            let message = job.message(&base, &s.feed_base(), &s.config);
             drop(data);
             s.notify.notify_waiters();
             Json(message).into_response()

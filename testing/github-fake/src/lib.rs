@@ -29,6 +29,7 @@
 
 mod api;
 mod crypto;
+mod feed;
 mod jobs;
 mod model;
 
@@ -90,6 +91,9 @@ pub struct FakeConfig {
     pub bom_in_messages: bool,
     /// Write some job-message keys in PascalCase. Default: true.
     pub pascal_case_messages: bool,
+    /// Answer `runner-registration` with `use_v2_flow: true`, so runners register through
+    /// the runner-admin API and talk to the broker directly. Default: false.
+    pub use_v2_flow: bool,
 }
 
 impl Default for FakeConfig {
@@ -105,6 +109,7 @@ impl Default for FakeConfig {
             blob_storage: BlobStorage::Azure,
             bom_in_messages: true,
             pascal_case_messages: true,
+            use_v2_flow: false,
         }
     }
 }
@@ -266,8 +271,14 @@ pub struct JobView {
     pub result: Option<String>,
     /// Classic: timeline records by id, merged as the service merges them.
     pub records: BTreeMap<String, Value>,
-    /// Classic: live feed lines by step record id, in line order.
+    /// Live feed lines by step record id, in line order (classic: the REST feed; broker:
+    /// the `FeedStreamUrl` websocket).
     pub feed: BTreeMap<String, Vec<String>>,
+    /// Broker: batches received on the live console websocket.
+    pub feed_messages: u32,
+    /// Broker: the largest websocket frame payload received (the official runner
+    /// fragments at 1024 bytes).
+    pub feed_max_frame: usize,
     /// Classic: uploaded logs by path (`logs\<recordId>`).
     pub logs: BTreeMap<String, String>,
     /// Broker: the latest results-service state of each step, by external id.
@@ -352,6 +363,8 @@ impl JobView {
 pub(crate) struct SharedState {
     pub config: FakeConfig,
     pub base: OnceLock<String>,
+    /// `ws://127.0.0.1:PORT` of the live console listener.
+    pub feed_base: OnceLock<String>,
     pub data: Mutex<Data>,
     pub notify: Notify,
 }
@@ -359,6 +372,10 @@ pub(crate) struct SharedState {
 impl SharedState {
     pub fn base(&self) -> String {
         self.base.get().cloned().unwrap_or_default()
+    }
+
+    pub fn feed_base(&self) -> String {
+        self.feed_base.get().cloned().unwrap_or_default()
     }
 }
 
@@ -369,6 +386,7 @@ pub struct FakeGithub {
     state: Shared,
     addr: SocketAddr,
     server: tokio::task::JoinHandle<()>,
+    feed_server: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for FakeGithub {
@@ -380,6 +398,7 @@ impl std::fmt::Debug for FakeGithub {
 impl Drop for FakeGithub {
     fn drop(&mut self) {
         self.server.abort();
+        self.feed_server.abort();
     }
 }
 
@@ -417,7 +436,14 @@ fn router(state: Shared) -> Router {
         .route("/tenant/_apis/distributedtask/pools/{pool}/messages", get(api::get_message))
         .route("/tenant/_apis/distributedtask/pools/{pool}/messages/{id}", delete(api::delete_message))
         .route("/tenant/_apis/distributedtask/pools/{pool}/jobrequests/{id}", patch(api::job_request))
-        .route("/broker/session", post(api::broker_session))
+        .route("/api/v3/actions/runners/register", post(api::admin_register))
+        .route("/api/v3/repos/{owner}/{repo}/actions/runner-groups", get(api::admin_groups))
+        .route("/api/v3/orgs/{org}/actions/runner-groups", get(api::admin_groups))
+        .route("/api/v3/repos/{owner}/{repo}/actions/runners", get(api::admin_runners))
+        .route("/api/v3/orgs/{org}/actions/runners", get(api::admin_runners))
+        .route("/api/v3/repos/{owner}/{repo}/actions/runners/{id}", delete(api::admin_delete_repo))
+        .route("/api/v3/orgs/{org}/actions/runners/{id}", delete(api::admin_delete_org))
+        .route("/broker/session", post(api::broker_session).delete(api::delete_broker_session))
         .route("/broker/message", get(jobs::broker_message))
         .route("/broker/acknowledge", post(jobs::acknowledge))
         .route("/run/acquirejob", post(jobs::acquire))
@@ -442,18 +468,25 @@ impl FakeGithub {
     pub async fn start(config: FakeConfig) -> std::io::Result<FakeGithub> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        // The live console websocket listens on a port of its own (its URL is handed
+        // out absolute, as `FeedStreamUrl`).
+        let feed_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let feed_addr = feed_listener.local_addr()?;
         let state = Arc::new(SharedState {
             config,
             base: OnceLock::new(),
+            feed_base: OnceLock::new(),
             data: Mutex::new(Data::default()),
             notify: Notify::new(),
         });
         let _ = state.base.set(format!("http://{addr}"));
+        let _ = state.feed_base.set(format!("ws://{feed_addr}"));
         let app = router(state.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(FakeGithub { state, addr, server })
+        let feed_server = tokio::spawn(feed::serve(feed_listener, state.clone()));
+        Ok(FakeGithub { state, addr, server, feed_server })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -595,6 +628,8 @@ fn view(job: &Job) -> JobView {
         result: job.result.clone(),
         records: job.records.clone(),
         feed: job.feed.iter().map(|(k, v)| (k.clone(), v.values().cloned().collect())).collect(),
+        feed_messages: job.feed_messages,
+        feed_max_frame: job.feed_max_frame,
         logs: job.logs.values().map(|(p, t)| (p.clone(), t.clone())).collect(),
         step_states: job.results_steps.iter().map(|(k, (_, v))| (k.clone(), v.clone())).collect(),
         step_logs: job.blobs.clone(),

@@ -21,6 +21,8 @@ pub(crate) struct Agent {
     pub version: String,
     /// The last poll's `status` (`Online` / `Busy`).
     pub status: String,
+    /// Registered through the runner-admin API (no agent properties, broker only).
+    pub v2: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +72,10 @@ pub(crate) struct Job {
     pub job_log: Option<String>,
     pub completion: Option<Value>,
     pub events: Vec<Value>,
+    /// Messages received on the live console websocket.
+    pub feed_messages: u32,
+    /// The largest websocket frame payload seen.
+    pub feed_max_frame: usize,
 }
 
 /// A request the fake received (for assertions on headers and casing).
@@ -161,11 +167,13 @@ impl Job {
             job_log: None,
             completion: None,
             events: Vec::new(),
+            feed_messages: 0,
+            feed_max_frame: 0,
         }
     }
 
     /// The `AgentJobRequestMessage` for this job.
-    pub fn message(&self, base: &str, config: &FakeConfig) -> Value {
+    pub fn message(&self, base: &str, feed_base: &str, config: &FakeConfig) -> Value {
         let v2 = self.spec.delivery == Delivery::Broker;
         let mut github = vec![
             json!({"k": "repository", "v": self.spec.repository}),
@@ -206,7 +214,7 @@ impl Job {
                 "url": endpoint_url,
                 "authorization": {"scheme": "OAuth", "parameters": {"AccessToken": self.token}},
                 "data": {"ResultsServiceUrl": format!("{base}/results/"),
-                         "FeedStreamUrl": format!("{}/feed/{}", base.replacen("http", "ws", 1), self.id)},
+                         "FeedStreamUrl": format!("{feed_base}/feed/{}", self.id)},
                 "isShared": false, "isReady": true,
             }], "repositories": [], "containers": []},
             "contextData": {"github": {"t": 2, "d": github}, "needs": {"t": 2}, "matrix": null, "strategy": {"t": 2}},
