@@ -39,6 +39,7 @@ mod mask;
 mod metrics;
 mod model;
 mod queue;
+mod reap;
 mod route;
 mod sink;
 mod source;
@@ -50,13 +51,18 @@ pub mod testing;
 
 pub use dispatch::{Backoff, serve_source};
 pub use engine::{Engine, EngineBuilder, EngineError};
+#[cfg(feature = "_store")]
+pub use engine::ReapedMachine;
 pub use error_chain::error_chain;
 pub use executor::{
     ExecError, ScriptRun, ShellCommand, StepExecutor, StepExit, parse_command_file, shell_command,
 };
 pub use host::{HostExecutor, HostHypervisor};
 pub use local::LocalSource;
-pub use machine::{Hypervisor, HypervisorError, Machine, MachineAccess, MachineRequest, SshAccess};
+pub use machine::{
+    Hypervisor, HypervisorError, Machine, MachineAccess, MachineFootprint, MachineJournal, MachineRequest, NoJournal,
+    SshAccess,
+};
 pub use mask::Masker;
 pub use metrics::EngineMetrics;
 pub use model::*;

@@ -1,6 +1,7 @@
 //! The [`Hypervisor`] seam: machines that jobs run in.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
@@ -52,6 +53,40 @@ pub struct Machine {
     pub workspace: String,
     /// How to reach it.
     pub access: MachineAccess,
+}
+
+/// What a machine leaves on the host while it lives: enough for a restarted
+/// orchestrator to remove it after the process that made it died (SIGKILL, power loss).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MachineFootprint {
+    /// The machine's id (also part of its process's command line, which is how a
+    /// reaper tells the machine's process from an unrelated one that reused the pid).
+    pub machine_id: String,
+    /// The machine's process, once started.
+    pub pid: Option<u32>,
+    /// The host port of its SSH forward, if any.
+    pub ssh_port: Option<u16>,
+    /// Files and directories that belong to the machine alone (absolute paths).
+    pub files: Vec<PathBuf>,
+}
+
+/// Where a hypervisor writes down a machine's [`MachineFootprint`] before and while it
+/// starts, so that nothing it makes can outlive a crash unnoticed. The engine gives one
+/// backed by its state store (see [`Hypervisor::provision_recorded`]).
+#[async_trait]
+pub trait MachineJournal: Send + Sync {
+    /// Records (or updates) what the machine has left on the host so far. Call it
+    /// before starting the machine's process and again once its pid is known.
+    async fn record(&self, footprint: &MachineFootprint);
+}
+
+/// A journal that writes nothing: for callers without a state store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoJournal;
+
+#[async_trait]
+impl MachineJournal for NoJournal {
+    async fn record(&self, _footprint: &MachineFootprint) {}
 }
 
 /// Why a hypervisor could not give or take back a machine.
@@ -148,4 +183,38 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// # Errors
     /// [`HypervisorError`] when something could not be removed; the engine logs it.
     async fn destroy(&self, machine: &Machine) -> Result<(), HypervisorError>;
+
+    /// [`provision`](Hypervisor::provision), writing the machine's footprint to
+    /// `journal` before anything that could outlive this process is started.
+    ///
+    /// The default provisions and records nothing: right for hypervisors whose machines
+    /// cannot outlive the process (the engine's host machines). A hypervisor that
+    /// starts processes or writes files overrides it.
+    ///
+    /// # Errors
+    /// As [`provision`](Hypervisor::provision).
+    async fn provision_recorded(
+        &self,
+        request: &MachineRequest,
+        console: &LogSink,
+        cancel: &CancellationToken,
+        journal: &dyn MachineJournal,
+    ) -> Result<Machine, HypervisorError> {
+        let _ = journal;
+        self.provision(request, console, cancel).await
+    }
+
+    /// Removes what a machine recorded by a process that is gone left behind: stops
+    /// its process (only if that process still names the machine) and deletes its
+    /// files. Idempotent; a machine already gone is success.
+    ///
+    /// The default does exactly that with signals and file removal, which suits any
+    /// hypervisor whose machines are host processes.
+    ///
+    /// # Errors
+    /// [`HypervisorError::Backend`] when the process survives SIGKILL or a file cannot
+    /// be removed.
+    async fn reap(&self, footprint: &MachineFootprint) -> Result<(), HypervisorError> {
+        crate::reap::reap_footprint(footprint).await
+    }
 }

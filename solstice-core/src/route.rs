@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     CheckoutSource, CheckoutStep, ExecError, Hypervisor, HypervisorError, LogSink, Machine, MachineAccess,
-    MachineRequest, ScriptRun, StepExecutor, StepExit,
+    MachineFootprint, MachineJournal, MachineRequest, ScriptRun, StepExecutor, StepExit,
 };
 
 /// Several hypervisors behind one: a machine comes from the first that serves its
@@ -60,6 +60,35 @@ impl Hypervisor for HypervisorSet {
             owners.insert(machine.id.clone(), index);
         }
         Ok(machine)
+    }
+
+    async fn provision_recorded(
+        &self,
+        request: &MachineRequest,
+        console: &LogSink,
+        cancel: &CancellationToken,
+        journal: &dyn MachineJournal,
+    ) -> Result<Machine, HypervisorError> {
+        let Some((index, member)) = self.members.iter().enumerate().find(|(_, m)| m.serves(&request.label)) else {
+            return Err(HypervisorError::UnknownLabel(request.label.clone()));
+        };
+        let machine = member.provision_recorded(request, console, cancel, journal).await?;
+        if let Ok(mut owners) = self.owners.lock() {
+            owners.insert(machine.id.clone(), index);
+        }
+        Ok(machine)
+    }
+
+    /// A footprint does not say which member made it, so every member tries; reaping
+    /// is idempotent, and the first error is returned after all have tried.
+    async fn reap(&self, footprint: &MachineFootprint) -> Result<(), HypervisorError> {
+        let mut first_error = None;
+        for member in &self.members {
+            if let Err(e) = member.reap(footprint).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     async fn destroy(&self, machine: &Machine) -> Result<(), HypervisorError> {

@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use solstice_core::{Hypervisor, HypervisorError, LogSink, LogStream, Machine, MachineAccess, MachineRequest, SshAccess};
+use solstice_core::{
+    Hypervisor, HypervisorError, LogSink, LogStream, Machine, MachineAccess, MachineFootprint, MachineJournal, MachineRequest,
+    NoJournal, SshAccess,
+};
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -488,6 +491,21 @@ impl QemuHypervisor {
         console: &LogSink,
         cancel: &CancellationToken,
     ) -> Result<Machine, VmError> {
+        self.boot_recorded(request, console, cancel, &NoJournal).await
+    }
+
+    /// [`boot`](QemuHypervisor::boot), writing the machine's footprint (its directory,
+    /// then QEMU's pid and SSH port) to `journal` before QEMU starts and once it has.
+    ///
+    /// # Errors
+    /// As [`boot`](QemuHypervisor::boot).
+    pub async fn boot_recorded(
+        &self,
+        request: &MachineRequest,
+        console: &LogSink,
+        cancel: &CancellationToken,
+        journal: &dyn MachineJournal,
+    ) -> Result<Machine, VmError> {
         let config = &self.inner.config;
         let entry = config.catalog.lookup(&request.label).cloned().ok_or_else(|| VmError::UnknownLabel(request.label.clone()))?;
         let profile = entry.guest_profile().map_err(|e| VmError::Image { label: request.label.clone(), source: e })?;
@@ -512,6 +530,8 @@ impl QemuHypervisor {
         };
         tokio::fs::create_dir_all(&config.run_dir).await.map_err(files_error(&vm))?;
         let dir = tempfile::Builder::new().prefix(&format!("{vm}-")).tempdir_in(&config.run_dir).map_err(files_error(&vm))?;
+        let mut footprint = MachineFootprint { machine_id: vm.clone(), files: vec![dir.path().to_path_buf()], ..Default::default() };
+        journal.record(&footprint).await;
         let client_key = SshKeyPair::generate(&format!("solstice-job-{}", request.job_id))
             .map_err(|e| VmError::Keys { vm: vm.clone(), source: e })?;
         let host_key = SshKeyPair::generate(&vm).map_err(|e| VmError::Keys { vm: vm.clone(), source: e })?;
@@ -589,6 +609,9 @@ impl QemuHypervisor {
             }
             break (process, port, console_log);
         };
+        footprint.pid = Some(process.pid());
+        footprint.ssh_port = Some(port.port());
+        journal.record(&footprint).await;
         let qmp_socket = dir.path().join("qmp.sock");
         let mut qmp = tokio::select! {
             qmp = QmpClient::connect(&qmp_socket, Duration::from_secs(10)) => qmp.map_err(|e| VmError::Qmp { vm: vm.clone(), source: e })?,
@@ -716,6 +739,16 @@ impl Hypervisor for QemuHypervisor {
         cancel: &CancellationToken,
     ) -> Result<Machine, HypervisorError> {
         Ok(self.boot(request, console, cancel).await?)
+    }
+
+    async fn provision_recorded(
+        &self,
+        request: &MachineRequest,
+        console: &LogSink,
+        cancel: &CancellationToken,
+        journal: &dyn MachineJournal,
+    ) -> Result<Machine, HypervisorError> {
+        Ok(self.boot_recorded(request, console, cancel, journal).await?)
     }
 
     async fn destroy(&self, machine: &Machine) -> Result<(), HypervisorError> {

@@ -3,6 +3,8 @@
 
 mod condition;
 mod emit;
+#[cfg(feature = "_store")]
+mod orphans;
 mod run;
 mod serve;
 
@@ -13,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Hypervisor, JobEvent, JobRequest, JobResult, Masker, StepExecutor};
 use emit::Emitter;
+#[cfg(feature = "_store")]
+pub use orphans::ReapedMachine;
 
 /// Why an engine could not be built or stopped serving.
 #[derive(Debug, thiserror::Error)]

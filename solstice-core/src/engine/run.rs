@@ -103,9 +103,18 @@ async fn provision_and_run(
         .log(None, LogStream::System, &format!("Preparing a machine for `{}`", request.label))
         .await;
     let (console, mut console_rx) = LogSink::channel(LOG_BUFFER);
+    #[cfg(feature = "_store")]
+    let store_journal = engine.store.as_ref().map(|store| super::orphans::StoreJournal::new(store, job.id, &engine.name));
+    #[cfg(feature = "_store")]
+    let journal: &dyn crate::MachineJournal = match &store_journal {
+        Some(journal) => journal,
+        None => &crate::NoJournal,
+    };
+    #[cfg(not(feature = "_store"))]
+    let journal = &crate::NoJournal;
     let provision = async {
         let console = console;
-        engine.hypervisor.provision(&request, &console, cancel).await
+        engine.hypervisor.provision_recorded(&request, &console, cancel, journal).await
     };
     let forward = async {
         let mut lines = Vec::new();
@@ -123,6 +132,10 @@ async fn provision_and_run(
     let machine = match provisioned {
         Ok(machine) => machine,
         Err(e) => {
+            #[cfg(feature = "_store")]
+            if let Some(journal) = &store_journal {
+                journal.forget().await;
+            }
             if cancel.is_cancelled() {
                 return JobResult::Cancelled;
             }
@@ -157,7 +170,13 @@ async fn provision_and_run(
     };
 
     match engine.hypervisor.destroy(&machine).await {
-        Ok(()) => emitter.log(None, LogStream::System, &format!("Machine {} destroyed", machine.id)).await,
+        Ok(()) => {
+            #[cfg(feature = "_store")]
+            if let Some(journal) = &store_journal {
+                journal.forget().await;
+            }
+            emitter.log(None, LogStream::System, &format!("Machine {} destroyed", machine.id)).await;
+        }
         Err(e) => {
             tracing::error!(job_id = %job.id, machine = %machine.id, error = %error_chain(&e), "could not destroy machine");
             emitter

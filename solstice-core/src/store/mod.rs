@@ -8,6 +8,8 @@ use time::OffsetDateTime;
 
 use crate::{JobEvent, JobEventKind, JobId, JobRequest, JobResult, JobState};
 
+mod vms;
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -4,6 +4,7 @@
 mod engine;
 mod host;
 mod memory_queue;
+mod orphans;
 mod serve;
 mod store;
 mod support;
