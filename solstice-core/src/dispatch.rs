@@ -3,9 +3,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{JobQueue, JobSource, QueueError, ReportOutcome, SourceMessage};
+use crate::{JobQueue, JobRequest, JobSource, QueueError, ReportOutcome, SourceMessage};
+
+/// How many jobs [`serve_source`] has being published (awaiting the broker's confirm)
+/// at once.
+const PUBLISH_WINDOW: usize = 64;
 
 /// Capped exponential backoff for retrying an unreachable forge, queue or database.
 #[derive(Debug, Clone)]
@@ -65,6 +72,7 @@ pub async fn serve_source(
     stop: CancellationToken,
 ) -> Result<(), QueueError> {
     let mut events = queue.consume_events(source.name()).await?;
+    let publish_stop = stop.clone();
     let reporter = {
         let source = source.clone();
         let queue = queue.clone();
@@ -114,7 +122,12 @@ pub async fn serve_source(
             }
         }
     };
-    let fetcher = async {
+    // The fetcher takes jobs from the source; the publisher keeps up to
+    // PUBLISH_WINDOW of them being published at once, so that broker confirms overlap
+    // instead of costing one round trip per job. A cancellation waits until the jobs
+    // fetched before it are queued.
+    let (outgoing, mut to_publish) = mpsc::channel::<SourceMessage>(PUBLISH_WINDOW);
+    let fetcher = async move {
         let mut backoff = Backoff::default();
         loop {
             let message = match source.next(&stop).await {
@@ -136,27 +149,52 @@ pub async fn serve_source(
                 }
             };
             backoff.reset();
-            match message {
-                SourceMessage::Job(job) => loop {
-                    match queue.publish_job(&job).await {
-                        Ok(()) => break,
-                        Err(e) => {
-                            tracing::warn!(job_id = %job.id, error = %e, "could not queue a job; retrying");
-                            if !backoff.wait(&stop).await {
-                                return;
-                            }
-                        }
+            if outgoing.send(message).await.is_err() {
+                return;
+            }
+        }
+    };
+    let publisher = async {
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                message = to_publish.recv(), if in_flight.len() < PUBLISH_WINDOW => match message {
+                    Some(SourceMessage::Job(job)) => in_flight.push(publish_job(queue.as_ref(), job, &publish_stop)),
+                    Some(SourceMessage::Cancel(id)) => {
+                        while in_flight.next().await.is_some() {}
+                        publish_cancel(queue.as_ref(), id, &publish_stop).await;
+                    }
+                    None => {
+                        while in_flight.next().await.is_some() {}
+                        return;
                     }
                 },
-                SourceMessage::Cancel(id) => publish_cancel(queue.as_ref(), id, &stop).await,
             }
         }
     };
     tokio::select! {
-        () = fetcher => {}
+        ((), ()) = async { tokio::join!(fetcher, publisher) } => {}
         () = reporter => {}
     }
     Ok(())
+}
+
+/// Publishes a job, retrying with backoff until the broker confirms it or `stop` fires.
+async fn publish_job(queue: &dyn JobQueue, job: Box<JobRequest>, stop: &CancellationToken) {
+    let mut backoff = Backoff::default();
+    loop {
+        match queue.publish_job(&job).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(job_id = %job.id, error = %e, "could not queue a job; retrying");
+                if !backoff.wait(stop).await {
+                    tracing::error!(job_id = %job.id, "stopping with a job fetched from the source but not queued");
+                    return;
+                }
+            }
+        }
+    }
 }
 
 async fn publish_cancel(queue: &dyn JobQueue, id: crate::JobId, stop: &CancellationToken) {

@@ -16,6 +16,9 @@ use crate::{Backoff, JobDelivery, JobEvent, JobId, JobQueue, QueueError};
 /// job is delivered later; the oldest are forgotten first.
 const EARLY_CANCELS_KEPT: usize = 10_000;
 
+/// At most this many of a job's events are published together.
+const EVENT_BATCH: usize = 256;
+
 /// The jobs running here, and cancellations that arrived before their job did (the
 /// forge cancelled a job still waiting in the queue). One lock, so a cancellation can
 /// never fall between "not running yet" and "started".
@@ -182,15 +185,29 @@ impl Engine {
         let route = job.origin.source.clone();
         let forward = async {
             let mut backoff = Backoff::default();
+            let mut batch = Vec::new();
             while let Some(event) = rx.recv().await {
-                self.record(&event).await;
+                // Events that piled up while the previous batch was being confirmed go
+                // out together: one message and one confirm for all of them.
+                batch.push(event);
+                while batch.len() < EVENT_BATCH
+                    && let Ok(event) = rx.try_recv()
+                {
+                    batch.push(event);
+                }
+                tracing::trace!(job_id = %job.id, events = batch.len(), "publishing a batch of events");
+                for event in &batch {
+                    self.record(event).await;
+                }
                 // Events are never dropped: an unreachable queue is retried until it
                 // comes back.
-                while let Err(e) = queue.publish_event(&route, &event).await {
-                    tracing::warn!(job_id = %event.job_id, seq = event.seq, error = %e, "could not publish event; retrying");
+                while let Err(e) = queue.publish_events(&route, &batch).await {
+                    let first = batch.first().map_or(0, |event| event.seq);
+                    tracing::warn!(job_id = %job.id, seq = first, events = batch.len(), error = %e, "could not publish events; retrying");
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
                 backoff.reset();
+                batch.clear();
             }
         };
         let run = async {

@@ -93,6 +93,12 @@ impl JobQueue for MemoryQueue {
         Ok(())
     }
 
+    async fn publish_events(&self, route: &str, events: &[JobEvent]) -> Result<(), QueueError> {
+        self.inner.lock().events.entry(route.to_owned()).or_default().extend(events.iter().cloned());
+        self.inner.events_changed.notify_waiters();
+        Ok(())
+    }
+
     async fn consume_events(&self, route: &str) -> Result<Box<dyn EventConsumer>, QueueError> {
         Ok(Box::new(MemoryEventConsumer { inner: self.inner.clone(), route: route.to_owned() }))
     }

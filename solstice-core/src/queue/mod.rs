@@ -152,6 +152,24 @@ pub trait JobQueue: Send + Sync + 'static {
     /// [`QueueError`].
     async fn publish_event(&self, route: &str, event: &JobEvent) -> Result<(), QueueError>;
 
+    /// Publishes events of one job for the source named `route`, in order; returns
+    /// once the queue holds all of them durably. A backend may carry them in fewer
+    /// messages than events (RabbitMQ sends one batch message); consumers still see
+    /// one [`EventDelivery`] per event, in order.
+    ///
+    /// By default publishes them one by one with
+    /// [`publish_event`](JobQueue::publish_event).
+    ///
+    /// # Errors
+    /// [`QueueError`]. After an error some of the events may have been published:
+    /// retry with the same events (sources drop what they saw by `(attempt, seq)`).
+    async fn publish_events(&self, route: &str, events: &[JobEvent]) -> Result<(), QueueError> {
+        for event in events {
+            self.publish_event(route, event).await?;
+        }
+        Ok(())
+    }
+
     /// Opens the consumer of the events routed to `route`.
     ///
     /// # Errors

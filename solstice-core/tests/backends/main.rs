@@ -35,6 +35,8 @@ macro_rules! queue_cases {
             forgets_acknowledged_jobs,
             dead_letters_jobs_with_the_reason,
             routes_events_by_source_in_order,
+            delivers_a_batch_of_events_one_by_one_in_order,
+            a_batch_is_kept_until_every_event_in_it_is_acknowledged,
             keeps_unacknowledged_events_across_a_source_restart,
             broadcasts_cancels_to_every_consumer,
         );

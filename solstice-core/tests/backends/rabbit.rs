@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use solstice_core::{AmqpQueue, JobQueue, JobRequest, QueueError, StepCommand};
+use solstice_core::{AmqpQueue, JobEvent, JobEventKind, JobId, JobQueue, JobRequest, LogStream, QueueError, StepCommand};
 
 use crate::support::{QueueBackend, QueueFixture, amqp_url, completes_soon, connect_or_fail, within};
 
@@ -89,6 +89,38 @@ async fn undecodable_body(fx: &QueueFixture) {
     assert!(queues.contains(&format!("{}.events.r1", q.prefix())), "{queues:?}");
     // Peeking leaves them in place.
     assert_eq!(q.dead_letters().await.expect("dead letters").len(), 2);
+    let _ = conn.close(200, "done".into()).await;
+    q.close().await;
+}
+
+rabbit_test!(reads_event_messages_of_the_previous_version, old_event_body);
+async fn old_event_body(fx: &QueueFixture) {
+    let q = fx.connect_amqp().await;
+    let mut events = q.consume_events("r1").await.expect("consume events");
+    let id = JobId::new();
+    let event = |seq| JobEvent {
+        job_id: id,
+        attempt: 1,
+        seq,
+        at: time::OffsetDateTime::now_utc(),
+        kind: JobEventKind::Log { step: None, stream: LogStream::System, line: format!("line {seq}") },
+    };
+    // Left in the queue by a version that sent one event per message, without a type.
+    let conn = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.expect("raw connection");
+    let channel = conn.create_channel().await.expect("channel");
+    let old = serde_json::to_vec(&event(1)).expect("encode");
+    channel
+        .basic_publish(format!("{}.events", q.prefix()).into(), "r1".into(), BasicPublishOptions::default(), &old, BasicProperties::default().with_delivery_mode(2))
+        .await
+        .expect("publish an old event");
+    // Then this version's batch.
+    q.publish_events("r1", &[event(2), event(3)]).await.expect("publish a batch");
+    for seq in 1..=3 {
+        let got = within("an event", events.next()).await.expect("event");
+        assert_eq!((got.event.job_id, got.event.seq), (id, seq), "old and new messages, in order");
+        got.acker.ack().await.expect("ack");
+    }
+    assert!(q.dead_letters().await.expect("dead letters").is_empty(), "the old message was dead-lettered");
     let _ = conn.close(200, "done".into()).await;
     q.close().await;
 }

@@ -1,6 +1,7 @@
 //! The way back: job events to their source, cancellations to every orchestrator.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use lapin::message::Delivery;
@@ -11,6 +12,7 @@ use lapin::{Acker as LapinAcker, Channel};
 use super::dead;
 use super::link::{AmqpError, Link, Session};
 use super::pump::{Handler, Subscription};
+use super::wire;
 use crate::{Acker, CancelConsumer, EventConsumer, EventDelivery, JobEvent, JobId, QueueError};
 
 /// Consumes the event queue of one source.
@@ -31,41 +33,87 @@ impl Handler for EventHandler {
         Ok(vec![self.link.topology.declare_event_queue(channel, &self.route).await?])
     }
 
-    async fn handle(&self, channel: &Channel, delivery: Delivery) -> Option<EventDelivery> {
-        let decoded = serde_json::from_slice::<JobEvent>(&delivery.data);
-        let acker = EventAcker {
-            link: self.link.clone(),
-            channel: channel.clone(),
-            acker: Some(delivery.acker),
-            queue: self.link.topology.event_queue(&self.route),
-            job_id: decoded.as_ref().ok().map(|event| event.job_id),
-            body: delivery.data,
-        };
-        match decoded {
-            Ok(event) => Some(EventDelivery { event, acker: Box::new(acker) }),
+    async fn handle(&self, channel: &Channel, delivery: Delivery) -> Vec<EventDelivery> {
+        let queue = self.link.topology.event_queue(&self.route);
+        let kind = delivery.properties.kind().as_ref().map(ShortString::as_str);
+        let events = match wire::decode(kind, &delivery.data) {
+            Ok(events) => events,
             Err(e) => {
-                let reason = format!("undecodable event: {e}");
-                tracing::error!(queue = %acker.queue, %reason, "dead-lettering an event message");
-                if let Err(e) = Box::new(acker).nack(false, &reason).await {
-                    tracing::warn!(error = %e, "could not dead-letter an event message");
+                let reason = format!("undecodable event: {}", crate::error_chain(&e));
+                tracing::error!(queue = %queue, %reason, "dead-lettering an event message");
+                let sent = dead::send(&self.link, "event", queue.as_str(), None, &reason, &delivery.data).await;
+                let settled = match sent {
+                    Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+                    Err(_) => delivery.acker.reject(BasicRejectOptions { requeue: false }).await,
+                };
+                if let Err(e) = settled {
+                    tracing::warn!(error = %e, "could not settle an undecodable event message; it will come back");
                 }
-                None
+                return Vec::new();
             }
+        };
+        let events: Arc<[JobEvent]> = events.into();
+        let message = Arc::new(Message {
+            link: self.link.clone(),
+            _channel: channel.clone(),
+            acker: tokio::sync::Mutex::new(Some(delivery.acker)),
+            parts: AtomicUsize::new(events.len()),
+            requeue: AtomicBool::new(false),
+            queue,
+            events: events.clone(),
+        });
+        (0..events.len())
+            .map(|index| EventDelivery {
+                event: events[index].clone(),
+                acker: Box::new(EventAcker { message: message.clone(), index, settled: false }),
+            })
+            .collect()
+    }
+}
+
+/// One event message (a batch, or a single event of an older version), settled with
+/// the broker once every event in it is settled: acknowledged when all were, put back
+/// in the queue when any asked for that (the source sees the others again and drops
+/// them by `(attempt, seq)`).
+#[derive(Debug)]
+struct Message {
+    link: Arc<Link>,
+    /// Kept open until the message is settled.
+    _channel: Channel,
+    /// `None` once settled.
+    acker: tokio::sync::Mutex<Option<LapinAcker>>,
+    /// Events not settled yet.
+    parts: AtomicUsize,
+    requeue: AtomicBool,
+    queue: ShortString,
+    events: Arc<[JobEvent]>,
+}
+
+impl Message {
+    /// One event of the message is settled; the last one settles the message.
+    async fn part_settled(&self) -> Result<(), QueueError> {
+        if self.parts.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return Ok(());
+        }
+        let Some(acker) = self.acker.lock().await.take() else { return Ok(()) };
+        if self.requeue.load(Ordering::Acquire) {
+            let options = BasicNackOptions { requeue: true, multiple: false };
+            return acker.nack(options).await.map(drop).map_err(super::link::broker("basic.nack"));
+        }
+        match acker.ack(BasicAckOptions::default()).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(channel_gone()),
+            Err(e) => Err(super::link::broker("basic.ack")(e)),
         }
     }
 }
 
-/// Settles one event delivery.
+/// Settles one event of an event message.
 #[derive(Debug)]
 struct EventAcker {
-    link: Arc<Link>,
-    /// Kept open until the delivery is settled.
-    channel: Channel,
-    /// `None` once settled.
-    acker: Option<LapinAcker>,
-    queue: ShortString,
-    job_id: Option<JobId>,
-    body: Vec<u8>,
+    message: Arc<Message>,
+    index: usize,
+    settled: bool,
 }
 
 fn channel_gone() -> QueueError {
@@ -76,40 +124,40 @@ fn channel_gone() -> QueueError {
 #[async_trait]
 impl Acker for EventAcker {
     async fn ack(mut self: Box<Self>) -> Result<(), QueueError> {
-        let Some(acker) = self.acker.take() else { return Ok(()) };
-        match acker.ack(BasicAckOptions::default()).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(channel_gone()),
-            Err(e) => Err(super::link::broker("basic.ack")(e)),
-        }
+        self.settled = true;
+        self.message.part_settled().await
     }
 
     async fn nack(mut self: Box<Self>, requeue: bool, reason: &str) -> Result<(), QueueError> {
-        let Some(acker) = self.acker.take() else { return Ok(()) };
+        self.settled = true;
+        let message = self.message.clone();
         if requeue {
-            let options = BasicNackOptions { requeue: true, multiple: false };
-            return match acker.nack(options).await {
-                Ok(_) => Ok(()),
-                Err(e) => Err(super::link::broker("basic.nack")(e)),
-            };
+            message.requeue.store(true, Ordering::Release);
+            return message.part_settled().await;
         }
-        tracing::warn!(job_id = ?self.job_id, reason, "event dead-lettered");
-        match dead::send(&self.link, "event", self.queue.as_str(), self.job_id, reason, &self.body).await {
-            Ok(()) => acker.ack(BasicAckOptions::default()).await.map(drop),
-            Err(_) => acker.reject(BasicRejectOptions { requeue: false }).await.map(drop),
+        let event = &message.events[self.index];
+        tracing::warn!(job_id = %event.job_id, seq = event.seq, reason, "event dead-lettered");
+        // Dead-lettered alone, in the single-event format, whatever message carried it.
+        let body = serde_json::to_vec(event).map_err(QueueError::Codec)?;
+        let sent = dead::send(&message.link, "event", message.queue.as_str(), Some(event.job_id), reason, &body).await;
+        if sent.is_err() {
+            // Not lost: the message comes back and the event is offered again.
+            message.requeue.store(true, Ordering::Release);
         }
-        .map_err(super::link::broker("basic.ack"))
+        let settled = message.part_settled().await;
+        sent.and(settled)
     }
 }
 
 impl Drop for EventAcker {
     fn drop(&mut self) {
-        let Some(acker) = self.acker.take() else { return };
-        let channel = self.channel.clone();
-        self.link.tasks.spawn(async move {
-            let options = BasicNackOptions { requeue: true, multiple: false };
-            let _ = acker.nack(options).await;
-            drop(channel);
+        if self.settled {
+            return;
+        }
+        let message = self.message.clone();
+        message.requeue.store(true, Ordering::Release);
+        self.message.link.tasks.spawn(async move {
+            let _ = message.part_settled().await;
         });
     }
 }
@@ -148,12 +196,12 @@ impl Handler for CancelHandler {
         Ok(vec![self.link.topology.declare_cancel_queue(channel).await?])
     }
 
-    async fn handle(&self, _channel: &Channel, delivery: Delivery) -> Option<JobId> {
+    async fn handle(&self, _channel: &Channel, delivery: Delivery) -> Vec<JobId> {
         match serde_json::from_slice::<JobId>(&delivery.data) {
-            Ok(id) => Some(id),
+            Ok(id) => vec![id],
             Err(e) => {
                 tracing::warn!(error = %e, "ignoring an undecodable cancellation");
-                None
+                Vec::new()
             }
         }
     }

@@ -148,7 +148,13 @@ impl Handler for JobHandler {
         Ok(queues)
     }
 
-    async fn handle(&self, channel: &Channel, delivery: Delivery) -> Option<JobDelivery> {
+    async fn handle(&self, channel: &Channel, delivery: Delivery) -> Vec<JobDelivery> {
+        self.handle_one(channel, delivery).await.into_iter().collect()
+    }
+}
+
+impl JobHandler {
+    async fn handle_one(&self, channel: &Channel, delivery: Delivery) -> Option<JobDelivery> {
         let Delivery { data, acker, redelivered, routing_key, .. } = delivery;
         let copy = Copy { _channel: channel.clone(), acker };
         let queue = self.link.topology.job_queue(routing_key.as_str());

@@ -2,6 +2,7 @@
 //! drops, a confirming publisher channel, and the queues declared on it.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -94,6 +95,8 @@ pub(super) struct Link {
     pub(super) tasks: TaskTracker,
     /// Fired by [`super::AmqpQueue::close`].
     pub(super) closed: CancellationToken,
+    /// Messages the broker confirmed, for [`super::AmqpQueue::messages_published`].
+    pub(super) published: AtomicU64,
 }
 
 impl std::fmt::Debug for Link {
@@ -113,6 +116,7 @@ impl Link {
             last_failure: Mutex::new(None),
             tasks: TaskTracker::new(),
             closed: CancellationToken::new(),
+            published: AtomicU64::new(0),
         }
     }
 
@@ -233,7 +237,10 @@ impl Link {
             .await
             .map_err(broker("publisher confirm"))?;
         match confirm {
-            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(None) => {
+                self.published.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
             Confirmation::Ack(Some(_)) => {
                 // Unroutable: the queue vanished (deleted by an operator, or expired).
                 // Declare it again on the retry.

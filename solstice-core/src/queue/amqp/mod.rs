@@ -6,6 +6,7 @@ mod jobs;
 mod link;
 mod pump;
 mod topology;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -187,6 +188,12 @@ impl AmqpQueue {
         &self.link.topology.prefix
     }
 
+    /// How many messages (jobs, event batches, cancellations, dead letters) this
+    /// handle and its clones published and the broker confirmed, since it connected.
+    pub fn messages_published(&self) -> u64 {
+        self.link.published.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The dead letters of this namespace, oldest first, left in their queue.
     ///
     /// # Errors
@@ -261,10 +268,25 @@ impl JobQueue for AmqpQueue {
     }
 
     async fn publish_event(&self, route: &str, event: &JobEvent) -> Result<(), QueueError> {
-        let body = serde_json::to_vec(event).map_err(QueueError::Codec)?;
-        self.link
-            .publish(self.link.topology.events_exchange(), Topology::key(route), &body, persistent(event.job_id), Ensure::EventQueue(route))
-            .await
+        self.publish_events(route, std::slice::from_ref(event)).await
+    }
+
+    async fn publish_events(&self, route: &str, events: &[JobEvent]) -> Result<(), QueueError> {
+        // One message per run of events of one job (the batch format of `wire`); the
+        // chunks go out one after the other, each confirmed, so their order holds.
+        let mut start = 0;
+        while start < events.len() {
+            let job_id = events[start].job_id;
+            let same_job = events[start..].iter().take(wire::MAX_EVENTS_PER_MESSAGE).take_while(|e| e.job_id == job_id).count();
+            let chunk = &events[start..start + same_job];
+            let body = wire::encode(chunk).map_err(QueueError::Codec)?;
+            let properties = persistent(job_id).with_type(wire::EVENTS_V2.into());
+            self.link
+                .publish(self.link.topology.events_exchange(), Topology::key(route), &body, properties, Ensure::EventQueue(route))
+                .await?;
+            start += same_job;
+        }
+        Ok(())
     }
 
     async fn consume_events(&self, route: &str) -> Result<Box<dyn EventConsumer>, QueueError> {

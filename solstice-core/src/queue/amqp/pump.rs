@@ -34,8 +34,9 @@ pub(super) trait Handler: Send + Sync + 'static {
     /// Declares the queues to consume on a fresh channel and returns their names.
     async fn declare(&self, session: &Session, channel: &Channel) -> lapin::Result<Vec<ShortString>>;
 
-    /// Turns a delivery into an item, or settles it itself and returns `None`.
-    async fn handle(&self, channel: &Channel, delivery: Delivery) -> Option<Self::Item>;
+    /// Turns a delivery into items (a batch message holds several), or settles it
+    /// itself and returns none.
+    async fn handle(&self, channel: &Channel, delivery: Delivery) -> Vec<Self::Item>;
 }
 
 /// The receiving end of a pump; dropping it stops the pump.
@@ -145,10 +146,11 @@ impl<H: Handler> Pump<H> {
                         break;
                     }
                 };
-                let Some(item) = self.handler.handle(&channel, delivery).await else { continue };
-                tokio::select! {
-                    sent = self.tx.send(item) => if sent.is_err() { return },
-                    () = self.stop.cancelled() => return,
+                for item in self.handler.handle(&channel, delivery).await {
+                    tokio::select! {
+                        sent = self.tx.send(item) => if sent.is_err() { return },
+                        () = self.stop.cancelled() => return,
+                    }
                 }
             }
             if !backoff.wait(&self.stop).await {
