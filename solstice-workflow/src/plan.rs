@@ -17,6 +17,12 @@ pub const DEFAULT_TIMEOUT_MINUTES: u64 = 360;
 /// guests without bash.
 pub const DEFAULT_SHELL: &str = "bash -e {0}";
 
+/// The environment variable by which a job opts in to debug SSH into its machine when
+/// it fails (see `docs/debug-ssh.md`). An env variable, not a new workflow key, because
+/// GitHub validates workflow files and refuses keys it does not know, while any env
+/// name passes; the KDL dialect's `debug-ssh #true` sets the same variable.
+pub const DEBUG_SSH_ENV: &str = "SOLSTICE_DEBUG_SSH";
+
 /// Settings for [`plan_workflow`].
 #[derive(Debug, Clone, Default)]
 #[must_use]
@@ -116,6 +122,11 @@ pub struct JobPlan {
     pub fail_fast: bool,
     /// `strategy.max-parallel`, if given.
     pub max_parallel: Option<u64>,
+    /// The job opted in to debug SSH: its merged env sets [`DEBUG_SSH_ENV`] to `true`
+    /// (or `1`), after expressions known at planning time are resolved. Anything else,
+    /// including a run-time expression, leaves it off: it is never on by default.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub debug_ssh: bool,
     /// The expression contexts known at translation time for this job: `matrix`, `strategy`
     /// and whatever [`PlanOptions::context`] supplied. The engine adds `env`, `job`,
     /// `runner`, `steps`, `needs`, `secrets` when it evaluates.
@@ -550,6 +561,7 @@ fn plan_job(workflow: &Workflow, job: &Job, options: &PlanOptions, diag: &mut Di
                 steps.push(plan);
             }
         }
+        let debug_ssh = env.get(DEBUG_SSH_ENV).is_some_and(debug_ssh_on);
         out.push(JobPlan {
             id: job.id.clone(),
             name,
@@ -564,9 +576,20 @@ fn plan_job(workflow: &Workflow, job: &Job, options: &PlanOptions, diag: &mut Di
             outputs: job.outputs.clone(),
             fail_fast,
             max_parallel,
+            debug_ssh,
             contexts,
             steps,
         });
+    }
+}
+
+/// Whether a value of [`DEBUG_SSH_ENV`] turns debug SSH on: only an explicit yes.
+fn debug_ssh_on(value: &Value) -> bool {
+    match value {
+        Value::Bool(b) => *b,
+        Value::String(s) => s.trim().eq_ignore_ascii_case("true") || s.trim() == "1",
+        Value::Number(n) => n.as_u64() == Some(1),
+        _ => false,
     }
 }
 

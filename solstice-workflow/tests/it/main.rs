@@ -3,6 +3,7 @@
 mod conformance_expressions;
 mod conformance_workflow_reader;
 mod corpus;
+mod debug_ssh;
 mod kdl;
 mod robustness;
 mod support;

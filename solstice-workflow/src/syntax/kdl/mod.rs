@@ -24,7 +24,7 @@ pub(crate) const FAN_OUT_KEY: &str = "runs-on";
 const CHECKOUT_USES: &str = "actions/checkout@v4";
 
 const WORKFLOW_NODES: &[&str] =
-    &["name", "run-name", "on", "env", "defaults", "permissions", "concurrency", "setup", "job"];
+    &["name", "run-name", "on", "env", "defaults", "debug-ssh", "permissions", "concurrency", "setup", "job"];
 const JOB_NODES: &[&str] = &[
     "name",
     "runs-on",
@@ -34,6 +34,7 @@ const JOB_NODES: &[&str] = &[
     "defaults",
     "timeout-minutes",
     "continue-on-error",
+    "debug-ssh",
     "outputs",
     "matrix",
     "fail-fast",
@@ -317,6 +318,19 @@ impl KdlReader<'_, '_> {
         }
     }
 
+    /// `debug-ssh #true`: the opt-in to debug SSH into a failed job's machine. It is
+    /// written as the env variable YAML workflows use ([`crate::DEBUG_SSH_ENV`]), so both
+    /// dialects reach the planner the same way and the job's steps can see it.
+    fn debug_ssh(&mut self, node: &KdlNode, env: &mut Map<String, Value>) {
+        let Some((value, pos)) = self.single_value(node, "debug-ssh #true") else { return };
+        match value {
+            Value::Bool(on) => {
+                env.insert(crate::DEBUG_SSH_ENV.to_owned(), Value::String(on.to_string()));
+            }
+            other => self.error(pos, format!("'debug-ssh' must be #true or #false, not {other}")),
+        }
+    }
+
     /// `continue-on-error`, `fail-fast`: a boolean or an expression.
     fn flag(&mut self, value: Value, pos: Pos, name: &str) -> Option<Value> {
         match &value {
@@ -430,6 +444,7 @@ impl KdlReader<'_, '_> {
                 "on" => workflow.on = self.json(node),
                 "env" => self.text_props(node, &mut workflow.env, "env CI=\"true\" RUST_LOG=\"debug\""),
                 "defaults" => workflow.defaults = self.defaults(node),
+                "debug-ssh" => self.debug_ssh(node, &mut workflow.env),
                 "permissions" => workflow.permissions = self.json(node),
                 "concurrency" => workflow.concurrency = self.json(node),
                 "setup" => {
@@ -636,6 +651,7 @@ impl KdlReader<'_, '_> {
                         job.continue_on_error = self.flag(v, p, name);
                     }
                 }
+                "debug-ssh" => self.debug_ssh(child, &mut job.env),
                 "outputs" => self.text_props(child, &mut job.outputs, "outputs version=\"${{ steps.v.outputs.version }}\""),
                 "matrix" => matrix = self.matrix(child).map(|m| (m, child_pos)),
                 "fail-fast" => {
