@@ -34,6 +34,10 @@ pub async fn run(config: OrchestratorConfig) -> anyhow::Result<()> {
         .name(config.name.clone())
         .store(store)
         .build()?;
+    // Before taking any job: whatever a crashed run of this orchestrator left running.
+    for reaped in engine.reap_orphans(Some(queue.as_ref())).await.context("reaping machines left by a previous run")? {
+        tracing::warn!(machine = %reaped.record.id, job_id = %reaped.record.job_id, job_failed = reaped.job_failed, "removed a machine left by a previous run");
+    }
 
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
@@ -84,7 +88,10 @@ async fn machines(config: &OrchestratorConfig) -> anyhow::Result<Machines> {
         std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache/solstice")
     });
     let catalog = config.image_catalog.as_deref().map(ImageCatalog::load).transpose()?.unwrap_or_default();
-    let mut setup = MachineSetup::new(cache).catalog(catalog);
+    // A fixed place for the machines' files (not a fresh temporary directory per run),
+    // so that what a crashed run left is where its records say and nothing else piles up.
+    let run_dir = cache.join("run");
+    let mut setup = MachineSetup::new(cache).catalog(catalog).run_dir(run_dir);
     for label in &config.host_labels {
         setup = setup.host_label(label.clone());
     }

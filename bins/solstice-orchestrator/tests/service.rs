@@ -179,3 +179,185 @@ async fn a_vm_label_from_rabbitmq_runs_in_a_fresh_vm() {
     assert!(lines.iter().any(|l| l.starts_with("inside vm-")), "the step did not run in a VM: {lines:#?}");
     assert!(lines.iter().any(|l| l.contains("destroyed")), "{lines:#?}");
 }
+
+/// Where the orchestrator keeps its machines' files: `run/` in its cache directory.
+fn vm_run_dir() -> std::path::PathBuf {
+    std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache/solstice/run")
+}
+
+/// Processes whose command line mentions `machine` (QEMU is started with `-name`).
+fn processes_of(machine: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(machine))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Files in the run directory that belong to `machine`.
+fn files_of(machine: &str) -> Vec<String> {
+    std::fs::read_dir(vm_run_dir())
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().to_str().map(str::to_owned))
+                .filter(|name| name.starts_with(machine))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The machine id from the engine's "Booting vm-… (" line.
+fn booted_machine(line: &str) -> Option<String> {
+    line.strip_prefix("Booting ")?.split_whitespace().next().map(str::to_owned)
+}
+
+fn start_vm_orchestrator(url: &str, state: &std::path::Path, name: &str, label: &str, grace: u64) -> Orchestrator {
+    let config = state.join("orchestrator.toml");
+    std::fs::write(&config, format!("name = \"{name}\"\nshutdown_grace_seconds = {grace}\n[vm_images]\n{label} = \"tiny-linux\"\n"))
+        .expect("config");
+    let child = Command::new(env!("CARGO_BIN_EXE_solstice-orchestrator"))
+        .args(["--config", &config.to_string_lossy()])
+        .env("SOLSTICE_QUEUE_URL", url)
+        .env("SOLSTICE_STORE_URL", format!("sqlite://{}", state.join("state.db").display()))
+        .env("SOLSTICE_METRICS_LISTEN", "")
+        .env("SOLSTICE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start solstice-orchestrator");
+    Orchestrator(child)
+}
+
+async fn wait_until(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
+    let until = tokio::time::Instant::now() + deadline;
+    while !done() {
+        assert!(tokio::time::Instant::now() < until, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// SIGKILL while a VM runs a job; the restarted orchestrator finds the machine in its
+/// store, removes what is left of it and fails the job with a line that says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_sigkill_the_restarted_orchestrator_reaps_the_vm_and_the_job_gets_a_final_state() {
+    let url = amqp_url();
+    let label = format!("orch-orphan-{}", uuid::Uuid::new_v4().simple());
+    let route = format!("orch-orphan-source-{}", uuid::Uuid::new_v4());
+    let name = format!("orch-orphan-{}", uuid::Uuid::new_v4().simple());
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut orchestrator = start_vm_orchestrator(&url, state.path(), &name, &label, 60);
+
+    let queue: Arc<dyn JobQueue> = Arc::new(AmqpQueue::connect(&url).await.expect("RabbitMQ"));
+    let mut events = queue.consume_events(&route).await.expect("event consumer");
+    let mut job = JobRequest::new("long", vec![label.clone()], vec![StepCommand::run("wait", "echo waiting; sleep 600")]);
+    job.origin.source = route.clone();
+    queue.publish_job(&job).await.expect("publish");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    let mut machine = None;
+    loop {
+        let delivery = tokio::time::timeout_at(deadline, events.next()).await.expect("the step starts").expect("event");
+        let kind = delivery.event.kind.clone();
+        delivery.acker.ack().await.expect("ack");
+        match kind {
+            JobEventKind::Log { line, .. } if line == "waiting" => break,
+            JobEventKind::Log { line, .. } => machine = machine.or_else(|| booted_machine(&line)),
+            JobEventKind::JobFinished { result } => panic!("the job ended early: {result:?}"),
+            _ => {}
+        }
+    }
+    let machine = machine.expect("the log names the machine it booted");
+    let store = solstice_core::Store::connect(&format!("sqlite://{}", state.path().join("state.db").display()))
+        .await
+        .expect("open the orchestrator's store");
+    let recorded = store.all_vms().await.expect("list");
+    assert_eq!(recorded.len(), 1, "the running machine is recorded: {recorded:?}");
+    assert_eq!((recorded[0].id.as_str(), recorded[0].owner.as_str()), (machine.as_str(), name.as_str()));
+    assert!(recorded[0].pid.is_some());
+    assert!(!files_of(&machine).is_empty(), "the machine has files in {}", vm_run_dir().display());
+
+    orchestrator.0.kill().expect("SIGKILL");
+    let _ = orchestrator.0.wait();
+    let _restarted = start_vm_orchestrator(&url, state.path(), &name, &label, 60);
+
+    let mut lines = Vec::new();
+    let result = loop {
+        let delivery = tokio::time::timeout_at(deadline, events.next()).await.expect("the job is finished").expect("event");
+        let kind = delivery.event.kind.clone();
+        delivery.acker.ack().await.expect("ack");
+        match kind {
+            JobEventKind::Log { line, .. } => lines.push(line),
+            JobEventKind::JobFinished { result } => break result,
+            JobEventKind::Accepted { .. } => panic!("the job must not run again after its machine was reaped"),
+            _ => {}
+        }
+    };
+    assert_eq!(result, JobResult::Failure);
+    assert!(lines.iter().any(|l| l.contains("stopped unexpectedly") && l.contains(&machine)), "{lines:#?}");
+    wait_until("the machine's process is gone", Duration::from_secs(15), || processes_of(&machine).is_empty()).await;
+    assert!(files_of(&machine).is_empty(), "files left: {:?}", files_of(&machine));
+    assert!(store.all_vms().await.expect("list").is_empty(), "the record is gone");
+    let record = store.job(job.id).await.expect("query").expect("job");
+    assert_eq!(record.state, solstice_core::JobState::Finished(JobResult::Failure));
+}
+
+/// SIGTERM while a VM job runs longer than the grace period: the job is cancelled and
+/// reported, the process exits, and neither QEMU nor a file of the machine is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_cancels_a_vm_job_after_the_grace_period_and_leaves_nothing_behind() {
+    let url = amqp_url();
+    let label = format!("orch-term-{}", uuid::Uuid::new_v4().simple());
+    let route = format!("orch-term-source-{}", uuid::Uuid::new_v4());
+    let name = format!("orch-term-{}", uuid::Uuid::new_v4().simple());
+    let state = tempfile::tempdir().expect("tempdir");
+    let orchestrator = start_vm_orchestrator(&url, state.path(), &name, &label, 2);
+
+    let queue: Arc<dyn JobQueue> = Arc::new(AmqpQueue::connect(&url).await.expect("RabbitMQ"));
+    let mut events = queue.consume_events(&route).await.expect("event consumer");
+    let mut job = JobRequest::new("long", vec![label.clone()], vec![StepCommand::run("wait", "echo waiting; sleep 600")]);
+    job.origin.source = route.clone();
+    queue.publish_job(&job).await.expect("publish");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    let mut machine = None;
+    let mut lines = Vec::new();
+    let result = loop {
+        let delivery = tokio::time::timeout_at(deadline, events.next()).await.expect("the job ends").expect("event");
+        let kind = delivery.event.kind.clone();
+        delivery.acker.ack().await.expect("ack");
+        match kind {
+            JobEventKind::Log { line, .. } if line == "waiting" => {
+                let pid = nix::unistd::Pid::from_raw(i32::try_from(orchestrator.0.id()).expect("pid"));
+                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+                lines.push(line);
+            }
+            JobEventKind::Log { line, .. } => {
+                machine = machine.or_else(|| booted_machine(&line));
+                lines.push(line);
+            }
+            JobEventKind::JobFinished { result } => break result,
+            _ => {}
+        }
+    };
+    assert_eq!(result, JobResult::Cancelled, "{lines:#?}");
+    let machine = machine.expect("the log names the machine it booted");
+    assert!(lines.iter().any(|l| l.contains("destroyed")), "{lines:#?}");
+    let mut orchestrator = orchestrator;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = orchestrator.0.wait();
+        (status, orchestrator)
+    });
+    let (status, _orchestrator) =
+        tokio::time::timeout(Duration::from_secs(60), status).await.expect("exits after SIGTERM").expect("join");
+    assert_eq!(status.expect("wait").code(), Some(0));
+    assert!(processes_of(&machine).is_empty(), "QEMU of {machine} is still running");
+    assert!(files_of(&machine).is_empty(), "files left: {:?}", files_of(&machine));
+    let store = solstice_core::Store::connect(&format!("sqlite://{}", state.path().join("state.db").display()))
+        .await
+        .expect("open the orchestrator's store");
+    assert!(store.all_vms().await.expect("list").is_empty(), "no machine record is left");
+}
