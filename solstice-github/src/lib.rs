@@ -46,6 +46,7 @@ mod error;
 mod http;
 mod json;
 mod protocol;
+mod recovery;
 mod registration;
 mod report;
 mod runner;

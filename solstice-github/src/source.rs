@@ -18,6 +18,7 @@ use crate::json::{bool_field, join_url, str_field};
 use crate::protocol::job::JobMessage;
 use crate::protocol::location::ids;
 use crate::protocol::session::{Listener, Message, Session, SessionTiming};
+use crate::recovery::{JobRecord, Journal, complete_abandoned};
 use crate::report::JobReport;
 use crate::store::RunnerConfig;
 use crate::translate::translate;
@@ -50,6 +51,7 @@ struct Options {
     timing: SessionTiming,
     ephemeral: bool,
     labels: Vec<String>,
+    journal: Option<Journal>,
 }
 
 struct Inner {
@@ -71,6 +73,7 @@ struct Inner {
     handed_out: AtomicUsize,
     finished: AtomicUsize,
     shutdown_requested: AtomicBool,
+    recovered: tokio::sync::OnceCell<()>,
 }
 
 /// A registered GitHub runner, serving jobs as a [`JobSource`].
@@ -129,6 +132,15 @@ impl GithubSourceBuilder {
         self
     }
 
+    /// The directory where a record of each job in flight is kept (mode 0600, ids and
+    /// URLs only, no tokens), so that after a crash the next start completes the job as
+    /// failed instead of leaving it running at GitHub. Usually the runner's directory.
+    /// Default: none (no crash recovery).
+    pub fn state_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.options.journal = Some(Journal::new(dir));
+        self
+    }
+
     /// Builds the source.
     ///
     /// # Errors
@@ -162,6 +174,7 @@ impl GithubSourceBuilder {
                 handed_out: AtomicUsize::new(0),
                 finished: AtomicUsize::new(0),
                 shutdown_requested: AtomicBool::new(false),
+                recovered: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -185,6 +198,7 @@ impl GithubSource {
                 timing: SessionTiming { conflict_retry: Duration::from_secs(30), conflict_limit: Duration::from_secs(240) },
                 ephemeral,
                 labels,
+                journal: None,
             },
         }
     }
@@ -352,6 +366,13 @@ impl GithubSource {
     }
 
     async fn start_job(&self, msg: JobMessage, renewer: Renewer) {
+        // Acquired: from here on the job must be completed, also by the next process if
+        // this one dies.
+        if let Some(journal) = &self.inner.options.journal
+            && let Err(e) = journal.save(&JobRecord::of(&msg))
+        {
+            tracing::warn!(github_job = %msg.job_id, error = %e, "could not record the job for crash recovery");
+        }
         // The lock is renewed once before anything runs; a job that cannot be renewed
         // is abandoned (GitHub gives it to another runner).
         let mut renewed = false;
@@ -372,6 +393,9 @@ impl GithubSource {
         }
         if !renewed {
             tracing::error!(github_job = %msg.job_id, "abandoning a job whose lock cannot be renewed");
+            if let Some(journal) = &self.inner.options.journal {
+                journal.remove(&msg.job_id);
+            }
             return;
         }
         let translation = translate(&msg, &self.inner.name, &self.inner.options.labels);
@@ -490,8 +514,43 @@ impl GithubSource {
         }
     }
 
+    /// Completes, as failed, every job a previous process left in flight.
+    async fn recover(&self) {
+        let Some(journal) = &self.inner.options.journal else { return };
+        for record in journal.load_all() {
+            tracing::warn!(github_job = %record.job_id, broker = record.broker, "completing a job a previous run left unfinished");
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match complete_abandoned(&self.inner.auth, &self.inner.listener.settings, &record).await {
+                    Ok(()) => {
+                        tracing::info!(github_job = %record.job_id, "the unfinished job is completed as failed");
+                        journal.remove(&record.job_id);
+                    }
+                    Err(e) if e.is_transient() && attempt < 3 => {
+                        tracing::warn!(github_job = %record.job_id, error = %e, "could not complete the unfinished job; retrying");
+                        tokio::time::sleep(self.inner.options.retry_delay).await;
+                        continue;
+                    }
+                    Err(e) if e.is_transient() => {
+                        tracing::error!(github_job = %record.job_id, error = %e, "could not complete the unfinished job; trying again at the next start");
+                    }
+                    Err(e) => {
+                        tracing::error!(github_job = %record.job_id, error = %e, "GitHub refused to complete the unfinished job; giving up on it");
+                        journal.remove(&record.job_id);
+                    }
+                }
+                break;
+            }
+        }
+        tracing::debug!(dir = %journal.dir().display(), "crash recovery done");
+    }
+
     fn finish_job(&self, job_id: JobId, running: &Running) {
         running.renew_stop.cancel();
+        if let Some(journal) = &self.inner.options.journal {
+            journal.remove(&running.report.msg.job_id);
+        }
         lock(&self.inner.jobs).remove(&job_id);
         lock(&self.inner.by_external).retain(|_, id| *id != job_id);
         lock(&self.inner.done).insert(job_id);
@@ -528,6 +587,10 @@ impl JobSource for GithubSource {
     }
 
     async fn next(&self, cancel: &CancellationToken) -> Result<Option<SourceMessage>, SourceError> {
+        tokio::select! {
+            _ = self.inner.recovered.get_or_init(|| self.recover()) => {}
+            _ = cancel.cancelled() => return Ok(None),
+        }
         loop {
             if let Some(message) = lock(&self.inner.pending).pop_front() {
                 return Ok(Some(message));

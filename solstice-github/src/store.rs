@@ -188,25 +188,30 @@ impl RunnerStore {
     }
 
     fn write(&self, name: &str, bytes: &[u8]) -> Result<(), GithubError> {
-        let path = self.dir.join(name);
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&tmp).map_err(|e| GithubError::io(&tmp, e))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            // An existing file keeps its mode on open: force 0600.
-            file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| GithubError::io(&tmp, e))?;
-        }
-        file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| GithubError::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| GithubError::io(&path, e))
+        write_private(&self.dir.join(name), bytes)
     }
+}
+
+/// Writes `bytes` to `path` with mode 0600, through a temporary file renamed into place.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), GithubError> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!("{name}.tmp"));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&tmp).map_err(|e| GithubError::io(&tmp, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // An existing file keeps its mode on open: force 0600.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| GithubError::io(&tmp, e))?;
+    }
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| GithubError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| GithubError::io(path, e))
 }
 
 #[cfg(test)]

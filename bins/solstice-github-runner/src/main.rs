@@ -147,7 +147,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { ephemeral } => {
             let runner = store.load().context("reading the runner's files")?;
             let ephemeral = ephemeral || runner.settings.ephemeral;
-            let source = GithubSource::builder(runner).ephemeral(ephemeral).build()?;
+            // Jobs in flight are recorded next to the credentials: a restart after a crash
+            // completes them as failed.
+            let source = GithubSource::builder(runner).ephemeral(ephemeral).state_dir(&config.dir).build()?;
             let stop = CancellationToken::new();
             tokio::spawn(shutdown_signal(stop.clone()));
             let queue: Arc<dyn JobQueue> = match &config.queue_url {

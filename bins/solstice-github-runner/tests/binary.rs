@@ -165,3 +165,69 @@ async fn with_rabbitmq_jobs_go_to_a_separate_orchestrator_and_back() {
     assert!(logs.contains("ran by host-"), "{logs}");
     assert_eq!(metrics.finished(solstice_core::JobResult::Success), 1, "the job did not run on the separate orchestrator");
 }
+
+/// A runner killed with SIGKILL in the middle of a job leaves a record of it (mode 0600,
+/// no tokens); the next start completes that job as failed with a log that says why,
+/// then serves jobs as usual.
+#[tokio::test]
+async fn a_job_left_by_a_killed_runner_is_completed_as_failed_on_restart() {
+    let fake = FakeGithub::start(FakeConfig { session_timeout: Duration::from_secs(2), ..Default::default() }).await.expect("fake");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = fake.repo_url();
+    let (ok, log) = run(&["register", "--url", &url, "--name", "crash-1", "--labels", "host"], dir.path(), Some("AREGTOKEN")).await;
+    assert!(ok, "register failed:\n{log}");
+    let job = FakeJob::new("crash").labels(&["host"]).run("echo started\nsleep 120");
+    let github_token = job.github_token().to_owned();
+    let id = fake.enqueue(job).await;
+
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run"])
+        .env("SOLSTICE_GITHUB_DIR", dir.path())
+        .env_remove("SOLSTICE_GITHUB_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let running = fake.wait_for(&id, Duration::from_secs(60), |j| j.feed.values().flatten().any(|l| l == "started")).await.expect("job");
+    assert_eq!(running.state, "assigned");
+    child.start_kill().expect("SIGKILL");
+    let _ = child.wait().await;
+
+    // The record: one file, mode 0600, and no token or job secret in it.
+    let records: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".job-"))
+        .collect();
+    assert_eq!(records.len(), 1, "one job record");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(records[0].metadata().expect("stat").permissions().mode() & 0o777, 0o600);
+    }
+    let text = std::fs::read_to_string(records[0].path()).expect("record");
+    assert!(text.contains(&id), "{text}");
+    let mut secrets = fake.issued_tokens().await;
+    secrets.push(github_token);
+    for secret in &secrets {
+        assert!(!text.contains(secret.as_str()), "a token was persisted in the job record");
+    }
+    assert_eq!(fake.job(&id).await.expect("job").state, "assigned", "GitHub still thinks the job runs");
+
+    // Restart (after the dead process's session expired); a second job shows the runner
+    // serves as usual afterwards.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let next = fake.enqueue(FakeJob::new("after").labels(&["host"]).run("echo after restart")).await;
+    let (ok, run_log) = run(&["run", "--ephemeral"], dir.path(), None).await;
+    assert!(ok, "run failed:\n{run_log}");
+    let view = fake.job(&id).await.expect("job");
+    assert_eq!(view.state, "completed");
+    assert_eq!(view.result.as_deref(), Some("failed"), "{run_log}");
+    let record = view.records.get(&id).expect("job record");
+    assert_eq!(record["result"], "failed");
+    assert!(record["issues"][0]["message"].as_str().is_some_and(|m| m.contains("runner stopped while this job was running")), "{record}");
+    assert!(view.all_logs().contains("##[error]The runner stopped while this job was running"), "{:?}", view.logs);
+    assert_eq!(fake.job(&next).await.expect("second job").result.as_deref(), Some("succeeded"));
+    assert!(!std::fs::read_dir(dir.path()).expect("dir").flatten().any(|e| e.file_name().to_string_lossy().starts_with(".job-")), "the record is gone");
+}

@@ -284,6 +284,7 @@ pub(crate) async fn create_session(State(s): State<Shared>, headers: HeaderMap, 
         Ok(a) => a,
         Err(r) => return r,
     };
+    data.expire_sessions(s.config.session_timeout);
     if data.faults.session_conflicts > 0 || data.sessions.values().any(|sess| sess.agent_id == agent_id) {
         data.faults.session_conflicts = data.faults.session_conflicts.saturating_sub(1);
         return wrapped(StatusCode::CONFLICT, "TaskAgentSessionConflictException", "A session for this runner already exists.");
@@ -296,7 +297,7 @@ pub(crate) async fn create_session(State(s): State<Shared>, headers: HeaderMap, 
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
     let id = uuid::Uuid::new_v4().to_string();
-    data.sessions.insert(id.clone(), Session { agent_id, key });
+    data.sessions.insert(id.clone(), Session { agent_id, key, last_seen: Instant::now() });
     // PascalCase on purpose: the .NET services write it and readers must not care.
     Json(json!({"SessionId": id, "OwnerName": text(&body, "ownerName"), "Agent": agent_json(&s, &agent),
                 "UseFipsEncryption": fips, "EncryptionKey": {"Encrypted": true, "Value": wrapped_key}}))
@@ -372,7 +373,7 @@ pub(crate) async fn get_message(State(s): State<Shared>, headers: HeaderMap, Que
                 Ok(a) => a,
                 Err(r) => return r,
             };
-            let Some(session) = data.sessions.get(&session_id).cloned().filter(|sess| sess.agent_id == agent) else {
+            let Some(session) = data.touch_session(&session_id, agent, s.config.session_timeout) else {
                 return wrapped(StatusCode::NOT_FOUND, "TaskAgentSessionExpiredException", "The session has expired.");
             };
             if let Some(status) = q.get("status")
@@ -450,12 +451,13 @@ pub(crate) async fn broker_session(State(s): State<Shared>, headers: HeaderMap) 
         Ok(a) => a,
         Err(r) => return r,
     };
+    data.expire_sessions(s.config.session_timeout);
     if data.faults.session_conflicts > 0 || data.sessions.values().any(|sess| sess.agent_id == agent_id) {
         data.faults.session_conflicts = data.faults.session_conflicts.saturating_sub(1);
         return crate::jobs::broker_error(StatusCode::CONFLICT, "SessionConflict", "a session for this runner already exists");
     }
     let id = uuid::Uuid::new_v4().to_string();
-    data.sessions.insert(id.clone(), Session { agent_id, key: random::<32>() });
+    data.sessions.insert(id.clone(), Session { agent_id, key: random::<32>(), last_seen: Instant::now() });
     (StatusCode::CREATED, Json(json!({"sessionId": id}))).into_response()
 }
 

@@ -35,6 +35,21 @@ fn job_of(data: &Data, headers: &HeaderMap) -> Result<String, Response> {
     data.job_by_token(&token).ok_or_else(unauthorized)
 }
 
+/// The job behind a plan route: its job token, or — as github-act-runner completes a job
+/// left over from a crash "with the runner's own connection" — the OAuth token of the
+/// runner the job is assigned to.
+fn job_for_plan(data: &Data, headers: &HeaderMap, plan: &str) -> Result<String, Response> {
+    if let Ok(id) = job_of(data, headers) {
+        return Ok(id);
+    }
+    let agent = runner(data, headers)?;
+    data.jobs
+        .values()
+        .find(|j| j.plan_id == plan && j.state == JobState::Assigned(agent))
+        .map(|j| j.id.clone())
+        .ok_or_else(|| wrapped(StatusCode::NOT_FOUND, "TaskOrchestrationPlanNotFoundException", "plan not found"))
+}
+
 fn random_message_id() -> i64 {
     // Broker ids are random 32-bit numbers, often negative.
     let bytes = crate::crypto::random::<4>();
@@ -54,7 +69,7 @@ pub(crate) async fn broker_message(State(s): State<Shared>, headers: HeaderMap, 
                 Ok(a) => a,
                 Err(r) => return r,
             };
-            if data.sessions.get(&session_id).is_none_or(|sess| sess.agent_id != agent) {
+            if data.touch_session(&session_id, agent, s.config.session_timeout).is_none() {
                 return broker_error(StatusCode::NOT_FOUND, "RunnerSessionInvalid", "the session is invalid");
             }
             if data.faults.fail_polls > 0 {
@@ -271,7 +286,7 @@ type PlanPath = (String, String, String, String);
 
 pub(crate) async fn records(State(s): State<Shared>, Path((_scope, _hub, plan, _tid)): Path<PlanPath>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     let mut data = s.data.lock().await;
-    let id = match job_of(&data, &headers) {
+    let id = match job_for_plan(&data, &headers, &plan) {
         Ok(id) => id,
         Err(r) => return r,
     };
@@ -315,9 +330,9 @@ pub(crate) async fn feed(State(s): State<Shared>, Path((_scope, _hub, _plan, _ti
     StatusCode::OK.into_response()
 }
 
-pub(crate) async fn create_log(State(s): State<Shared>, Path((_scope, _hub, _plan)): Path<(String, String, String)>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+pub(crate) async fn create_log(State(s): State<Shared>, Path((_scope, _hub, plan)): Path<(String, String, String)>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     let mut data = s.data.lock().await;
-    let id = match job_of(&data, &headers) {
+    let id = match job_for_plan(&data, &headers, &plan) {
         Ok(id) => id,
         Err(r) => return r,
     };
@@ -330,12 +345,12 @@ pub(crate) async fn create_log(State(s): State<Shared>, Path((_scope, _hub, _pla
 
 pub(crate) async fn upload_log(
     State(s): State<Shared>,
-    Path((_scope, _hub, _plan, log_id)): Path<(String, String, String, i64)>,
+    Path((_scope, _hub, plan, log_id)): Path<(String, String, String, i64)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let mut data = s.data.lock().await;
-    let id = match job_of(&data, &headers) {
+    let id = match job_for_plan(&data, &headers, &plan) {
         Ok(id) => id,
         Err(r) => return r,
     };
@@ -348,7 +363,7 @@ pub(crate) async fn upload_log(
 
 pub(crate) async fn events(State(s): State<Shared>, Path((_scope, _hub, plan)): Path<(String, String, String)>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     let mut data = s.data.lock().await;
-    let id = match job_of(&data, &headers) {
+    let id = match job_for_plan(&data, &headers, &plan) {
         Ok(id) => id,
         Err(r) => return r,
     };

@@ -91,6 +91,9 @@ pub struct FakeConfig {
     pub bom_in_messages: bool,
     /// Write some job-message keys in PascalCase. Default: true.
     pub pascal_case_messages: bool,
+    /// Sessions not polled for this long expire (a runner that died without deleting
+    /// its session blocks a new one until then). Default: 60 s.
+    pub session_timeout: Duration,
     /// Answer `runner-registration` with `use_v2_flow: true`, so runners register through
     /// the runner-admin API and talk to the broker directly. Default: false.
     pub use_v2_flow: bool,
@@ -109,6 +112,7 @@ impl Default for FakeConfig {
             blob_storage: BlobStorage::Azure,
             bom_in_messages: true,
             pascal_case_messages: true,
+            session_timeout: Duration::from_secs(60),
             use_v2_flow: false,
         }
     }

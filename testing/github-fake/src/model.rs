@@ -29,6 +29,9 @@ pub(crate) struct Agent {
 pub(crate) struct Session {
     pub agent_id: i64,
     pub key: [u8; 32],
+    /// The last poll (or the creation); sessions not polled for the configured timeout
+    /// expire.
+    pub last_seen: Instant,
 }
 
 /// A message handed to a runner and not yet deleted.
@@ -130,6 +133,19 @@ impl Data {
     pub fn matches(&self, agent: i64, job: &Job) -> bool {
         let Some(agent) = self.agents.get(&agent) else { return false };
         job.spec.labels.iter().all(|l| agent.labels.iter().any(|a| a.eq_ignore_ascii_case(l)))
+    }
+
+    /// Drops sessions not polled for `timeout` (the service expires them).
+    pub fn expire_sessions(&mut self, timeout: std::time::Duration) {
+        self.sessions.retain(|_, s| s.last_seen.elapsed() < timeout);
+    }
+
+    /// The live session `id` of `agent`, marked as seen now.
+    pub fn touch_session(&mut self, id: &str, agent: i64, timeout: std::time::Duration) -> Option<Session> {
+        self.expire_sessions(timeout);
+        let session = self.sessions.get_mut(id).filter(|s| s.agent_id == agent)?;
+        session.last_seen = Instant::now();
+        Some(session.clone())
     }
 
     pub fn job_by_token(&self, token: &str) -> Option<String> {
