@@ -17,6 +17,7 @@ use crate::accel::{AccelChoice, AccelProbe, AccelVerdict};
 use crate::console::ConsoleTail;
 use crate::image::{BootMode, ImageCache, ImageCatalog, ImageEntry, ImageError, LogProgress, create_overlay};
 use crate::keys::{KeyError, SshKeyPair};
+use crate::budget::{Budget, OverBudget, Reservation, ReserveError};
 use crate::egress::{EgressError, EgressProxy, EgressProxyBuilder};
 use crate::net::{EgressConfig, NetSpec, egress_env, machine_env};
 use crate::ports::{PortAllocator, PortError, PortLease};
@@ -112,6 +113,15 @@ pub enum VmError {
         /// The timeout.
         seconds: u64,
     },
+    /// The image needs more memory or vCPUs than the host's budget for all machines.
+    #[error("machine for `{label}` cannot start on this host")]
+    OverBudget {
+        /// The label.
+        label: String,
+        /// What does not fit.
+        #[source]
+        source: OverBudget,
+    },
     /// Provisioning was cancelled.
     #[error("provisioning machine {vm} was cancelled")]
     Cancelled {
@@ -168,6 +178,8 @@ struct Config {
     ssh_interval: Duration,
     stop_grace: Duration,
     max_machines: usize,
+    memory_budget_mib: Option<u32>,
+    vcpu_budget: Option<u32>,
     egress: Option<Egress>,
     restrict: bool,
     kill_with_parent: bool,
@@ -281,6 +293,21 @@ impl QemuHypervisorBuilder {
         self
     }
 
+    /// The memory, in MiB, that all machines running at once may use together; a
+    /// machine waits until its image's `memory_mib` is free. Default: no limit (only
+    /// [`max_machines`](Self::max_machines)).
+    pub fn memory_budget_mib(mut self, mib: u32) -> Self {
+        self.config.memory_budget_mib = Some(mib);
+        self
+    }
+
+    /// The vCPUs that all machines running at once may use together; a machine waits
+    /// until its image's `vcpus` are free. Default: no limit.
+    pub fn vcpu_budget(mut self, vcpus: u32) -> Self {
+        self.config.vcpu_budget = Some(vcpus);
+        self
+    }
+
     /// Gives guests outbound access through an HTTP proxy on the host that somebody else
     /// runs (see [`EgressConfig`]); steps see `http_proxy` and friends. Default: no
     /// egress at all.
@@ -324,12 +351,14 @@ impl QemuHypervisorBuilder {
     /// Builds the hypervisor. Nothing is started until the first `provision`.
     pub fn build(self) -> QemuHypervisor {
         let slots = Arc::new(Semaphore::new(self.config.max_machines));
+        let budget = Budget::new(self.config.memory_budget_mib, self.config.vcpu_budget);
         let cache = ImageCache::new(self.config.cache_dir.join("images"));
         QemuHypervisor {
             inner: Arc::new(Inner {
                 config: self.config,
                 cache,
                 slots,
+                budget,
                 accel: OnceCell::new(),
                 proxy: OnceCell::new(),
                 live: Mutex::default(),
@@ -343,6 +372,7 @@ struct Inner {
     config: Config,
     cache: ImageCache,
     slots: Arc<Semaphore>,
+    budget: Budget,
     accel: OnceCell<AccelVerdict>,
     proxy: OnceCell<EgressProxy>,
     live: Mutex<HashMap<String, LiveVm>>,
@@ -374,6 +404,7 @@ struct LiveVm {
     dir: tempfile::TempDir,
     _port: PortLease,
     _permit: OwnedSemaphorePermit,
+    _share: Reservation,
     _keys: (SshKeyPair, SshKeyPair),
     _env: Option<EnvRegistration>,
 }
@@ -418,6 +449,8 @@ impl QemuHypervisor {
                 ssh_interval: Duration::from_millis(250),
                 stop_grace: Duration::from_secs(10),
                 max_machines: 4,
+                memory_budget_mib: None,
+                vcpu_budget: None,
                 egress: None,
                 restrict: true,
                 kill_with_parent: true,
@@ -512,6 +545,11 @@ impl QemuHypervisor {
         let permit = tokio::select! {
             permit = self.inner.slots.clone().acquire_owned() => permit.map_err(|_| VmError::Cancelled { vm: request.label.clone() })?,
             _ = cancel.cancelled() => return Err(VmError::Cancelled { vm: request.label.clone() }),
+        };
+        let share = match self.inner.budget.reserve(entry.memory_mib, u32::from(entry.vcpus), cancel).await {
+            Ok(share) => share,
+            Err(ReserveError::Cancelled) => return Err(VmError::Cancelled { vm: request.label.clone() }),
+            Err(ReserveError::OverBudget(source)) => return Err(VmError::OverBudget { label: request.label.clone(), source }),
         };
         let short = request.job_id.to_string().chars().take(8).collect::<String>();
         let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -642,7 +680,7 @@ impl QemuHypervisor {
             access: MachineAccess::Ssh(access),
         };
         let env = egress.is_some().then(|| EnvRegistration::new(&vm, egress_env()));
-        let live = LiveVm { process, qmp: Some(qmp), dir, _port: port, _permit: permit, _keys: (client_key, host_key), _env: env };
+        let live = LiveVm { process, qmp: Some(qmp), dir, _port: port, _permit: permit, _share: share, _keys: (client_key, host_key), _env: env };
         self.inner.live.lock().unwrap_or_else(|p| p.into_inner()).insert(vm, live);
         Ok(machine)
     }
@@ -781,5 +819,21 @@ mod tests {
         let reply = reply.await.expect("the proxy answers");
         assert!(reply.starts_with("HTTP/1.1 403 "), "{reply}");
         assert_eq!(QemuHypervisor::builder().build().egress_config().await.expect("no proxy"), None);
+    }
+
+    #[tokio::test]
+    async fn an_image_larger_than_the_hosts_memory_budget_is_refused_before_anything_starts() {
+        let catalog = ImageCatalog::from_toml(
+            "[images.big]\nprofile = \"tiny\"\nmemory_mib = 4096\nboot = { mode = \"kernel\", kernel = \"/nonexistent/vmlinuz\", initrd = \"/nonexistent/initrd\", append = \"\" }\n",
+        )
+        .expect("catalog");
+        let run_dir = tempfile::tempdir().expect("tempdir");
+        let hypervisor = QemuHypervisor::builder().catalog(catalog).run_dir(run_dir.path()).memory_budget_mib(2048).build();
+        let request = MachineRequest { job_id: solstice_core::JobId::new(), label: "big".into(), debug_ssh: false };
+        let (console, _lines) = LogSink::channel(16);
+        let error = hypervisor.boot(&request, &console, &CancellationToken::new()).await.expect_err("over budget");
+        assert!(matches!(error, VmError::OverBudget { .. }), "{error:?}");
+        assert!(!error.is_transient(), "waiting would never help");
+        assert_eq!(std::fs::read_dir(run_dir.path()).expect("read").count(), 0, "nothing was made");
     }
 }

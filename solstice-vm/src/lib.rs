@@ -76,6 +76,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod accel;
+mod budget;
 mod console;
 mod cpio;
 mod egress;
@@ -93,6 +94,7 @@ mod ssh;
 mod testguest;
 
 pub use accel::{Accel, AccelChoice, AccelProbe, AccelVerdict};
+pub use budget::OverBudget;
 pub use guest::GuestProfile;
 pub use keys::{KeyError, SshKeyPair};
 pub use egress::{Destination, EgressError, EgressProxy, EgressProxyBuilder, ProxyRequest, forbidden_reason, parse_authority, parse_request_line};
@@ -101,7 +103,7 @@ pub use ports::{PortAllocator, PortError, PortLease};
 pub use qemu::{BootSpec, QemuError, QemuProcess, StopOutcome, VmSpec};
 pub use qmp::{QmpClient, QmpDecodeError, QmpError, QmpEvent, QmpMessage};
 pub use seed::{SeedConfig, SeedError};
-pub use setup::{MachineSetup, Machines, SetupError};
+pub use setup::{MachineLimits, MachineSetup, Machines, SetupError};
 pub use console::ConsoleTail;
 pub use hypervisor::{QemuHypervisor, QemuHypervisorBuilder, VmError};
 pub use image::{

@@ -43,6 +43,18 @@ pub struct MachineSetup {
     accel: AccelChoice,
     boot_timeout: Duration,
     egress: bool,
+    limits: MachineLimits,
+}
+
+/// How much of the host the VMs may use at once. `None` is no limit of that kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MachineLimits {
+    /// VMs at once (default 4).
+    pub max_machines: Option<usize>,
+    /// Memory of all VMs together, in MiB.
+    pub memory_mib: Option<u32>,
+    /// vCPUs of all VMs together.
+    pub vcpus: Option<u32>,
 }
 
 /// The hypervisor and executor for an engine, with the labels they serve.
@@ -70,6 +82,7 @@ impl MachineSetup {
             accel: AccelChoice::Auto,
             boot_timeout: Duration::from_secs(300),
             egress: true,
+            limits: MachineLimits::default(),
         }
     }
 
@@ -114,6 +127,14 @@ impl MachineSetup {
     /// How long a VM may take to answer SSH. Default: 300 s (TCG is slow).
     pub fn boot_timeout(mut self, timeout: Duration) -> Self {
         self.boot_timeout = timeout;
+        self
+    }
+
+    /// How many VMs, and how much memory and how many vCPUs for all of them together,
+    /// this host gives; a job waits for its share. Default: 4 VMs, no memory or vCPU
+    /// limit.
+    pub fn limits(mut self, limits: MachineLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -177,6 +198,15 @@ impl MachineSetup {
                 .cache_dir(&self.cache_dir)
                 .run_dir(run_dir)
                 .boot_timeout(self.boot_timeout);
+            if let Some(n) = self.limits.max_machines {
+                builder = builder.max_machines(n);
+            }
+            if let Some(mib) = self.limits.memory_mib {
+                builder = builder.memory_budget_mib(mib);
+            }
+            if let Some(vcpus) = self.limits.vcpus {
+                builder = builder.vcpu_budget(vcpus);
+            }
             if let Some(kernel) = probe_kernel {
                 builder = builder.probe_kernel(kernel);
             }
