@@ -7,6 +7,7 @@
 //! the console feed, the log store and the plan's `JobCompleted` event; broker
 //! (`RunnerJobRequest`) jobs to the results service and `completejob`.
 
+mod annotation;
 mod feed;
 mod results;
 mod timeline;
@@ -58,6 +59,8 @@ pub(crate) struct Record {
     pub fed: usize,
     pub log_uploaded: bool,
     pub log_id: Option<i64>,
+    /// Annotations from `::error`/`::warning`/`::notice` lines.
+    pub annotations: Vec<annotation::Annotation>,
 }
 
 impl Record {
@@ -77,6 +80,7 @@ impl Record {
             fed: 0,
             log_uploaded: false,
             log_id: None,
+            annotations: Vec::new(),
         }
     }
 
@@ -236,6 +240,11 @@ impl JobReport {
         Ok(())
     }
 
+    /// Every annotation of the job, with the 1-based order of its record.
+    pub(crate) fn annotations(&self) -> impl Iterator<Item = (usize, &annotation::Annotation)> {
+        self.records.iter().flat_map(|r| r.annotations.iter().map(move |a| (r.order, a)))
+    }
+
     fn restart_attempt(&mut self) {
         for record in &mut self.records {
             *record = Record::new(record.id.clone(), record.name.clone(), record.ref_name.clone(), record.order, record.kind);
@@ -253,8 +262,22 @@ impl JobReport {
         if record.state == RecordState::Pending && index == self.job_level {
             record.start();
         }
-        record.lines.push(format!("{} {line}", vss_time(OffsetDateTime::now_utc())));
-        record.feed.push(line);
+        // An annotation command shows as `##[error]message` (one line per message line).
+        let shown: Vec<String> = match annotation::parse(&line) {
+            Some(mut a) => {
+                a.log_line = record.lines.len() + 1;
+                let prefix = format!("##[{}]", a.level.issue_type());
+                let lines = a.message.split('\n').enumerate().map(|(i, l)| if i == 0 { format!("{prefix}{l}") } else { l.to_owned() }).collect();
+                record.annotations.push(a);
+                lines
+            }
+            None => vec![line],
+        };
+        let now = vss_time(OffsetDateTime::now_utc());
+        for line in shown {
+            record.lines.push(format!("{now} {line}"));
+            record.feed.push(line);
+        }
         self.feed_since.get_or_insert_with(Instant::now);
     }
 

@@ -151,7 +151,7 @@ impl JobReport {
                     "completed_at": r.finished.map(results_time),
                     "completed_log_url": null,
                     "completed_log_lines": r.lines.len(),
-                    "annotations": [],
+                    "annotations": r.annotations.iter().map(|a| a.run_annotation(r.order)).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -161,7 +161,9 @@ impl JobReport {
             "conclusion": task_result(result),
             "outputs": outputs,
             "stepResults": step_results,
-            "annotations": [],
+            // The job's list too (the official runner collects every step's annotations
+            // for the job).
+            "annotations": self.annotations().map(|(order, a)| a.run_annotation(order)).collect::<Vec<_>>(),
             "telemetry": [],
             "environmentUrl": null,
             "billingOwnerId": self.msg.billing_owner_id,

@@ -117,3 +117,30 @@ async fn broker_lines_reach_the_live_console_before_the_step_ends() {
     assert!(view.feed_max_frame <= 1024 && view.feed_max_frame > 0, "frames of at most 1024 bytes: {}", view.feed_max_frame);
     runner.shutdown().await;
 }
+
+#[tokio::test]
+async fn workflow_commands_become_step_annotations_in_completejob() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let (_dir, runner) = runner(&fake, "broker-6").await;
+    let id = fake.enqueue(job("annotate").run_named("lint", "Lint", crate::classic::ANNOTATING_SCRIPT, None)).await;
+    let view = fake.wait_completed(&id, JOB_LIMIT).await.expect("job");
+    assert_eq!(view.result.as_deref(), Some("succeeded"));
+    let completion = view.completion.clone().expect("completejob");
+    let step = completion["stepResults"].as_array().expect("steps").iter().find(|s| s["name"] == "Lint").cloned().expect("Lint");
+    let annotations = step["annotations"].as_array().expect("annotations");
+    let levels: Vec<&str> = annotations.iter().filter_map(|a| a["level"].as_str()).collect();
+    assert_eq!(levels, ["failure", "warning", "notice"]);
+    let error = &annotations[0];
+    assert_eq!(error["message"], "it broke\nsecond line");
+    assert_eq!(error["title"], "Bad: thing");
+    assert_eq!(error["path"], "src/app.rs");
+    assert_eq!((error["startLine"].as_i64(), error["endLine"].as_i64()), (Some(3), Some(3)));
+    assert_eq!((error["startColumn"].as_i64(), error["endColumn"].as_i64()), (Some(5), Some(5)));
+    assert_eq!(error["stepNumber"], step["number"]);
+    // Without a line, the annotation points at its line in the step's log.
+    assert_eq!(annotations[1]["startLine"].as_i64(), Some(3));
+    assert_eq!(completion["annotations"].as_array().map(Vec::len), Some(3), "the job's list has them too");
+    let log = view.step_log("Lint").expect("log");
+    assert!(log.contains("##[error]it broke"), "{log}");
+    runner.shutdown().await;
+}

@@ -166,3 +166,36 @@ async fn expired_sessions_and_tokens_are_renewed() {
     assert!(requests.iter().filter(|r| r.path.ends_with("/sessions") && r.method == "POST").count() >= 2);
     runner.shutdown().await;
 }
+
+/// The script printing the three annotation commands (shared with the broker test).
+pub const ANNOTATING_SCRIPT: &str = "echo '::error file=src/app.rs,line=3,col=5,title=Bad%3A thing::it broke%0Asecond line'\n\
+     echo '::warning::careful'\n\
+     echo 'plain line'\n\
+     echo '::notice file=README.md::fyi'";
+
+#[tokio::test]
+async fn workflow_commands_become_timeline_issues() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let (_dir, runner) = runner(&fake, "classic-9").await;
+    let id = fake.enqueue(job("annotate").run_named("lint", "Lint", ANNOTATING_SCRIPT, None)).await;
+    let view = fake.wait_completed(&id, JOB_LIMIT).await.expect("job");
+    assert_eq!(view.result.as_deref(), Some("succeeded"), "annotations do not fail a job");
+    let record = view.records.values().find(|r| r["name"] == "Lint").expect("step record");
+    assert_eq!((record["errorCount"].as_i64(), record["warningCount"].as_i64(), record["noticeCount"].as_i64()), (Some(1), Some(1), Some(1)));
+    let issues = record["issues"].as_array().expect("issues");
+    let types: Vec<&str> = issues.iter().filter_map(|i| i["type"].as_str()).collect();
+    assert_eq!(types, ["error", "warning", "notice"]);
+    let error = &issues[0];
+    assert_eq!(error["message"], "it broke\nsecond line");
+    assert_eq!(error["data"]["file"], "src/app.rs");
+    assert_eq!(error["data"]["line"], "3");
+    assert_eq!(error["data"]["col"], "5");
+    assert_eq!(error["data"]["title"], "Bad: thing");
+    assert_eq!(error["data"]["logFileLineNumber"], "1");
+    assert_eq!(issues[2]["data"]["file"], "README.md");
+    let log = view.step_log("Lint").expect("log");
+    let lines: Vec<&str> = log.lines().map(|l| &l[29..]).collect();
+    assert_eq!(lines[..5], ["##[error]it broke", "second line", "##[warning]careful", "plain line", "##[notice]fyi"]);
+    assert_eq!(issues[1]["data"]["logFileLineNumber"], "3");
+    runner.shutdown().await;
+}
