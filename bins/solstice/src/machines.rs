@@ -7,7 +7,7 @@ use anyhow::Context;
 use solstice_vm::{ImageCatalog, MachineSetup, Machines, TINY_LINUX};
 
 /// Where `solstice` caches images, the test guest and the accelerator verdict.
-fn cache_dir() -> PathBuf {
+pub fn cache_dir() -> PathBuf {
     std::env::var_os("SOLSTICE_CACHE_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/solstice")))

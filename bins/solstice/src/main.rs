@@ -1,11 +1,15 @@
-//! `solstice`: run a workflow locally, translate and evaluate workflows.
+//! `solstice`: run a workflow locally, translate and evaluate workflows, check
+//! configuration files, serve runners and an orchestrator in one process.
 //!
-//! Exit codes: 0 success, 1 a job failed or was cancelled, 2 the workflow is invalid,
-//! 3 bad usage or configuration.
+//! Exit codes: 0 success, 1 a job failed or was cancelled, or the service failed,
+//! 2 the workflow is invalid, 3 bad usage or configuration.
 
+mod config;
+mod http;
 mod machines;
 mod printer;
 mod run;
+mod serve;
 mod workflow;
 
 use std::path::PathBuf;
@@ -24,7 +28,8 @@ struct Cli {
     log: String,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 success, 1 a job failed or was cancelled, 2 invalid workflow, 3 usage or configuration error.";
+const EXIT_CODES: &str =
+    "Exit codes: 0 success, 1 a job failed or was cancelled, or the service failed, 2 invalid workflow, 3 usage or configuration error.";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -33,6 +38,12 @@ enum Command {
     /// Translate or evaluate workflows without running anything.
     #[command(subcommand)]
     Workflow(workflow::WorkflowCommand),
+    /// Check configuration files.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Run the configured runner services and an orchestrator in this process
+    /// (all-in-one mode) until SIGTERM or SIGINT.
+    Serve(serve::ServeArgs),
 }
 
 /// Errors that map to an exit code of their own.
@@ -44,6 +55,12 @@ pub enum CliError {
     /// Some job did not succeed.
     #[error("{0}")]
     JobsFailed(String),
+    /// The configuration is bad or incomplete.
+    #[error("{0:#}")]
+    Config(anyhow::Error),
+    /// A service stopped with an error.
+    #[error("{0:#}")]
+    Service(anyhow::Error),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +68,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -63,6 +81,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run::run(args).await,
             Command::Workflow(cmd) => workflow::run(cmd),
+            Command::Config(cmd) => config::run(cmd),
+            Command::Serve(args) => serve::run(args).await,
         }
     });
     match result {
@@ -73,7 +93,11 @@ fn main() -> ExitCode {
                 eprintln!("{summary}");
                 ExitCode::from(1)
             }
-            None => {
+            Some(CliError::Service(e)) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+            Some(CliError::Config(_)) | None => {
                 eprintln!("error: {e:#}");
                 ExitCode::from(3)
             }

@@ -122,3 +122,47 @@ fn the_sample_workflow_runs_in_a_fresh_vm() {
     }
     assert!(!text.contains("│ Hello from Linux on vm\n"), "ran on the host, not in a VM:\n{text}");
 }
+
+#[test]
+fn config_check_accepts_the_examples_and_names_the_kind() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    for (file, kind) in [
+        ("docs/deploy/solstice.toml", "`solstice serve` configuration"),
+        ("bins/solstice-orchestrator/orchestrator.example.toml", "`solstice-orchestrator` configuration"),
+        ("docs/deploy/forgejo-runner.toml", "`solstice-forgejo-runner` configuration"),
+    ] {
+        let path = format!("{root}/{file}");
+        let out = solstice(&["config", "check", &path]);
+        assert_eq!(out.status.code(), Some(0), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout(&out).contains(kind), "{file}: {}", stdout(&out));
+    }
+}
+
+#[test]
+fn config_check_says_what_is_wrong_and_where_and_exits_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        ("typo.toml", "capacity = 2\n\n[forgejo]\ncapacty = 3\n", "typo.toml:4:1: unknown field `capacty`"),
+        ("type.toml", "capacity = \"two\"\n[forgejo]\n", "type.toml:1:12: invalid type: string \"two\""),
+        ("syntax.toml", "[forgejo\nfile = \"x\"\n", "syntax.toml:1:9: "),
+        ("label.toml", "[forgejo]\nlabels = [\"omnios:vmm\"]\n", "label.toml:2:10: forgejo.labels: label `omnios:vmm` has unknown scheme"),
+        ("listen.toml", "[forgejo]\n[metrics]\nlisten = \"anywhere\"\n", "listen.toml:3:10: metrics.listen: `anywhere` is not an address"),
+        ("nothing.toml", "capacity = 2\n", "serve needs a [forgejo] or a [github] section"),
+        ("orch.toml", "capacity = 0\n[queue]\nurl = \"memory\"\n", "orch.toml:1:12: capacity: must be at least 1"),
+    ];
+    for (name, text, expected) in cases {
+        let path = write(&dir, name, text);
+        let out = solstice(&["config", "check", &path]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{name}: {err}");
+        assert!(err.contains(expected), "{name}: expected `{expected}` in: {err}");
+    }
+    let missing = solstice(&["config", "check", &dir.path().join("absent.toml").to_string_lossy()]);
+    assert_eq!(missing.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("could not read"));
+    // --kind overrides the guess: an orchestrator file is not a serve file.
+    let orchestrator = concat!(env!("CARGO_MANIFEST_DIR"), "/../solstice-orchestrator/orchestrator.example.toml");
+    let out = solstice(&["config", "check", "--kind", "serve", orchestrator]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `queue`"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,0 +1,296 @@
+//! `solstice.toml`, the configuration of `solstice serve`, and `solstice config check`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::{Subcommand, ValueEnum};
+use serde::Deserialize;
+use solstice_config::{
+    BadValue, EnvOverride, MetricsConfig, OrchestratorConfig, QueueConfig, StoreConfig, load, parse,
+};
+use solstice_forgejo::{LabelSpec, RunnerConfig, RunnerSection};
+
+/// `solstice.toml`: an orchestrator (the keys of `solstice-orchestrator`'s file, except
+/// `[queue]`: the queue is in-process) plus the runner services to run with it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// The name recorded as the owner of the jobs. Default: the host name.
+    pub name: String,
+    /// Jobs run at once, whichever forge they come from. Default: 1.
+    pub capacity: usize,
+    /// Labels whose jobs run on this host, without a VM. Default: none.
+    pub host_labels: Vec<String>,
+    /// Labels whose jobs run in fresh QEMU VMs, each mapped to an image. Default: none.
+    pub vm_images: BTreeMap<String, String>,
+    /// The image catalog (TOML, see docs/images.md). Default: none.
+    pub image_catalog: Option<PathBuf>,
+    /// Where images, the test guest and the KVM verdict are cached. Default:
+    /// `~/.cache/solstice`.
+    pub cache_dir: Option<PathBuf>,
+    /// Seconds running jobs get to finish after SIGTERM before they are cancelled.
+    /// Default: 600.
+    pub shutdown_grace_seconds: u64,
+    /// The job state store.
+    pub store: StoreConfig,
+    /// The `/metrics` and `/healthz` endpoint.
+    pub metrics: MetricsConfig,
+    /// `[forgejo]`: a Forgejo runner in this process. Default: none.
+    pub forgejo: Option<RunnerSection>,
+    /// `[github]`: a GitHub runner in this process. Default: none.
+    pub github: Option<GithubSection>,
+}
+
+/// `[github]` of `solstice.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GithubSection {
+    /// The directory of the credential files written by
+    /// `solstice-github-runner register`. Default: the current directory.
+    pub dir: PathBuf,
+    /// The queue routes of GitHub jobs this process runs (a job's route is its first
+    /// `runs-on` label that is not `self-hosted` or an OS/architecture). Labels in
+    /// `vm_images` run in VMs, the others on this host. Default: `["host"]`.
+    pub labels: Vec<String>,
+}
+
+impl Default for GithubSection {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("."), labels: vec!["host".to_owned()] }
+    }
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        let orchestrator = OrchestratorConfig::default();
+        Self {
+            name: orchestrator.name,
+            capacity: orchestrator.capacity,
+            host_labels: orchestrator.host_labels,
+            vm_images: orchestrator.vm_images,
+            image_catalog: orchestrator.image_catalog,
+            cache_dir: orchestrator.cache_dir,
+            shutdown_grace_seconds: orchestrator.shutdown_grace_seconds,
+            store: orchestrator.store,
+            metrics: orchestrator.metrics,
+            forgejo: None,
+            github: None,
+        }
+    }
+}
+
+/// The environment variables that override `solstice.toml`.
+pub const SERVE_ENV: &[EnvOverride] = &[
+    EnvOverride::text("SOLSTICE_NAME", "name"),
+    EnvOverride::toml("SOLSTICE_CAPACITY", "capacity"),
+    EnvOverride::list("SOLSTICE_HOST_LABELS", "host_labels"),
+    EnvOverride::text("SOLSTICE_STORE_URL", "store.url"),
+    EnvOverride::text("SOLSTICE_METRICS_LISTEN", "metrics.listen"),
+    EnvOverride::toml("SOLSTICE_SHUTDOWN_GRACE_SECONDS", "shutdown_grace_seconds"),
+    EnvOverride::text("SOLSTICE_FORGEJO_RUNNER_FILE", "forgejo.file"),
+    EnvOverride::text("SOLSTICE_GITHUB_DIR", "github.dir"),
+];
+
+impl ServeConfig {
+    /// The orchestrator part, on the in-process queue.
+    pub fn orchestrator(&self) -> OrchestratorConfig {
+        OrchestratorConfig {
+            name: self.name.clone(),
+            capacity: self.capacity,
+            host_labels: self.host_labels.clone(),
+            vm_images: self.vm_images.clone(),
+            image_catalog: self.image_catalog.clone(),
+            cache_dir: self.cache_dir.clone(),
+            queue: QueueConfig::default(),
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            shutdown_grace_seconds: self.shutdown_grace_seconds,
+        }
+    }
+
+    /// Checks what the schema cannot; keys shared with the orchestrator are checked the
+    /// same way.
+    pub fn check(&self) -> Result<(), BadValue> {
+        self.orchestrator().check()?;
+        if self.forgejo.is_none() && self.github.is_none() {
+            return Err(BadValue::new("forgejo", "serve needs a [forgejo] or a [github] section: no job would ever arrive"));
+        }
+        if let Some(forgejo) = &self.forgejo {
+            if forgejo.capacity == 0 {
+                return Err(BadValue::new("forgejo.capacity", "must be at least 1"));
+            }
+            for spec in &forgejo.labels {
+                LabelSpec::parse(spec).map_err(|e| BadValue::new("forgejo.labels", e.to_string()))?;
+            }
+        }
+        if let Some(github) = &self.github
+            && github.labels.is_empty()
+        {
+            return Err(BadValue::new("github.labels", "is empty: GitHub jobs would have nowhere to run"));
+        }
+        Ok(())
+    }
+}
+
+/// Loads `solstice.toml` (if any) with the [`SERVE_ENV`] overrides and checks it.
+pub fn load_serve(path: Option<&Path>) -> Result<ServeConfig, solstice_config::ConfigError> {
+    let mut config = load::<ServeConfig>(path, SERVE_ENV, |name| std::env::var(name).ok())?.check(ServeConfig::check)?.into_value();
+    if config.name.is_empty() {
+        config.name = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "solstice".into());
+    }
+    Ok(config)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration file and say what is wrong and where (file:line:column).
+    /// Environment overrides are not applied: this checks the file alone.
+    Check {
+        /// The file: `solstice.toml`, an orchestrator or a Forgejo runner configuration.
+        file: PathBuf,
+        /// What the file configures. Default: guessed from its tables (`[queue]`: the
+        /// orchestrator, `[runner]`: the Forgejo runner, else `solstice serve`).
+        #[arg(long, value_enum)]
+        kind: Option<Kind>,
+    },
+}
+
+/// The configuration files `config check` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// `solstice.toml`, for `solstice serve`.
+    Serve,
+    /// `solstice-orchestrator`'s file.
+    Orchestrator,
+    /// `solstice-forgejo-runner`'s file.
+    ForgejoRunner,
+}
+
+impl Kind {
+    fn describe(self) -> &'static str {
+        match self {
+            Kind::Serve => "`solstice serve` configuration",
+            Kind::Orchestrator => "`solstice-orchestrator` configuration",
+            Kind::ForgejoRunner => "`solstice-forgejo-runner` configuration",
+        }
+    }
+
+    /// Guesses from the top-level tables; a file that is not TOML is checked as
+    /// `solstice.toml`, which reports where the syntax breaks.
+    fn guess(text: &str) -> Self {
+        let table: toml::Table = toml::from_str(text).unwrap_or_default();
+        if table.contains_key("runner") {
+            Kind::ForgejoRunner
+        } else if table.contains_key("queue") {
+            Kind::Orchestrator
+        } else {
+            Kind::Serve
+        }
+    }
+}
+
+pub fn run(command: ConfigCommand) -> anyhow::Result<()> {
+    let ConfigCommand::Check { file, kind } = command;
+    let name = file.display().to_string();
+    let text = std::fs::read_to_string(&file).map_err(|source| solstice_config::ConfigError::Read { path: name.clone(), source })?;
+    let kind = kind.unwrap_or_else(|| Kind::guess(&text));
+    match kind {
+        Kind::Serve => check::<ServeConfig>(&text, &name, ServeConfig::check)?,
+        Kind::Orchestrator => check::<OrchestratorConfig>(&text, &name, OrchestratorConfig::check)?,
+        Kind::ForgejoRunner => check::<RunnerConfig>(&text, &name, check_forgejo_runner)?,
+    }
+    println!("{name}: a valid {}", kind.describe());
+    Ok(())
+}
+
+fn check<T: serde::de::DeserializeOwned>(
+    text: &str,
+    name: &str,
+    check: impl FnOnce(&T) -> Result<(), BadValue>,
+) -> Result<(), solstice_config::ConfigError> {
+    parse::<T>(text, name)?.check(check).map(drop)
+}
+
+fn check_forgejo_runner(config: &RunnerConfig) -> Result<(), BadValue> {
+    if config.runner.capacity == 0 {
+        return Err(BadValue::new("runner.capacity", "must be at least 1"));
+    }
+    for spec in &config.runner.labels {
+        LabelSpec::parse(spec).map_err(|e| BadValue::new("runner.labels", e.to_string()))?;
+    }
+    if let Some(url) = &config.queue.url
+        && !url.starts_with("amqp://")
+        && !url.starts_with("amqps://")
+    {
+        return Err(BadValue::new("queue.url", format!("`{url}` is not an amqp:// URL")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deployment_example_parses_into_the_real_type_and_passes_the_checks() {
+        let text = include_str!("../../../docs/deploy/solstice.toml");
+        let config = parse::<ServeConfig>(text, "docs/deploy/solstice.toml")
+            .and_then(|c| c.check(ServeConfig::check))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_value();
+        let forgejo = config.forgejo.expect("the example configures Forgejo");
+        assert_eq!(forgejo.file, PathBuf::from("/var/lib/solstice/forgejo/.runner"));
+        assert_eq!(config.github.expect("and GitHub").dir, PathBuf::from("/var/lib/solstice/github"));
+        assert_eq!(config.store.url, "sqlite:///var/lib/solstice/state.db");
+        assert_eq!(config.vm_images.get("omnios").map(String::as_str), Some("omnios-r151054"));
+    }
+
+    /// The `toml` blocks of the pages that show `solstice.toml` are valid `solstice.toml`s.
+    #[test]
+    fn the_toml_snippets_of_the_getting_started_and_operator_pages_are_serve_configurations() {
+        let pages = [
+            ("docs/getting-started.md", include_str!("../../../docs/getting-started.md")),
+            ("docs/operator-guide.md", include_str!("../../../docs/operator-guide.md")),
+        ];
+        let mut checked = 0;
+        for (page, text) in pages {
+            let mut block: Option<(usize, String)> = None;
+            for (n, line) in text.lines().enumerate() {
+                match &mut block {
+                    None if line.trim_start().starts_with("```toml") => block = Some((n + 1, String::new())),
+                    None => {}
+                    Some((start, body)) if line.trim_start().starts_with("```") => {
+                        let name = format!("{page} (block at line {start})");
+                        parse::<ServeConfig>(body, &name)
+                            .and_then(|c| c.check(ServeConfig::check))
+                            .unwrap_or_else(|e| panic!("{e}"));
+                        checked += 1;
+                        block = None;
+                    }
+                    Some((_, body)) => {
+                        body.push_str(line);
+                        body.push('\n');
+                    }
+                }
+            }
+        }
+        assert!(checked >= 1, "no toml block found: did the pages change?");
+    }
+
+    #[test]
+    fn a_runner_section_alone_is_enough() {
+        let config = parse::<ServeConfig>("[forgejo]\n", "s.toml").expect("parses").check(ServeConfig::check).expect("valid");
+        assert_eq!(config.value().forgejo.as_ref().map(|f| f.capacity), Some(1));
+        assert_eq!(config.value().store.url, "sqlite://solstice-state.db");
+        let err = parse::<ServeConfig>("capacity = 2\n", "s.toml").expect("parses").check(ServeConfig::check).expect_err("no source");
+        assert!(err.to_string().contains("[forgejo] or a [github] section"), "{err}");
+    }
+
+    #[test]
+    fn kinds_are_guessed_from_the_tables() {
+        assert_eq!(Kind::guess("[runner]\ncapacity = 1\n"), Kind::ForgejoRunner);
+        assert_eq!(Kind::guess("[queue]\nurl = \"memory\"\n"), Kind::Orchestrator);
+        assert_eq!(Kind::guess("[forgejo]\n"), Kind::Serve);
+        assert_eq!(Kind::guess("not toml ["), Kind::Serve);
+    }
+}

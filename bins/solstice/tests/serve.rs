@@ -1,0 +1,175 @@
+//! `solstice serve` end to end: the real binary against the fake Forgejo, with host
+//! labels, the in-process queue and a SQLite store.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use solstice_core::Secret;
+use solstice_forgejo::{ForgejoClient, LabelSpec, Registration, seconds};
+use solstice_forgejo_fake::{FakeForgejo, JobSpec, Scope, Status};
+use tokio_util::sync::CancellationToken;
+
+const BIN: &str = env!("CARGO_BIN_EXE_solstice");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap()
+}
+
+fn get(port: u16, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"), "{response}");
+    response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+}
+
+/// Registers a runner with `labels` at the fake (as `solstice-forgejo-runner register`
+/// does) and writes `solstice.toml` for it in `dir`, with `extra` top-level keys.
+async fn setup(fake: &FakeForgejo, dir: &Path, labels: &str, port: u16, extra: &str) -> PathBuf {
+    let client = ForgejoClient::builder(fake.url()).build().unwrap();
+    let registration = Registration {
+        name: "serve-runner".into(),
+        token: Secret::new(fake.registration_token(Scope::Instance)),
+        labels: labels.split(',').map(|l| LabelSpec::parse(l).unwrap()).collect(),
+        ephemeral: false,
+    };
+    let file = solstice_forgejo::register(&client, &registration, seconds(30.0), &CancellationToken::new()).await.unwrap();
+    let runner_file = dir.join(".runner");
+    file.save(&runner_file).unwrap();
+    let config = dir.join("solstice.toml");
+    let state = dir.join("state.db");
+    std::fs::write(
+        &config,
+        format!(
+            "{extra}\n[store]\nurl = \"sqlite://{}\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[forgejo]\nfile = {runner_file:?}\nfetch_interval = 0.1\nreport_interval = 0.1\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+struct Serve(Option<Child>);
+
+impl Serve {
+    fn start(config: &Path) -> Self {
+        let child = Command::new(BIN)
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env("SOLSTICE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Self(Some(child))
+    }
+
+    fn term(&self) {
+        let pid = self.0.as_ref().unwrap().id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    }
+
+    async fn wait(mut self) -> std::process::Output {
+        let child = self.0.take().unwrap();
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn wait_for_metrics(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the metrics endpoint never came up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_runs_forgejo_jobs_on_host_labels_and_sigterm_lets_the_running_job_finish() {
+    let fake = FakeForgejo::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = setup(&fake, dir.path(), "host:host", port, "capacity = 2").await;
+    let serve = Serve::start(&config);
+    wait_for_metrics(port).await;
+    assert_eq!(get(port, "/healthz"), "ok\n");
+
+    let job = fake.enqueue(JobSpec::new("build", "on: push\njobs:\n  build:\n    runs-on: host\n    steps:\n      - run: echo from serve\n      - run: exit 3\n"));
+    let task = fake.wait_job_done(job, Duration::from_secs(60)).await.expect("the first job ran");
+    assert_eq!(task.status, Status::Failure);
+    let log = fake.log(task.id);
+    assert!(log.iter().any(|l| l == "from serve"), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("exit code 3")), "{log:#?}");
+    let metrics = get(port, "/metrics");
+    assert!(metrics.contains("solstice_jobs_finished_total{result=\"failure\"} 1"), "{metrics}");
+
+    // A job running when SIGTERM arrives finishes within the grace period.
+    let job = fake.enqueue(JobSpec::new(
+        "slow",
+        "on: push\njobs:\n  slow:\n    runs-on: host\n    steps:\n      - run: echo started; sleep 3; echo finished after sigterm\n",
+    ));
+    assert!(
+        fake.wait_until(Duration::from_secs(30), |f| f.job_task(job).is_some_and(|t| f.log(t).iter().any(|l| l == "started"))).await,
+        "the slow job never started"
+    );
+    serve.term();
+    let task = fake.wait_job_done(job, Duration::from_secs(30)).await;
+    let exit = serve.wait().await;
+    let stderr = String::from_utf8_lossy(&exit.stderr);
+    let task = task.unwrap_or_else(|| panic!("the slow job was not reported:\n{stderr}"));
+    assert_eq!(task.status, Status::Success, "{stderr}");
+    assert!(fake.log(task.id).iter().any(|l| l == "finished after sigterm"));
+    assert_eq!(exit.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("shutting down"), "{stderr}");
+    assert!(dir.path().join("state.db").exists(), "no SQLite store was made");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_grace_period_running_jobs_are_cancelled_and_reported() {
+    let fake = FakeForgejo::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = setup(&fake, dir.path(), "local:host", port, "shutdown_grace_seconds = 1").await;
+    let serve = Serve::start(&config);
+    let job = fake.enqueue(JobSpec::new(
+        "stuck",
+        "on: push\njobs:\n  stuck:\n    runs-on: local\n    steps:\n      - run: echo waiting; sleep 600\n",
+    ).runs_on(["local"]));
+    assert!(
+        fake.wait_until(Duration::from_secs(60), |f| f.job_task(job).is_some_and(|t| f.log(t).iter().any(|l| l == "waiting"))).await,
+        "the job never started"
+    );
+    let started = Instant::now();
+    serve.term();
+    let exit = serve.wait().await;
+    let stderr = String::from_utf8_lossy(&exit.stderr);
+    assert!(started.elapsed() < Duration::from_secs(30), "shutdown took {:?}:\n{stderr}", started.elapsed());
+    assert_eq!(exit.status.code(), Some(0), "{stderr}");
+    let task = fake.task(fake.job_task(job).unwrap()).unwrap();
+    assert_eq!(task.status, Status::Cancelled, "{stderr}");
+    assert!(stderr.contains("grace period over"), "{stderr}");
+    assert!(stderr.contains("cancelled=1"), "{stderr}");
+}
+
+#[test]
+fn serve_without_a_registered_runner_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("solstice.toml");
+    std::fs::write(&config, format!("[forgejo]\nfile = {:?}\n", dir.path().join("missing.runner"))).unwrap();
+    let out = Command::new(BIN).args(["serve", "--config", config.to_str().unwrap()]).current_dir(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("register the runner first"), "{stderr}");
+    assert!(!dir.path().join("solstice-state.db").exists(), "a store was created for nothing");
+}
