@@ -144,3 +144,22 @@ async fn workflow_commands_become_step_annotations_in_completejob() {
     assert!(log.contains("##[error]it broke"), "{log}");
     runner.shutdown().await;
 }
+
+/// Without a live console (the websocket refuses), the runner tries three times, then
+/// rests; the job and its step logs do not suffer.
+#[tokio::test]
+async fn a_refused_live_console_costs_nothing_but_the_live_lines() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    fake.refuse_feed(100).await;
+    let (_dir, runner) = runner(&fake, "broker-7").await;
+    let id = fake.enqueue(job("no-live").run("echo one\nsleep 1\necho two").run("echo three\nsleep 1\necho four")).await;
+    let view = fake.wait_completed(&id, JOB_LIMIT).await.expect("job");
+    assert_eq!(view.result.as_deref(), Some("succeeded"));
+    assert!(view.feed.is_empty());
+    assert_eq!(fake.feed_handshakes().await, 3, "three attempts, then a rest");
+    let logs = view.all_logs();
+    for line in ["one", "two", "three", "four"] {
+        assert!(logs.contains(&format!(" {line}\n")), "{logs}");
+    }
+    runner.shutdown().await;
+}

@@ -102,6 +102,16 @@ async fn connection(mut stream: TcpStream, s: Shared) -> std::io::Result<()> {
     let Some(job) = job else {
         return refuse(&mut stream, "401 Unauthorized", "WWW-Authenticate: Bearer\r\n").await;
     };
+    let refused = {
+        let mut data = s.data.lock().await;
+        data.faults.feed_handshakes += 1;
+        let refuse = data.faults.refuse_feed > 0;
+        data.faults.refuse_feed = data.faults.refuse_feed.saturating_sub(1);
+        refuse
+    };
+    if refused {
+        return refuse(&mut stream, "503 Service Unavailable", "").await;
+    }
     let mut hash = sha1::Sha1::new();
     hash.update(key.as_bytes());
     hash.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");

@@ -547,6 +547,16 @@ impl FakeGithub {
         self.state.data.lock().await.faults.fail_polls = n;
     }
 
+    /// Makes the next `n` live console websocket handshakes answer 503.
+    pub async fn refuse_feed(&self, n: u32) {
+        self.state.data.lock().await.faults.refuse_feed = n;
+    }
+
+    /// How many live console websocket handshakes (with a valid job token) arrived.
+    pub async fn feed_handshakes(&self) -> u32 {
+        self.state.data.lock().await.faults.feed_handshakes
+    }
+
     /// Makes the next `n` session creations answer 409.
     pub async fn session_conflicts(&self, n: u32) {
         self.state.data.lock().await.faults.session_conflicts = n;

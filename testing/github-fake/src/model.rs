@@ -100,6 +100,10 @@ pub struct RequestRecord {
 pub(crate) struct Faults {
     pub fail_polls: u32,
     pub session_conflicts: u32,
+    /// Live console handshakes still to refuse with 503.
+    pub refuse_feed: u32,
+    /// Live console handshakes seen (refused or not).
+    pub feed_handshakes: u32,
 }
 
 #[derive(Debug, Default)]
