@@ -50,7 +50,9 @@ mod store;
 pub mod testing;
 
 pub use dispatch::{Backoff, serve_source};
-pub use engine::{Engine, EngineBuilder, EngineError};
+pub use engine::{
+    DEFAULT_DEBUG_PORTS, DEFAULT_DEBUG_TTL, DebugKeeper, DebugKeeperBuilder, DebugSshError, Engine, EngineBuilder, EngineError,
+};
 #[cfg(feature = "_store")]
 pub use engine::ReapedMachine;
 pub use error_chain::error_chain;

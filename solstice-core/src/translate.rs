@@ -78,6 +78,9 @@ pub fn job_request_from_plan(plan: &JobPlan, origin: JobOrigin) -> JobRequest {
     job.env = env_map(&plan.env);
     job.timeout = Duration::from_secs(plan.timeout_minutes.saturating_mul(60));
     job.contexts = plan.contexts.clone();
+    // The opt-in only: the keys that make it usable come from the forge (the source's
+    // job), because only the source knows who started the run.
+    job.debug_ssh = plan.debug_ssh;
     job
 }
 
@@ -103,5 +106,15 @@ mod tests {
         assert_eq!(test.condition.as_deref(), Some("always()"));
         assert_eq!(test.timeout, Some(Duration::from_secs(300)));
         assert_eq!(test.env.get("LOCAL").map(String::as_str), Some("yes"));
+        assert!(!job.debug_ssh, "debug SSH is never on by default");
+    }
+
+    #[test]
+    fn the_debug_ssh_opt_in_reaches_the_job_request() {
+        let yaml = "on: push\njobs:\n  build:\n    runs-on: tiny-linux\n    env:\n      SOLSTICE_DEBUG_SSH: true\n    steps:\n      - run: make\n";
+        let plan = plan_workflow(yaml, "ci.yml", &PlanOptions::new()).expect("plan");
+        let job = job_request_from_plan(&plan.jobs[0], JobOrigin::default());
+        assert!(job.debug_ssh);
+        assert!(job.debug_keys.is_empty(), "keys come from the forge, not the workflow");
     }
 }

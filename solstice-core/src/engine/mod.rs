@@ -2,7 +2,9 @@
 //! through an executor, events back.
 
 mod condition;
+mod debug;
 mod emit;
+mod forward;
 #[cfg(feature = "_store")]
 mod orphans;
 mod run;
@@ -15,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Hypervisor, JobEvent, JobRequest, JobResult, Masker, StepExecutor};
 use emit::Emitter;
+pub use debug::{DEFAULT_DEBUG_PORTS, DEFAULT_DEBUG_TTL, DebugKeeper, DebugKeeperBuilder, DebugSshError};
 #[cfg(feature = "_store")]
 pub use orphans::ReapedMachine;
 
@@ -42,6 +45,8 @@ pub(crate) struct EngineInner {
     pub(crate) metrics: crate::EngineMetrics,
     #[cfg(feature = "_store")]
     pub(crate) store: Option<crate::Store>,
+    /// Keeps failed, opted-in jobs' machines for debug SSH; none: destroyed at once.
+    pub(crate) debug: Option<DebugKeeper>,
 }
 
 impl std::fmt::Debug for EngineInner {
@@ -138,6 +143,7 @@ pub struct EngineBuilder {
     name: Option<String>,
     #[cfg(feature = "_store")]
     store: Option<crate::Store>,
+    debug: Option<DebugKeeper>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -192,6 +198,15 @@ impl EngineBuilder {
         self
     }
 
+    /// Keeps the machine of a failed job that opted in to debug SSH (and whose source
+    /// found the triggering user's public keys) with `keeper`, instead of destroying it
+    /// at once; see `docs/debug-ssh.md`. Call [`DebugKeeper::shutdown`] when the engine
+    /// stops. Default: none, every machine is destroyed when its job ends.
+    pub fn debug_keeper(mut self, keeper: DebugKeeper) -> Self {
+        self.debug = Some(keeper);
+        self
+    }
+
     /// Builds the engine.
     ///
     /// # Errors
@@ -205,6 +220,7 @@ impl EngineBuilder {
             metrics: crate::EngineMetrics::new(),
             #[cfg(feature = "_store")]
             store: self.store,
+            debug: self.debug,
         };
         Ok(Engine { inner: Arc::new(inner) })
     }

@@ -37,6 +37,19 @@ impl<'a> StoreJournal<'a> {
             tracing::warn!(machine = %machine_id, error = %error_chain(&e), "could not forget a destroyed machine");
         }
     }
+
+    /// [`forget`](Self::forget) for later, by whoever destroys the machine then (the
+    /// debug keeper): the record must outlive this journal, which borrows the engine,
+    /// so that a crash while the machine is kept still leaves it to be reaped.
+    pub(crate) fn forget_later(&self) -> Option<super::debug::OnDestroyed> {
+        let machine_id = self.recorded.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        let store = self.store.clone();
+        Some(Box::pin(async move {
+            if let Err(e) = store.remove_vm(&machine_id).await {
+                tracing::warn!(machine = %machine_id, error = %error_chain(&e), "could not forget a destroyed machine");
+            }
+        }))
+    }
 }
 
 #[async_trait]

@@ -10,10 +10,11 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::condition::{JobStatus, evaluate_condition, interpolate};
+use super::debug::{Declined, OnDestroyed, authorized_keys, install_script};
 use super::emit::Emitter;
 use super::EngineInner;
 use crate::{
-    error_chain, JobEventKind, JobRequest, JobResult, LogSink, LogStream, Machine, MachineRequest, ScriptRun,
+    error_chain, JobEventKind, JobRequest, JobResult, LogSink, LogStream, Machine, MachineAccess, MachineRequest, ScriptRun,
     StepAction, StepCommand, StepExit,
 };
 
@@ -169,8 +170,28 @@ async fn provision_and_run(
         }
     };
 
+    // A failed job that opted in may keep its machine for debug SSH; then the keeper
+    // destroys it later, and the store's record of it goes with it.
+    let forget_later = || -> Option<OnDestroyed> {
+        #[cfg(feature = "_store")]
+        {
+            store_journal.as_ref().and_then(|journal| journal.forget_later())
+        }
+        #[cfg(not(feature = "_store"))]
+        {
+            None
+        }
+    };
+    let (machine, forget_after_destroy) = match keep_for_debug(engine, job, machine, result, emitter, forget_later).await {
+        Debug::Kept => return result,
+        Debug::Destroy(machine, forget) => (machine, forget),
+    };
+
     match engine.hypervisor.destroy(&machine).await {
         Ok(()) => {
+            if let Some(forget) = forget_after_destroy {
+                forget.await;
+            }
             #[cfg(feature = "_store")]
             if let Some(journal) = &store_journal {
                 journal.forget().await;
@@ -185,6 +206,141 @@ async fn provision_and_run(
         }
     }
     result
+}
+
+/// What happens to a finished job's machine.
+enum Debug {
+    /// The debug keeper holds it now.
+    Kept,
+    /// Destroy it now; then run the future, if any (the store record to forget).
+    Destroy(Machine, Option<OnDestroyed>),
+}
+
+/// How long installing the user's keys may take before debug SSH is given up.
+const KEY_INSTALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// Hands a failed, opted-in job's machine to the debug keeper, after making the
+/// triggering user's public keys the only ones the machine accepts and opening the
+/// forward; the job log then ends with the connection command. Every other job's
+/// machine (and one the keeper declines) comes back to be destroyed at once, with a
+/// log line saying why debug SSH was not given when the job asked for it.
+async fn keep_for_debug(
+    engine: &EngineInner,
+    job: &JobRequest,
+    machine: Machine,
+    result: JobResult,
+    emitter: &mut Emitter,
+    forget_later: impl FnOnce() -> Option<OnDestroyed>,
+) -> Debug {
+    if !job.debug_ssh || result != JobResult::Failure {
+        return Debug::Destroy(machine, None);
+    }
+    let mut say = async |line: String| emitter.log(None, LogStream::System, &line).await;
+    let Some(keeper) = &engine.debug else {
+        say("##[warning]Debug SSH: this job asked for it, but this orchestrator does not offer debug SSH. The machine is removed now.".to_owned()).await;
+        return Debug::Destroy(machine, None);
+    };
+    let MachineAccess::Ssh(access) = &machine.access else {
+        say("##[warning]Debug SSH: this job ran directly on the host, not in a virtual machine, so there is nothing to log in to.".to_owned()).await;
+        return Debug::Destroy(machine, None);
+    };
+    let keys = authorized_keys(&job.debug_keys);
+    if keys.is_empty() {
+        say("##[warning]Debug SSH: the forge publishes no public SSH key of the user who started this run (or it could not be fetched), so nobody could log in. Add a key to your forge account and run the job again. The machine is removed now.".to_owned()).await;
+        return Debug::Destroy(machine, None);
+    }
+    // Without a known repository, the job's source stands in for it: still one
+    // machine at a time for whatever the jobs have in common.
+    let repository = job.origin.repository.clone().unwrap_or_else(|| job.origin.source.clone());
+    let mut reservation = match keeper.reserve(&repository, job.id) {
+        Ok(reservation) => reservation,
+        Err(Declined::Busy(holder)) => {
+            say(format!("##[warning]Debug SSH declined: the repository {repository} already has a machine kept for debugging (job {holder}); only one at a time. This machine is removed now.")).await;
+            return Debug::Destroy(machine, None);
+        }
+        Err(Declined::ShuttingDown) => {
+            say("##[warning]Debug SSH declined: the orchestrator is shutting down. The machine is removed now.".to_owned()).await;
+            return Debug::Destroy(machine, None);
+        }
+    };
+    let port = match reservation.bind().await {
+        Ok(port) => port,
+        Err(e) => {
+            tracing::error!(job_id = %job.id, error = %error_chain(&e), "no debug SSH port");
+            say("##[warning]Debug SSH is unavailable right now (no free port on the orchestrator). The machine is removed now.".to_owned()).await;
+            return Debug::Destroy(machine, None);
+        }
+    };
+
+    // The keys go in through the executor like a step, as the login user, replacing
+    // authorized_keys: from here on the job's own ephemeral key no longer opens the
+    // machine, only the user's keys do.
+    let install = ScriptRun {
+        index: job.steps.len(),
+        script: install_script(&keys),
+        shell: "sh -e {0}".to_owned(),
+        env: BTreeMap::new(),
+        working_directory: None,
+        path: Vec::new(),
+    };
+    let (sink, mut rx) = LogSink::channel(64);
+    let cancel = CancellationToken::new();
+    let run = async {
+        let sink = sink;
+        tokio::time::timeout(KEY_INSTALL_LIMIT, engine.executor.run_script(&machine, &install, &sink, cancel.clone())).await
+    };
+    let collect = async {
+        let mut lines = Vec::new();
+        while let Some(line) = rx.recv().await {
+            lines.push(line);
+        }
+        lines
+    };
+    let (installed, lines) = tokio::join!(run, collect);
+    cancel.cancel();
+    for line in lines {
+        say(format!("Debug SSH: {}", line.line)).await;
+    }
+    let failure = match installed {
+        Ok(Ok(exit)) if exit.succeeded() => None,
+        Ok(Ok(exit)) => Some(format!("exit code {:?}", exit.exit_code)),
+        Ok(Err(e)) => Some(error_chain(&e)),
+        Err(_) => Some(format!("no answer within {}", human_duration(KEY_INSTALL_LIMIT))),
+    };
+    if let Some(why) = failure {
+        tracing::warn!(job_id = %job.id, machine = %machine.id, %why, "could not install debug SSH keys");
+        say(format!("##[warning]Debug SSH: the keys could not be installed in the machine ({why}). The machine is removed now.")).await;
+        return Debug::Destroy(machine, None);
+    }
+
+    let target = access.addr;
+    let user = access.user.clone();
+    let host_key = access.host_key.clone();
+    let kept = match reservation.keep(machine, target, engine.hypervisor.clone(), forget_later()) {
+        Ok(kept) => kept,
+        Err((machine, forget)) => {
+            say("##[warning]Debug SSH is unavailable right now (the port forward could not start). The machine is removed now.".to_owned()).await;
+            return Debug::Destroy(machine, forget);
+        }
+    };
+    debug_assert_eq!(kept.port, port);
+    let until = kept
+        .expires_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| kept.expires_at.to_string());
+    let n = keys.len();
+    // Nothing secret below: a port, a host, a user name and public keys. These are the
+    // job log's last lines, so the command is what a reader finds at its end.
+    say(format!(
+        "Debug SSH: this job failed and asked for debug access, so its machine is kept for {} (until {until}), then removed; the time cannot be extended.",
+        human_duration(kept.ttl)
+    ))
+    .await;
+    say(format!("Debug SSH: the machine accepts only the {n} public key(s) the forge publishes for the user who started this run.")).await;
+    say(format!("Debug SSH: the machine's host key is {host_key}")).await;
+    say("Debug SSH: connect with".to_owned()).await;
+    say(format!("ssh -p {} {user}@{}", kept.port, kept.host)).await;
+    Debug::Kept
 }
 
 async fn run_steps(

@@ -180,6 +180,11 @@ pub struct JobRequest {
     /// Keep a failed job's machine for debug SSH (opt-in, never the default).
     #[serde(default)]
     pub debug_ssh: bool,
+    /// Public SSH keys (OpenSSH `authorized_keys` lines) of the user who started the
+    /// run, as the forge publishes them: the only keys a kept debug machine accepts.
+    /// Sources fill it for jobs with [`JobRequest::debug_ssh`] only; empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub debug_keys: Vec<String>,
     /// Expression contexts known when the job was made (`github`, `matrix`, `needs`,
     /// `vars`, `inputs`, `strategy`, ...), as a JSON object. The engine adds `env`,
     /// `steps`, `job` and `runner` when it evaluates a step's `if:`.
@@ -215,6 +220,7 @@ impl JobRequest {
             checkout: None,
             timeout: DEFAULT_JOB_TIMEOUT,
             debug_ssh: false,
+            debug_keys: Vec::new(),
             contexts: serde_json::Map::new(),
         }
     }
