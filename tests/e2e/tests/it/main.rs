@@ -3,6 +3,7 @@
 //! Each test boots its own machine (under TCG that takes 15–30 s on two cores), so the
 //! suite keeps to a few tests that each check a lot, and they run in parallel.
 
+mod debug_ssh;
 mod egress;
 mod isolation;
 mod job;
