@@ -296,14 +296,14 @@ impl Reservation {
         target: SocketAddr,
         hypervisor: Arc<dyn Hypervisor>,
         on_destroyed: Option<OnDestroyed>,
-    ) -> Result<Kept, (Machine, Option<OnDestroyed>)> {
-        let Some((port, listener)) = self.port.take() else { return Err((machine, on_destroyed)) };
+    ) -> Result<Kept, Box<(Machine, Option<OnDestroyed>)>> {
+        let Some((port, listener)) = self.port.take() else { return Err(Box::new((machine, on_destroyed))) };
         let forward = match PortForward::start(listener, target) {
             Ok(forward) => forward,
             Err(e) => {
                 tracing::error!(machine = %machine.id, error = %e, "could not start the debug SSH forward");
                 self.keeper.lock().ports.remove(&port);
-                return Err((machine, on_destroyed));
+                return Err(Box::new((machine, on_destroyed)));
             }
         };
         self.kept = true;

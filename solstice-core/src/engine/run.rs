@@ -318,7 +318,8 @@ async fn keep_for_debug(
     let host_key = access.host_key.clone();
     let kept = match reservation.keep(machine, target, engine.hypervisor.clone(), forget_later()) {
         Ok(kept) => kept,
-        Err((machine, forget)) => {
+        Err(refused) => {
+            let (machine, forget) = *refused;
             say("##[warning]Debug SSH is unavailable right now (the port forward could not start). The machine is removed now.".to_owned()).await;
             return Debug::Destroy(machine, forget);
         }
