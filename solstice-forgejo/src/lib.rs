@@ -60,6 +60,7 @@ mod config;
 mod daemon;
 pub mod connect;
 mod error;
+mod keys;
 mod labels;
 mod progress;
 mod register;

@@ -19,6 +19,9 @@ pub(crate) enum Translation {
         job: Box<JobRequest>,
         /// `outputs:` of the job, evaluated when it succeeds.
         outputs: Map<String, Value>,
+        /// The user whose published public keys the job needs before it is queued
+        /// (`github.actor`): set only for a job that opted in to debug SSH.
+        debug_user: Option<String>,
     },
     /// The job's `if:` is false: report it skipped.
     Skip {
@@ -128,7 +131,10 @@ pub(crate) fn translate(task: &pb::Task, source: &str) -> Translation {
             token: Some(token).filter(|t| !t.is_empty()).map(Secret::new),
         });
     }
-    Translation::Run { job: Box::new(job), outputs: plan.outputs.clone() }
+    // Debug SSH admits the user who started the run (`github.actor`), with the keys
+    // the forge publishes for them; the source fetches them, as that is I/O.
+    let debug_user = Some(text(&github, "actor")).filter(|actor| job.debug_ssh && !actor.is_empty()).map(str::to_owned);
+    Translation::Run { job: Box::new(job), outputs: plan.outputs.clone(), debug_user }
 }
 
 fn text<'a>(github: &'a Map<String, Value>, key: &str) -> &'a str {
@@ -222,7 +228,7 @@ mod tests {
     fn task(payload: &str) -> pb::Task {
         let context = json!({
             "repository": "o/r", "sha": "abc123", "server_url": "https://forge.example/",
-            "token": "t0k3n", "run_id": 42, "event_name": "push", "workflow": "ci.yml",
+            "token": "t0k3n", "run_id": 42, "event_name": "push", "workflow": "ci.yml", "actor": "alice",
             "gitea_default_actions_url": "https://data.forgejo.org",
         });
         let Value::Object(context) = context else { unreachable!() };
@@ -245,7 +251,8 @@ mod tests {
         let mut need = pb::TaskNeed { result: pb::Result::Success as i32, ..Default::default() };
         need.outputs.insert("n".into(), "7".into());
         task.needs.insert("setup".into(), need);
-        let Translation::Run { job, outputs } = translate(&task, "forgejo:r") else { panic!("not runnable") };
+        let Translation::Run { job, outputs, debug_user } = translate(&task, "forgejo:r") else { panic!("not runnable") };
+        assert_eq!((job.debug_ssh, debug_user), (false, None), "debug SSH is opt-in");
         assert_eq!(job.id, solstice_core::JobId::from_external("forgejo:r", "17"));
         assert_eq!(job.runs_on, ["host"]);
         let StepAction::Run { script, .. } = &job.steps[1].action else { panic!("run step") };
@@ -273,6 +280,15 @@ mod tests {
         let mut task = task(payload);
         task.needs.insert("setup".into(), pb::TaskNeed { result: pb::Result::Success as i32, ..Default::default() });
         assert!(matches!(translate(&task, "forgejo:r"), Translation::Skip { steps: 1, .. }));
+    }
+
+    #[test]
+    fn a_job_that_opts_in_to_debug_ssh_names_the_user_whose_keys_it_needs() {
+        let payload = "on: push\njobs:\n  build:\n    runs-on: host\n    env:\n      SOLSTICE_DEBUG_SSH: true\n    steps:\n      - run: make\n";
+        let Translation::Run { job, debug_user, .. } = translate(&task(payload), "forgejo:r") else { panic!("not runnable") };
+        assert!(job.debug_ssh);
+        assert_eq!(debug_user.as_deref(), Some("alice"));
+        assert!(job.debug_keys.is_empty(), "the source fetches the keys");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::progress::Progress;
 use crate::proto::runner::v1 as pb;
+use crate::keys::UserKeys;
 use crate::translate::{Translation, translate};
 use crate::{CallOptions, ForgeError, ForgejoClient, RUNNER_VERSION};
 
@@ -84,6 +85,9 @@ pub(crate) struct SourceInner {
     tracker: TaskTracker,
     /// Stops the background reporters at once.
     hard_stop: CancellationToken,
+    /// Fetches the triggering user's public keys for jobs that opted in to debug SSH;
+    /// `None` if its HTTP client could not be built (those jobs then get no keys).
+    keys: Option<UserKeys>,
 }
 
 #[derive(Debug)]
@@ -198,7 +202,11 @@ impl ForgejoSourceBuilder {
             Some(c) => c.uuid.clone(),
             None => return Err(ForgeError::NoCredentials(crate::Procedure::FetchTask)),
         };
+        let keys = UserKeys::new(self.client.instance())
+            .inspect_err(|e| tracing::error!(error = %e, "no HTTP client for users' public keys; debug SSH will find no keys"))
+            .ok();
         let inner = SourceInner {
+            keys,
             name: format!("forgejo:{uuid}"),
             runner_name: self.runner_name,
             client: self.client,
@@ -307,11 +315,13 @@ impl ForgejoSource {
             "{RUNNER_VERSION} (runner {}) received task {task_id}",
             inner.runner_name
         );
+        let mut debug_user = None;
         let (progress, message) = match translate(&task, &inner.name) {
-            Translation::Run { job, outputs } => {
+            Translation::Run { job, outputs, debug_user: user } => {
                 let mut progress = Progress::for_job(task_id, &job, outputs);
                 progress.push_row(now, &received);
                 tracing::info!(task_id, %job_id, name = %job.name, "task received");
+                debug_user = user;
                 (progress, Some(SourceMessage::Job(job)))
             }
             Translation::Skip { steps, reason } => {
@@ -342,9 +352,19 @@ impl ForgejoSource {
             ended: AtomicBool::new(false),
         });
         inner.lock_tasks().by_job.insert(job_id, entry.clone());
-        inner.tracker.spawn(reporter::run(self.inner.clone(), entry));
-        if let Some(message) = message {
-            inner.push_message(message);
+        inner.tracker.spawn(reporter::run(self.inner.clone(), entry.clone()));
+        match (message, debug_user) {
+            (Some(SourceMessage::Job(mut job)), Some(user)) => {
+                // The keys are fetched before the job is queued, so that the engine
+                // has them if the job fails; a failed fetch only costs debug SSH.
+                let inner = self.inner.clone();
+                self.inner.tracker.spawn(async move {
+                    job.debug_keys = inner.debug_keys(&entry, &user).await;
+                    inner.push_message(SourceMessage::Job(job));
+                });
+            }
+            (Some(message), _) => inner.push_message(message),
+            (None, _) => {}
         }
     }
 
@@ -379,6 +399,24 @@ impl ForgejoSource {
 impl SourceInner {
     fn lock_tasks(&self) -> MutexGuard<'_, Tasks> {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The public keys Forgejo publishes for `user`, with a line in the task's log
+    /// saying whose keys were found (public information) or why there are none.
+    async fn debug_keys(&self, entry: &TaskEntry, user: &str) -> Vec<String> {
+        let fetched = match &self.keys {
+            Some(keys) => keys.fetch(user).await.map_err(|e| solstice_core::error_chain(&e)),
+            None => Err("this runner cannot make HTTP requests for them".to_owned()),
+        };
+        let line = match &fetched {
+            Ok(keys) => format!("Debug SSH: {} public SSH key(s) of {user} found on the forge.", keys.len()),
+            Err(why) => {
+                tracing::warn!(%user, error = %why, "could not fetch the user's public keys for debug SSH");
+                format!("##[warning]Debug SSH: could not fetch the public SSH keys of {user}: {why}")
+            }
+        };
+        entry.progress().push_row(OffsetDateTime::now_utc(), &line);
+        fetched.unwrap_or_default()
     }
 
     fn push_message(&self, message: SourceMessage) {
