@@ -400,7 +400,7 @@ impl GithubSource {
         }
         let translation = translate(&msg, &self.inner.name, &self.inner.options.labels);
         let job_id = translation.request.id;
-        let report = JobReport::new(
+        let mut report = JobReport::new(
             job_id,
             msg.clone(),
             self.inner.auth.http().clone(),
@@ -410,6 +410,18 @@ impl GithubSource {
             translation.contexts,
         );
         let renew_stop = self.inner.stop.child_token();
+        if msg.is_v2()
+            && let Some(url) = &msg.endpoint.feed_url
+        {
+            report.set_live_feed(crate::report::spawn_live_feed(
+                &self.inner.tracker,
+                self.inner.auth.http().clone(),
+                url.clone(),
+                msg.endpoint.token.clone(),
+                job_id,
+                self.inner.stop.child_token(),
+            ));
+        }
         let running = Arc::new(tokio::sync::Mutex::new(Running { report, renew_stop: renew_stop.clone() }));
         lock(&self.inner.jobs).insert(job_id, running.clone());
         lock(&self.inner.by_external).insert(msg.job_id.to_ascii_lowercase(), job_id);

@@ -7,7 +7,7 @@ use serde_json::json;
 use solstice_core::Secret;
 use tokio::io::AsyncWriteExt;
 
-use super::{Flavor, JobReport};
+use super::JobReport;
 use crate::GithubError;
 use crate::http::{Auth, Http, with_auth};
 use crate::protocol::websocket;
@@ -111,72 +111,96 @@ impl FeedSocket {
     }
 }
 
-/// The websocket's state inside a job's report.
-#[derive(Debug, Default)]
-pub(crate) struct LiveFeed {
-    socket: Option<FeedSocket>,
-    failures: u32,
-    retry_at: Option<Instant>,
+/// Batches waiting for the socket; more are dropped (the logs have every line).
+const QUEUE: usize = 64;
+
+/// Starts the task that owns a broker job's websocket: it connects when the first batch
+/// arrives (three attempts, then a 10 minute rest), sends each batch, and closes the
+/// socket once the returned sender is dropped or `stop` fires. The reporter never waits
+/// for the network.
+pub(crate) fn spawn_live_feed(
+    tracker: &tokio_util::task::TaskTracker,
+    http: Http,
+    url: String,
+    token: Secret,
+    job_id: solstice_core::JobId,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::sync::mpsc::Sender<String> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(QUEUE);
+    tracker.spawn(async move {
+        let mut socket: Option<FeedSocket> = None;
+        let mut failures = 0u32;
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            let batch = tokio::select! {
+                b = rx.recv() => b,
+                _ = stop.cancelled() => None,
+            };
+            let Some(batch) = batch else { break };
+            if socket.is_none() {
+                if retry_at.is_some_and(|t| Instant::now() < t) {
+                    continue;
+                }
+                let connect = tokio::select! {
+                    c = FeedSocket::connect(&http, &url, &token) => c,
+                    _ = stop.cancelled() => break,
+                };
+                match connect {
+                    Ok(s) => {
+                        tracing::debug!(%job_id, "live log connected");
+                        (socket, failures, retry_at) = (Some(s), 0, None);
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!(%job_id, error = %e, failures, "could not open the live log");
+                        if failures >= CONNECT_ATTEMPTS {
+                            (failures, retry_at) = (0, Some(Instant::now() + RETRY_AFTER));
+                        }
+                        continue;
+                    }
+                }
+            }
+            if let Some(s) = socket.as_mut()
+                && let Err(e) = s.send(&batch).await
+            {
+                tracing::debug!(%job_id, error = %e, "the live log connection broke");
+                socket = None;
+            }
+        }
+        if let Some(s) = socket {
+            s.close().await;
+        }
+    });
+    tx
 }
 
 impl JobReport {
-    /// Sends the waiting lines of every record over the websocket; lines that cannot be
-    /// sent are dropped (they are in the step's log blob anyway), but still counted, so
-    /// `startLine` stays right.
-    pub(super) async fn broker_feed(&mut self) {
-        if self.live.socket.is_none() && !self.connect_feed().await {
-            for record in &mut self.records {
-                record.fed += record.feed.len();
-                record.feed.clear();
-            }
-            return;
-        }
+    /// Queues the waiting lines of every record for the websocket, in batches of at most
+    /// 100 lines; what the queue cannot take is dropped (the step's log blob has it), but
+    /// still counted, so `startLine` stays right.
+    pub(super) fn broker_feed(&mut self) {
         for i in 0..self.records.len() {
             while !self.records[i].feed.is_empty() {
                 let take = self.records[i].feed.len().min(LINES_PER_MESSAGE);
                 let lines: Vec<String> = self.records[i].feed.drain(..take).collect();
                 let start = self.records[i].fed + 1;
                 self.records[i].fed += take;
+                let Some(live) = &self.live else { continue };
                 let body = json!({"value": lines, "count": take, "stepId": self.records[i].id, "startLine": start});
-                let Some(socket) = self.live.socket.as_mut() else { return };
-                if let Err(e) = socket.send(&body.to_string()).await {
-                    tracing::debug!(job_id = %self.job_id, error = %e, "the live log connection broke");
-                    self.live.socket = None;
-                    self.live.failures += 1;
-                    return;
+                if live.try_send(body.to_string()).is_err() {
+                    tracing::debug!(job_id = %self.job_id, "the live log is behind; dropping lines from it");
                 }
             }
         }
     }
 
-    /// Opens the websocket if there is one to open and it is not resting after failures.
-    async fn connect_feed(&mut self) -> bool {
-        let Some(url) = self.msg.endpoint.feed_url.clone() else { return false };
-        if !matches!(self.flavor, Flavor::Broker { .. }) || self.live.retry_at.is_some_and(|t| Instant::now() < t) {
-            return false;
-        }
-        match FeedSocket::connect(&self.http, &url, &self.msg.endpoint.token).await {
-            Ok(socket) => {
-                tracing::debug!(job_id = %self.job_id, "live log connected");
-                self.live = LiveFeed { socket: Some(socket), failures: 0, retry_at: None };
-                true
-            }
-            Err(e) => {
-                self.live.failures += 1;
-                tracing::warn!(job_id = %self.job_id, error = %e, failures = self.live.failures, "could not open the live log");
-                if self.live.failures >= CONNECT_ATTEMPTS {
-                    self.live.failures = 0;
-                    self.live.retry_at = Some(Instant::now() + RETRY_AFTER);
-                }
-                false
-            }
-        }
+    /// Lets the websocket task close the socket and end.
+    pub(super) fn close_feed(&mut self) {
+        self.live = None;
     }
 
-    /// Closes the websocket at the end of the job.
-    pub(super) async fn close_feed(&mut self) {
-        if let Some(socket) = self.live.socket.take() {
-            socket.close().await;
-        }
+    /// Gives a broker job its live console.
+    pub(crate) fn set_live_feed(&mut self, live: tokio::sync::mpsc::Sender<String>) {
+        self.live = Some(live);
     }
 }

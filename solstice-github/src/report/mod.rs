@@ -9,6 +9,8 @@
 
 mod annotation;
 mod feed;
+
+pub(crate) use feed::spawn_live_feed;
 mod results;
 mod timeline;
 
@@ -129,8 +131,8 @@ pub(crate) struct JobReport {
     /// "Complete job".
     job_level: usize,
     feed_since: Option<Instant>,
-    /// The broker path's live console websocket.
-    live: feed::LiveFeed,
+    /// Batches for the broker path's live console websocket task.
+    live: Option<tokio::sync::mpsc::Sender<String>>,
     pub result: Option<JobResult>,
     completed: bool,
 }
@@ -169,7 +171,7 @@ impl JobReport {
             last: None,
             job_level: 0,
             feed_since: None,
-            live: feed::LiveFeed::default(),
+            live: None,
             result: None,
             completed: false,
             msg,
@@ -298,7 +300,7 @@ impl JobReport {
         self.records[last].start();
         self.records[last].complete(JobResult::Success);
         self.flush_feed(true).await;
-        self.close_feed().await;
+        self.close_feed();
         self.upload_log(0).await?;
         self.upload_log(last).await?;
         self.sync().await?;
@@ -370,7 +372,7 @@ impl JobReport {
         } else {
             // Best effort too: the websocket is the only live channel, the step's log
             // blob is the record.
-            self.broker_feed().await;
+            self.broker_feed();
         }
         self.feed_since = None;
     }

@@ -106,9 +106,15 @@ async fn broker_lines_reach_the_live_console_before_the_step_ends() {
 
     let view = fake.wait_completed(&id, JOB_LIMIT).await.expect("job");
     assert_eq!(view.result.as_deref(), Some("succeeded"));
-    // Every line of the step came live, numbered as in the blob (which carries
+    // Every line of the step came live (the socket has its own task, so the last batch
+    // may trail the completion a little), numbered as in the blob (which carries
     // timestamps the live lines do not).
-    let blob = view.step_logs.get(&step_id).expect("the final blob is still uploaded");
+    let blob_len = view.step_logs.get(&step_id).expect("the final blob is still uploaded").lines().count();
+    let view = fake
+        .wait_for(&id, Duration::from_secs(10), |j| j.feed.get(&step_id).is_some_and(|f| f.len() >= blob_len))
+        .await
+        .expect("job");
+    let blob = view.step_logs.get(&step_id).expect("blob");
     let blob_lines: Vec<&str> = blob.lines().map(|l| &l[29..]).collect();
     let live_lines: Vec<&str> = view.feed.get(&step_id).expect("live lines").iter().map(String::as_str).collect();
     assert_eq!(live_lines, blob_lines);
