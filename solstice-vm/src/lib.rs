@@ -108,7 +108,7 @@ pub use console::ConsoleTail;
 pub use hypervisor::{QemuHypervisor, QemuHypervisorBuilder, VmError};
 pub use image::{
     BootMode, CachedImage, Decompress, DownloadProgress, ImageCache, ImageCatalog, ImageEntry, ImageError, ImageSource,
-    LogProgress, create_overlay,
+    LogProgress, MachineDir, YOUNG_MACHINE_DIR, create_overlay, machine_dirs, prune_machine_dirs,
 };
 pub use ssh::{ExecOutput, SshError, SshExecutor, SshSession};
 pub use testguest::{TEST_GUEST_APPEND, TINY_LINUX, TestGuest, TestGuestBuilder, TestGuestError};

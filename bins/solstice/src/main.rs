@@ -6,6 +6,7 @@
 
 mod config;
 mod http;
+mod image;
 mod machines;
 mod printer;
 mod run;
@@ -38,6 +39,8 @@ enum Command {
     /// Translate or evaluate workflows without running anything.
     #[command(subcommand)]
     Workflow(workflow::WorkflowCommand),
+    /// Download, list and prune the images of an image catalog.
+    Image(image::ImageArgs),
     /// Check configuration files.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -58,7 +61,7 @@ pub enum CliError {
     /// The configuration is bad or incomplete.
     #[error("{0:#}")]
     Config(anyhow::Error),
-    /// A service stopped with an error.
+    /// A service stopped with an error, or an operation (a download) failed.
     #[error("{0:#}")]
     Service(anyhow::Error),
 }
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run::run(args).await,
             Command::Workflow(cmd) => workflow::run(cmd),
             Command::Config(cmd) => config::run(cmd),
+            Command::Image(args) => image::run(args).await,
             Command::Serve(args) => serve::run(args).await,
         }
     });

@@ -3,11 +3,13 @@
 
 mod cache;
 mod catalog;
+mod overlays;
 
 use std::path::{Path, PathBuf};
 
 pub use cache::{CachedImage, DownloadProgress, ImageCache, LogProgress};
 pub use catalog::{BootMode, Decompress, ImageCatalog, ImageEntry, ImageSource};
+pub use overlays::{MachineDir, YOUNG_MACHINE_DIR, machine_dirs, prune_machine_dirs};
 
 /// An image could not be found, fetched, verified or layered.
 #[derive(Debug, thiserror::Error)]
