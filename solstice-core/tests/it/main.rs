@@ -1,6 +1,7 @@
 //! Integration tests of solstice-core: the engine, the host runner, the memory queue
 //! and the SQLite store.
 
+mod debug_ssh;
 mod engine;
 mod host;
 mod memory_queue;
