@@ -439,8 +439,11 @@ pub async fn unregister(config: &RunnerConfig, removal_token: &Secret, api_url: 
 /// no removal token is at hand).
 pub(crate) async fn delete_self(auth: &Arc<crate::http::RunnerAuth>, settings: &RunnerSettings) -> Result<(), GithubError> {
     if settings.use_runner_admin_flow {
-        // The runner-admin API takes only registration tokens; GitHub deletes an
-        // ephemeral runner itself once its job is complete.
+        // The runner-admin API takes only registration tokens; GitHub deletes a runner
+        // registered as ephemeral itself once its job is complete.
+        if !settings.ephemeral {
+            tracing::warn!("a runner-admin registration can only be removed with a removal token; it stays");
+        }
         return Ok(());
     }
     let locations = Locations::fetch(auth.http(), &settings.server_url, &Auth::None).await?;

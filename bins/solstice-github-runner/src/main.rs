@@ -146,7 +146,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run { ephemeral } => {
             let runner = store.load().context("reading the runner's files")?;
-            let ephemeral = ephemeral || runner.settings.ephemeral;
+            let (registered_ephemeral, admin_flow) = (runner.settings.ephemeral, runner.settings.use_runner_admin_flow);
+            let ephemeral = ephemeral || registered_ephemeral;
             // Jobs in flight are recorded next to the credentials: a restart after a crash
             // completes them as failed.
             let source = GithubSource::builder(runner).ephemeral(ephemeral).state_dir(&config.dir).build()?;
@@ -172,8 +173,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             solstice_github::serve_with_queue(source.clone(), queue, engine, stop).await?;
             drop(machines);
             if ephemeral && source.is_spent() {
-                store.remove()?;
-                tracing::info!("ephemeral runner done; credentials removed");
+                if admin_flow && !registered_ephemeral {
+                    // The runner-admin API removes runners only with a removal token.
+                    tracing::warn!("one job done; the registration stays (run `remove` with a removal token, or register with --ephemeral)");
+                } else {
+                    store.remove()?;
+                    tracing::info!("ephemeral runner done; credentials removed");
+                }
             }
         }
     }

@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use solstice_github_fake::{FakeConfig, FakeGithub, FakeJob};
+use solstice_github_fake::{Delivery, FakeConfig, FakeGithub, FakeJob};
 
 const BIN: &str = env!("CARGO_BIN_EXE_solstice-github-runner");
 
@@ -41,11 +41,27 @@ fn files_under(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
 
 #[tokio::test]
 async fn the_runner_never_logs_or_persists_its_tokens_or_key() {
-    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    leak_check(FakeConfig::default(), Delivery::Pool, false).await;
+}
+
+/// The same through the runner-admin registration and a broker job with its live
+/// console websocket.
+#[tokio::test]
+async fn the_runner_admin_path_never_logs_or_persists_tokens_either() {
+    // Registered ephemeral: the runner-admin API takes no runner credentials, so GitHub
+    // itself deletes the runner after its job.
+    leak_check(FakeConfig { use_v2_flow: true, ..Default::default() }, Delivery::Broker, true).await;
+}
+
+async fn leak_check(config: FakeConfig, delivery: Delivery, register_ephemeral: bool) {
+    let fake = FakeGithub::start(config).await.expect("fake");
     let dir = tempfile::tempdir().expect("tempdir");
     let url = fake.repo_url();
-    let (ok, register_log) =
-        run(&["register", "--url", &url, "--name", "bin-1", "--labels", "host"], dir.path(), Some("AREGTOKEN")).await;
+    let mut args = vec!["register", "--url", &url, "--name", "bin-1", "--labels", "host"];
+    if register_ephemeral {
+        args.push("--ephemeral");
+    }
+    let (ok, register_log) = run(&args, dir.path(), Some("AREGTOKEN")).await;
     assert!(ok, "register failed:\n{register_log}");
     // The key material, to search for afterwards.
     let key: serde_json::Value =
@@ -61,7 +77,7 @@ async fn the_runner_never_logs_or_persists_its_tokens_or_key() {
         assert_eq!(mode & 0o777, 0o600, "{name}");
     }
 
-    let job = FakeJob::new("leak").labels(&["host"]).run("echo job ran");
+    let job = FakeJob::new("leak").labels(&["host"]).delivery(delivery).run("echo job ran");
     let github_token = job.github_token().to_owned();
     let id = fake.enqueue(job).await;
     let (ok, run_log) = run(&["run", "--ephemeral"], dir.path(), None).await;
