@@ -50,6 +50,10 @@ struct Inner {
     finished: [AtomicU64; 4],
     running: AtomicU64,
     provision_failures: AtomicU64,
+    machines_running: AtomicU64,
+    machines_reaped: AtomicU64,
+    queue_depth: AtomicU64,
+    forge_errors: AtomicU64,
     boot: Histogram,
     duration: Histogram,
 }
@@ -85,6 +89,35 @@ impl EngineMetrics {
 
     pub(crate) fn machine_ready(&self, took: Duration) {
         self.inner.boot.observe(took);
+        self.inner.machines_running.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A machine that [`machine_ready`](Self::machine_ready) counted is gone (destroyed
+    /// with its job, or later when it was kept for debug SSH).
+    pub(crate) fn machine_gone(&self) {
+        // Saturating: a miscount must not wrap the gauge to 2^64.
+        let _ = self.inner.machines_running.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+    }
+
+    pub(crate) fn machine_reaped(&self) {
+        self.inner.machines_reaped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets the number of jobs waiting in the queue for this engine's labels, as last
+    /// seen by whoever polls the queue (the services do, every few seconds).
+    pub fn set_queue_depth(&self, jobs: u64) {
+        self.inner.queue_depth.store(jobs, Ordering::Relaxed);
+    }
+
+    /// Counts a failed call to a forge's API (the runner services count theirs here,
+    /// so one `/metrics` shows them beside the jobs).
+    pub fn forge_error(&self) {
+        self.inner.forge_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Machines up right now (including any kept for debug SSH after their job).
+    pub fn machines_running(&self) -> u64 {
+        self.inner.machines_running.load(Ordering::Relaxed)
     }
 
     pub(crate) fn provision_failed(&self) {
@@ -130,6 +163,15 @@ impl EngineMetrics {
             "# HELP solstice_machine_provision_failures_total Machines that could not be provisioned.\n# TYPE solstice_machine_provision_failures_total counter\nsolstice_machine_provision_failures_total {}",
             i.provision_failures.load(Ordering::Relaxed)
         );
+        let gauges_and_counters = [
+            ("solstice_machines_running", "gauge", "Machines up now, including any kept for debug SSH.", &i.machines_running),
+            ("solstice_machines_reaped_total", "counter", "Machines a crashed run left behind, removed at start-up.", &i.machines_reaped),
+            ("solstice_queue_depth", "gauge", "Jobs waiting in the queue for this engine's labels, as last polled.", &i.queue_depth),
+            ("solstice_forge_api_errors_total", "counter", "Failed calls to a forge's API.", &i.forge_errors),
+        ];
+        for (name, kind, help, value) in gauges_and_counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", value.load(Ordering::Relaxed));
+        }
         i.boot.render(&mut out, "solstice_machine_boot_seconds", "Time from provisioning to a reachable machine.");
         i.duration.render(&mut out, "solstice_job_duration_seconds", "Time from accepting a job to its end.");
         out
@@ -154,5 +196,26 @@ mod tests {
         assert!(text.contains("solstice_machine_boot_seconds_bucket{le=\"1\"} 1\n"));
         assert!(text.contains("solstice_job_duration_seconds_bucket{le=\"+Inf\"} 1\n"));
         assert!(text.contains("solstice_job_duration_seconds_sum 12\n"));
+        assert!(text.contains("solstice_machines_running 1\n"), "the machine is not gone yet");
+    }
+
+    #[test]
+    fn machines_queue_depth_and_forge_errors_are_counted() {
+        let m = EngineMetrics::new();
+        m.machine_ready(Duration::from_secs(1));
+        m.machine_ready(Duration::from_secs(1));
+        m.machine_gone();
+        m.machine_reaped();
+        m.set_queue_depth(7);
+        m.forge_error();
+        m.forge_error();
+        let text = m.render();
+        assert_eq!(m.machines_running(), 1);
+        for line in ["solstice_machines_running 1\n", "solstice_machines_reaped_total 1\n", "solstice_queue_depth 7\n", "solstice_forge_api_errors_total 2\n"] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        m.machine_gone();
+        m.machine_gone();
+        assert_eq!(m.machines_running(), 0, "the gauge does not wrap below zero");
     }
 }

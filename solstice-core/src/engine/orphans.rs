@@ -101,6 +101,7 @@ impl Engine {
                 continue;
             }
             store.remove_vm(&record.id).await?;
+            self.inner.metrics.machine_reaped();
             let job_failed = self.fail_orphaned_job(store, queue, &record).await?;
             tracing::warn!(machine = %record.id, job_id = %record.job_id, job_failed, "reaped a machine left by a previous run");
             reaped.push(ReapedMachine { record, job_failed });

@@ -172,15 +172,19 @@ async fn provision_and_run(
 
     // A failed job that opted in may keep its machine for debug SSH; then the keeper
     // destroys it later, and the store's record of it goes with it.
+    // The machine also leaves the `machines_running` gauge then, not when the job ends.
+    let metrics = engine.metrics.clone();
     let forget_later = || -> Option<OnDestroyed> {
         #[cfg(feature = "_store")]
-        {
-            store_journal.as_ref().and_then(|journal| journal.forget_later())
-        }
+        let forget = store_journal.as_ref().and_then(|journal| journal.forget_later());
         #[cfg(not(feature = "_store"))]
-        {
-            None
-        }
+        let forget: Option<OnDestroyed> = None;
+        Some(Box::pin(async move {
+            if let Some(forget) = forget {
+                forget.await;
+            }
+            metrics.machine_gone();
+        }))
     };
     let (machine, forget_after_destroy) = match keep_for_debug(engine, job, machine, result, emitter, forget_later).await {
         Debug::Kept => return result,
@@ -189,8 +193,9 @@ async fn provision_and_run(
 
     match engine.hypervisor.destroy(&machine).await {
         Ok(()) => {
-            if let Some(forget) = forget_after_destroy {
-                forget.await;
+            match forget_after_destroy {
+                Some(forget) => forget.await,
+                None => engine.metrics.machine_gone(),
             }
             #[cfg(feature = "_store")]
             if let Some(journal) = &store_journal {
@@ -199,6 +204,7 @@ async fn provision_and_run(
             emitter.log(None, LogStream::System, &format!("Machine {} destroyed", machine.id)).await;
         }
         Err(e) => {
+            engine.metrics.machine_gone();
             tracing::error!(job_id = %job.id, machine = %machine.id, error = %error_chain(&e), "could not destroy machine");
             emitter
                 .log(None, LogStream::System, &format!("##[warning]Could not fully remove machine {}", machine.id))

@@ -83,7 +83,9 @@ async fn a_machine_is_recorded_while_it_lives_and_forgotten_once_destroyed() {
     assert_eq!(seen.len(), 1, "the machine is recorded while the job runs");
     assert_eq!((seen[0].job_id, seen[0].owner.as_str()), (job.id, "orch-a"));
     assert!(std::path::Path::new(&seen[0].files[0]).is_dir(), "its workspace is the recorded file");
+    assert_eq!(engine.metrics().machines_running(), 1);
     assert_eq!(running.await.expect("join"), JobResult::Success);
+    assert_eq!(engine.metrics().machines_running(), 0);
     assert!(store.all_vms().await.expect("list").is_empty(), "a destroyed machine is forgotten");
 }
 
@@ -139,6 +141,7 @@ async fn reaping_stops_the_process_removes_the_files_and_fails_the_job_once() {
 
     assert_eq!(reaped.len(), 1);
     assert!(reaped[0].job_failed);
+    assert!(engine.metrics().render().contains("solstice_machines_reaped_total 1\n"));
     assert_eq!(reaped[0].record.id, "vm-orphan-1a2b3c");
     let status = tokio::task::spawn_blocking(move || process.wait()).await.expect("join").expect("wait");
     assert!(!status.success(), "the machine's process was stopped");
