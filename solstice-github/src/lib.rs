@@ -7,13 +7,15 @@
 //!
 //! # Overview
 //! - [`register`] adds a runner to a repository or organisation with a registration
-//!   token; [`RunnerStore`] keeps its three files (`.runner`, `.credentials`,
+//!   token (through the tenant, or the runner-admin API when GitHub asks for it); [`RunnerStore`] keeps its three files (`.runner`, `.credentials`,
 //!   `.credentials_rsaparams`, mode 0600); [`unregister`] removes it.
 //! - [`GithubSource`] is the registered runner at work: it long-polls for jobs (following
 //!   GitHub's move to the broker), acquires them, renews their locks, translates the job
 //!   message into a [`JobRequest`](solstice_core::JobRequest), and reports the job's
 //!   events back (timeline, feed and logs on the classic path; results service and
-//!   `completejob` on the broker path).
+//!   `completejob` on the broker path, with the live console over the `FeedStreamUrl`
+//!   websocket). With [`GithubSourceBuilder::state_dir`] it records each job in flight,
+//!   so that a restart after a crash completes the job as failed.
 //! - [`serve_all_in_one`] runs a source with an in-process queue and an
 //!   [`Engine`](solstice_core::Engine).
 //!
