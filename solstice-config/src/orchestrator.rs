@@ -40,6 +40,32 @@ pub struct OrchestratorConfig {
     /// How long running jobs may take to finish after SIGTERM before they are cancelled,
     /// in seconds. Default: 600.
     pub shutdown_grace_seconds: u64,
+    /// Debug SSH into failed jobs that opt in (docs/debug-ssh.md). Default: off.
+    pub debug_ssh: DebugSshConfig,
+}
+
+/// `[debug_ssh]`: where kept machines of failed, opted-in jobs are reachable.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DebugSshConfig {
+    /// The address forwards listen on (usually public; one port per kept machine, open
+    /// only while it is kept). Empty disables debug SSH. Default: empty.
+    pub listen: String,
+    /// The host name printed in the `ssh` command. Default: empty, meaning `listen`.
+    pub host: String,
+    /// First port of the forwards' range. Default: 2200.
+    pub first_port: u16,
+    /// Last port of the range (inclusive). Default: 2299.
+    pub last_port: u16,
+    /// How long a failed job's machine is kept, in seconds; not renewable. Default:
+    /// 1800 (30 minutes).
+    pub ttl_seconds: u64,
+}
+
+impl Default for DebugSshConfig {
+    fn default() -> Self {
+        Self { listen: String::new(), host: String::new(), first_port: 2200, last_port: 2299, ttl_seconds: 1800 }
+    }
 }
 
 /// Which queue to use.
@@ -81,6 +107,7 @@ impl Default for OrchestratorConfig {
             store: StoreConfig::default(),
             metrics: MetricsConfig::default(),
             shutdown_grace_seconds: 600,
+            debug_ssh: DebugSshConfig::default(),
         }
     }
 }
@@ -126,8 +153,26 @@ impl OrchestratorConfig {
             return Err(BadValue::new("queue.url", format!("`{queue}` must be `memory` or an amqp:// URL")));
         }
         check_store_url(&self.store.url)?;
-        check_listen(&self.metrics.listen)
+        check_listen(&self.metrics.listen)?;
+        check_debug_ssh(&self.debug_ssh)
     }
+}
+
+/// `[debug_ssh]`: an IP address (or empty), a port range, a time above zero.
+pub(crate) fn check_debug_ssh(debug: &DebugSshConfig) -> Result<(), BadValue> {
+    if debug.listen.is_empty() {
+        return Ok(());
+    }
+    if debug.listen.parse::<std::net::IpAddr>().is_err() {
+        return Err(BadValue::new("debug_ssh.listen", format!("`{}` is not an IP address like 203.0.113.10", debug.listen)));
+    }
+    if debug.first_port == 0 || debug.first_port > debug.last_port {
+        return Err(BadValue::new("debug_ssh.last_port", "the range first_port..=last_port is empty"));
+    }
+    if debug.ttl_seconds == 0 {
+        return Err(BadValue::new("debug_ssh.ttl_seconds", "must be at least 1"));
+    }
+    Ok(())
 }
 
 /// `capacity` is at least 1.
@@ -187,5 +232,11 @@ mod tests {
             .check(OrchestratorConfig::check)
             .expect_err("mysql");
         assert!(err.to_string().starts_with("o.toml:2:7: store.url: "), "{err}");
+        let err = parse::<OrchestratorConfig>("[debug_ssh]\nlisten = \"0.0.0.0\"\nfirst_port = 3000\nlast_port = 2999\n", "o.toml")
+            .expect("parses")
+            .check(OrchestratorConfig::check)
+            .expect_err("empty range");
+        assert!(err.to_string().starts_with("o.toml:4:13: debug_ssh.last_port: "), "{err}");
+        assert_eq!(OrchestratorConfig::default().debug_ssh.listen, "", "debug SSH is off by default");
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use solstice_core::{AmqpQueue, Engine, JobQueue, MemoryQueue, Store};
+use solstice_core::{AmqpQueue, DebugKeeper, Engine, JobQueue, MemoryQueue, Store};
 use solstice_vm::{ImageCatalog, MachineSetup, Machines};
 use tokio_util::sync::CancellationToken;
 
@@ -27,13 +27,17 @@ pub async fn run(config: OrchestratorConfig) -> anyhow::Result<()> {
     };
     let machines = machines(&config).await?;
     let labels = machines.labels.clone();
-    let engine = Engine::builder()
+    let debug = debug_keeper(&config)?;
+    let mut engine = Engine::builder()
         .hypervisor(machines.hypervisor.clone())
         .executor(machines.executor.clone())
         .capacity(config.capacity)
         .name(config.name.clone())
-        .store(store)
-        .build()?;
+        .store(store);
+    if let Some(keeper) = &debug {
+        engine = engine.debug_keeper(keeper.clone());
+    }
+    let engine = engine.build()?;
     // Before taking any job: whatever a crashed run of this orchestrator left running.
     for reaped in engine.reap_orphans(Some(queue.as_ref())).await.context("reaping machines left by a previous run")? {
         tracing::warn!(machine = %reaped.record.id, job_id = %reaped.record.job_id, job_failed = reaped.job_failed, "removed a machine left by a previous run");
@@ -72,7 +76,12 @@ pub async fn run(config: OrchestratorConfig) -> anyhow::Result<()> {
         })
     };
     tracing::info!(name = %config.name, ?labels, capacity = config.capacity, "serving jobs");
-    engine.serve(queue, &labels, stop, abort).await?;
+    let served = engine.serve(queue, &labels, stop, abort).await;
+    if let Some(keeper) = &debug {
+        // Machines kept for debugging go with the orchestrator, whatever their time left.
+        keeper.shutdown().await;
+    }
+    served?;
     signals.abort();
     http_stop.cancel();
     if let Some(http) = http {
@@ -80,6 +89,24 @@ pub async fn run(config: OrchestratorConfig) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The keeper of failed jobs' machines for debug SSH, if `[debug_ssh] listen` is set.
+fn debug_keeper(config: &OrchestratorConfig) -> anyhow::Result<Option<DebugKeeper>> {
+    let section = &config.debug_ssh;
+    if section.listen.is_empty() {
+        return Ok(None);
+    }
+    let listen: std::net::IpAddr = section.listen.parse().with_context(|| format!("debug_ssh.listen `{}`", section.listen))?;
+    let mut builder = DebugKeeper::builder()
+        .dangerous_listen(listen)
+        .ports(section.first_port..section.last_port.saturating_add(1))
+        .ttl(Duration::from_secs(section.ttl_seconds));
+    if !section.host.is_empty() {
+        builder = builder.host(section.host.clone());
+    }
+    tracing::info!(%listen, ttl_seconds = section.ttl_seconds, "debug SSH into failed jobs that opt in is on");
+    Ok(Some(builder.build().context("setting up debug SSH")?))
 }
 
 /// The host for `host_labels`, QEMU VMs for `vm_images`.
