@@ -257,11 +257,12 @@ impl Reservation {
     pub(crate) async fn bind(&mut self) -> Result<u16, DebugSshError> {
         let inner = &self.keeper.inner;
         let (start, end) = (inner.ports.start, inner.ports.end);
-        let count = end - start;
-        let first = self.keeper.lock().next_port;
+        // u32: `first - start + offset` can exceed u16 for a range near the top.
+        let count = u32::from(end - start);
+        let first = u32::from(self.keeper.lock().next_port - start);
         let mut last_error = None;
         for offset in 0..count {
-            let port = start + (first - start + offset) % count;
+            let Ok(port) = u16::try_from(u32::from(start) + (first + offset) % count) else { continue };
             {
                 let mut state = self.keeper.lock();
                 if !state.ports.insert(port) {
