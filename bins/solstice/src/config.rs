@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::{Subcommand, ValueEnum};
 use serde::Deserialize;
 use solstice_config::{
-    BadValue, EnvOverride, MetricsConfig, OrchestratorConfig, QueueConfig, StoreConfig, load, parse,
+    BadValue, DebugSshConfig, EnvOverride, MetricsConfig, OrchestratorConfig, QueueConfig, StoreConfig, load, parse,
 };
 use solstice_forgejo::{LabelSpec, RunnerConfig, RunnerSection};
 
@@ -105,6 +105,8 @@ impl ServeConfig {
             store: self.store.clone(),
             metrics: self.metrics.clone(),
             shutdown_grace_seconds: self.shutdown_grace_seconds,
+            // Not in `solstice serve` yet: its file has no [debug_ssh].
+            debug_ssh: DebugSshConfig::default(),
         }
     }
 
@@ -201,6 +203,20 @@ pub fn run(command: ConfigCommand) -> anyhow::Result<()> {
     }
     println!("{name}: a valid {}", kind.describe());
     Ok(())
+}
+
+/// The `[store] url` of `solstice.toml` or of an orchestrator's file (checked as
+/// `config check` would).
+pub fn store_url_of(path: &Path) -> anyhow::Result<String> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| solstice_config::ConfigError::Read { path: name.clone(), source })?;
+    match Kind::guess(&text) {
+        Kind::Serve => Ok(parse::<ServeConfig>(&text, &name)?.check(ServeConfig::check)?.into_value().store.url),
+        Kind::Orchestrator => {
+            Ok(parse::<OrchestratorConfig>(&text, &name)?.check(OrchestratorConfig::check)?.into_value().store.url)
+        }
+        Kind::ForgejoRunner => anyhow::bail!("{name} configures a Forgejo runner, which has no state store"),
+    }
 }
 
 fn check<T: serde::de::DeserializeOwned>(

@@ -161,8 +161,8 @@ fn config_check_says_what_is_wrong_and_where_and_exits_3() {
     assert_eq!(missing.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("could not read"));
     // --kind overrides the guess: an orchestrator file is not a serve file.
-    let orchestrator = concat!(env!("CARGO_MANIFEST_DIR"), "/../solstice-orchestrator/orchestrator.example.toml");
-    let out = solstice(&["config", "check", "--kind", "serve", orchestrator]);
+    let orchestrator = write(&dir, "orchestrator.toml", "capacity = 2\n\n[queue]\nurl = \"memory\"\n");
+    let out = solstice(&["config", "check", "--kind", "serve", &orchestrator]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `queue`"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("orchestrator.toml:3:2: unknown field `queue`"), "{}", String::from_utf8_lossy(&out.stderr));
 }
