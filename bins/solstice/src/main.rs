@@ -11,6 +11,7 @@ mod machines;
 mod printer;
 mod run;
 mod serve;
+mod vm;
 mod workflow;
 
 use std::path::PathBuf;
@@ -41,6 +42,8 @@ enum Command {
     Workflow(workflow::WorkflowCommand),
     /// Download, list and prune the images of an image catalog.
     Image(image::ImageArgs),
+    /// List and kill the machines the local orchestrator recorded.
+    Vm(vm::VmArgs),
     /// Check configuration files.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
             Command::Workflow(cmd) => workflow::run(cmd),
             Command::Config(cmd) => config::run(cmd),
             Command::Image(args) => image::run(args).await,
+            Command::Vm(args) => vm::run(args).await,
             Command::Serve(args) => serve::run(args).await,
         }
     });

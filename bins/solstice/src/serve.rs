@@ -55,6 +55,10 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .name(config.name.clone())
         .store(store)
         .build()?;
+    // Before taking any job: what a crashed run under the same name left running.
+    for reaped in engine.reap_orphans(Some(queue.as_ref())).await.context("reaping machines left by a previous run")? {
+        tracing::warn!(machine = %reaped.record.id, job_id = %reaped.record.job_id, job_failed = reaped.job_failed, "removed a machine left by a previous run");
+    }
 
     let http_stop = CancellationToken::new();
     let http = if config.metrics.listen.is_empty() {
@@ -236,7 +240,10 @@ async fn machines(config: &ServeConfig, forgejo: Option<&[LabelSpec]>) -> anyhow
             host.push(label.clone());
         }
     }
-    let mut setup = MachineSetup::new(cache).catalog(catalog);
+    // A fixed place for the machines' files, so that what a crash leaves is where the
+    // store's records say (and `solstice image prune` finds it).
+    let run_dir = cache.join("run");
+    let mut setup = MachineSetup::new(cache).catalog(catalog).run_dir(run_dir);
     let mut seen = Vec::new();
     for label in host {
         if !seen.contains(&label) {
