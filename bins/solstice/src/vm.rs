@@ -56,7 +56,7 @@ fn store_url(args: &VmArgs) -> anyhow::Result<String> {
         return Ok(url.clone());
     }
     let Some(path) = &args.config else { return Ok(solstice_config::StoreConfig::default().url) };
-    let url = crate::config::store_url_of(path).map_err(|e| CliError::Config(e.into()))?;
+    let url = crate::config::store_url_of(path).map_err(CliError::Config)?;
     Ok(url)
 }
 
