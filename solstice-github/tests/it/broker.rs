@@ -169,3 +169,24 @@ async fn a_refused_live_console_costs_nothing_but_the_live_lines() {
     }
     runner.shutdown().await;
 }
+
+/// A live console connection cut in the middle of a step (a proxy, say): the runner
+/// notices on a later write and connects again; later lines arrive live again.
+#[tokio::test]
+async fn a_dropped_live_console_is_reconnected() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let (_dir, runner) = runner(&fake, "broker-8").await;
+    let script = "echo before\nsleep 1\nfor i in 1 2 3 4 5 6 7 8; do echo after-$i; sleep 0.4; done";
+    let id = fake.enqueue(job("drop").run(script)).await;
+    fake.wait_for(&id, JOB_LIMIT, |j| j.feed.values().flatten().any(|l| l == "before")).await.expect("job");
+    fake.drop_feed_connections();
+    let view = fake.wait_completed(&id, JOB_LIMIT).await.expect("job");
+    assert_eq!(view.result.as_deref(), Some("succeeded"));
+    let view = fake
+        .wait_for(&id, Duration::from_secs(10), |j| j.feed.values().flatten().any(|l| l == "after-8"))
+        .await
+        .expect("job");
+    assert!(view.feed.values().flatten().any(|l| l == "after-8"), "{:?}", view.feed);
+    assert_eq!(fake.feed_handshakes().await, 2, "one reconnection");
+    runner.shutdown().await;
+}

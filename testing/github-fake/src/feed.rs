@@ -119,22 +119,31 @@ async fn connection(mut stream: TcpStream, s: Shared) -> std::io::Result<()> {
     let reply = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
     stream.write_all(reply.as_bytes()).await?;
 
-    // Frames.
+    // Frames, until the peer closes or the test drops the connection.
+    let mut drops = s.feed_drops.subscribe();
+    drops.mark_unchanged();
+    tokio::select! {
+        r = frames(&mut stream, buf, &s, &job) => r,
+        _ = drops.changed() => Ok(()),
+    }
+}
+
+async fn frames(stream: &mut TcpStream, mut buf: Vec<u8>, s: &Shared, job: &str) -> std::io::Result<()> {
     let mut message: Option<(Vec<u8>, usize)> = None;
     loop {
-        if !fill(&mut stream, &mut buf, 2).await? {
+        if !fill(stream, &mut buf, 2).await? {
             return Ok(());
         }
         let (fin, rsv, opcode, masked) = (buf[0] & 0x80 != 0, buf[0] & 0x70, buf[0] & 0x0f, buf[1] & 0x80 != 0);
         let (len, header_len) = match buf[1] & 0x7f {
             126 => {
-                if !fill(&mut stream, &mut buf, 4).await? {
+                if !fill(stream, &mut buf, 4).await? {
                     return Ok(());
                 }
                 (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4)
             }
             127 => {
-                if !fill(&mut stream, &mut buf, 10).await? {
+                if !fill(stream, &mut buf, 10).await? {
                     return Ok(());
                 }
                 let mut n = [0u8; 8];
@@ -148,7 +157,7 @@ async fn connection(mut stream: TcpStream, s: Shared) -> std::io::Result<()> {
             let _ = stream.write_all(&server_frame(0x8, &1002u16.to_be_bytes())).await;
             return Ok(());
         }
-        if !fill(&mut stream, &mut buf, header_len + 4 + len).await? {
+        if !fill(stream, &mut buf, header_len + 4 + len).await? {
             return Ok(());
         }
         let mask = [buf[header_len], buf[header_len + 1], buf[header_len + 2], buf[header_len + 3]];
@@ -174,7 +183,7 @@ async fn connection(mut stream: TcpStream, s: Shared) -> std::io::Result<()> {
                         let _ = stream.write_all(&server_frame(0x8, &1007u16.to_be_bytes())).await;
                         return Ok(());
                     };
-                    store(&s, &job, &text, max).await;
+                    store(s, job, &text, max).await;
                 }
             }
             0x8 => {

@@ -369,6 +369,8 @@ pub(crate) struct SharedState {
     pub base: OnceLock<String>,
     /// `ws://127.0.0.1:PORT` of the live console listener.
     pub feed_base: OnceLock<String>,
+    /// Bumped to drop every open live console connection.
+    pub feed_drops: tokio::sync::watch::Sender<u64>,
     pub data: Mutex<Data>,
     pub notify: Notify,
 }
@@ -480,6 +482,7 @@ impl FakeGithub {
             config,
             base: OnceLock::new(),
             feed_base: OnceLock::new(),
+            feed_drops: tokio::sync::watch::Sender::new(0),
             data: Mutex::new(Data::default()),
             notify: Notify::new(),
         });
@@ -550,6 +553,12 @@ impl FakeGithub {
     /// Makes the next `n` live console websocket handshakes answer 503.
     pub async fn refuse_feed(&self, n: u32) {
         self.state.data.lock().await.faults.refuse_feed = n;
+    }
+
+    /// Drops every open live console websocket connection (without a close frame, as a
+    /// proxy cutting it would).
+    pub fn drop_feed_connections(&self) {
+        self.state.feed_drops.send_modify(|n| *n += 1);
     }
 
     /// How many live console websocket handshakes (with a valid job token) arrived.
