@@ -79,4 +79,4 @@ pub use sink::{LogSink, OutputLine};
 pub use source::{JobSource, ReportOutcome, SourceError, SourceMessage};
 pub use translate::job_request_from_plan;
 #[cfg(feature = "_store")]
-pub use store::{JobRecord, Store, StoreError, VmRecord};
+pub use store::{Claim, JobRecord, Store, StoreError, VmRecord};

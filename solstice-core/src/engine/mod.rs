@@ -47,6 +47,8 @@ pub(crate) struct EngineInner {
     pub(crate) store: Option<crate::Store>,
     /// Keeps failed, opted-in jobs' machines for debug SSH; none: destroyed at once.
     pub(crate) debug: Option<DebugKeeper>,
+    /// How long a claim on a served job lasts unless renewed (see `serve`).
+    pub(crate) claim_lease: std::time::Duration,
 }
 
 impl std::fmt::Debug for EngineInner {
@@ -143,6 +145,7 @@ pub struct EngineBuilder {
     name: Option<String>,
     #[cfg(feature = "_store")]
     store: Option<crate::Store>,
+    claim_lease: Option<std::time::Duration>,
     debug: Option<DebugKeeper>,
 }
 
@@ -198,6 +201,16 @@ impl EngineBuilder {
         self
     }
 
+    /// With a store, how long an orchestrator's claim on a job it serves from a queue
+    /// lasts unless renewed; it is renewed every third of that while the job runs. A
+    /// redelivered copy of a job whose lease is live is held, not run; once the lease
+    /// expires (its orchestrator died) another one takes the job over. Shorter leases
+    /// take over sooner and cost more store writes. Default: 30 s.
+    pub fn claim_lease(mut self, lease: std::time::Duration) -> Self {
+        self.claim_lease = Some(lease.max(std::time::Duration::from_millis(300)));
+        self
+    }
+
     /// Keeps the machine of a failed job that opted in to debug SSH (and whose source
     /// found the triggering user's public keys) with `keeper`, instead of destroying it
     /// at once; see `docs/debug-ssh.md`. Call [`DebugKeeper::shutdown`] when the engine
@@ -220,6 +233,7 @@ impl EngineBuilder {
             metrics: crate::EngineMetrics::new(),
             #[cfg(feature = "_store")]
             store: self.store,
+            claim_lease: self.claim_lease.unwrap_or(std::time::Duration::from_secs(30)),
             debug: self.debug,
         };
         Ok(Engine { inner: Arc::new(inner) })

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -10,7 +11,8 @@ use tokio_util::task::TaskTracker;
 use super::Engine;
 #[cfg(feature = "_store")]
 use crate::JobEventKind;
-use crate::{Backoff, JobDelivery, JobEvent, JobId, JobQueue, QueueError};
+use crate::{Backoff, JobDelivery, JobEvent, JobId, JobQueue, JobRequest, QueueError};
+use time::OffsetDateTime;
 
 /// How many cancellations of jobs not (yet) running here are remembered, in case the
 /// job is delivered later; the oldest are forgotten first.
@@ -18,6 +20,34 @@ const EARLY_CANCELS_KEPT: usize = 10_000;
 
 /// At most this many of a job's events are published together.
 const EVENT_BATCH: usize = 256;
+
+/// How long after a held job's lease ends its holder asks again.
+const HOLD_MARGIN: Duration = Duration::from_millis(100);
+
+/// What claiming a delivered job came to.
+enum Taken {
+    /// Run it as this attempt.
+    Run(u32),
+    /// It finished before: acknowledge it.
+    Finished,
+    /// Give it back to the queue, for this reason.
+    GiveBack(&'static str),
+}
+
+/// What the store said to one claim.
+#[cfg_attr(not(feature = "_store"), allow(dead_code))]
+enum Outcome {
+    Run(u32),
+    Finished,
+    /// Running elsewhere under a live lease.
+    Held { owner: String, until: OffsetDateTime },
+}
+
+/// A claim that failed, and whether a retry may succeed.
+struct ClaimFailed {
+    transient: bool,
+    why: String,
+}
 
 /// The jobs running here, and cancellations that arrived before their job did (the
 /// forge cancelled a job still waiting in the queue). One lock, so a cancellation can
@@ -80,6 +110,10 @@ impl Engine {
         let mut consumer = queue.consume_jobs(labels, self.capacity()).await?;
         let mut cancels = queue.consume_cancels().await?;
         let running: Running = Arc::default();
+        // Leases name this serving instance, not just the orchestrator: a restarted
+        // orchestrator of the same name must not mistake its predecessor's lease for
+        // its own.
+        let holder: Arc<str> = format!("{}/{}", self.inner.name, uuid::Uuid::new_v4().simple()).into();
         let tracker = TaskTracker::new();
         let slots = Arc::new(Semaphore::new(self.capacity()));
 
@@ -134,8 +168,9 @@ impl Engine {
             let queue = queue.clone();
             let running = running.clone();
             let token = abort.child_token();
+            let (stop, holder) = (stop.clone(), holder.clone());
             tracker.spawn(async move {
-                engine.handle_delivery(delivery, queue, running, token).await;
+                engine.handle_delivery(delivery, queue, running, token, stop, holder).await;
                 drop(permit);
             });
         }
@@ -152,11 +187,13 @@ impl Engine {
         queue: Arc<dyn JobQueue>,
         running: Running,
         cancel: CancellationToken,
+        stop: CancellationToken,
+        holder: Arc<str>,
     ) {
         let JobDelivery { job, redelivered, acker } = delivery;
-        let attempt = match self.claim(&job, redelivered).await {
-            Ok(Some(attempt)) => attempt,
-            Ok(None) => {
+        let attempt = match self.take(&job, redelivered, &holder, &stop).await {
+            Taken::Run(attempt) => attempt,
+            Taken::Finished => {
                 // The job ended before; its final event may not have reached the source
                 // (the orchestrator died between recording and publishing it), so it is
                 // sent again. The source drops it if it had it: (attempt, seq) match.
@@ -171,16 +208,17 @@ impl Engine {
                 let _ = acker.ack().await;
                 return;
             }
-            Err(e) => {
-                tracing::warn!(job_id = %job.id, error = %e, "could not claim job; handing it back");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                let _ = acker.nack(true, "claim failed").await;
+            Taken::GiveBack(reason) => {
+                let _ = acker.nack(true, reason).await;
                 return;
             }
         };
         if let Ok(mut r) = running.lock() {
             r.start(job.id, &cancel);
         }
+        // Fired when another instance took the job over (this one's lease expired while
+        // the store was out of reach): from then on this run reports nothing.
+        let lost = CancellationToken::new();
         let (tx, mut rx) = mpsc::channel::<JobEvent>(256);
         let route = job.origin.source.clone();
         let forward = async {
@@ -197,7 +235,16 @@ impl Engine {
                 }
                 tracing::trace!(job_id = %job.id, events = batch.len(), "publishing a batch of events");
                 for event in &batch {
-                    self.record(event).await;
+                    if !self.record(event, &holder).await {
+                        lost.cancel();
+                    }
+                }
+                if lost.is_cancelled() {
+                    // The new owner reports the job; two attempts' events interleaved
+                    // would confuse the forge.
+                    tracing::debug!(job_id = %job.id, events = batch.len(), "lease lost; dropping events");
+                    batch.clear();
+                    continue;
                 }
                 // Events are never dropped: an unreachable queue is retried until it
                 // comes back.
@@ -212,9 +259,12 @@ impl Engine {
         };
         let run = async {
             let tx = tx;
-            self.run_attempt(&job, attempt, tx, cancel).await
+            self.run_attempt(&job, attempt, tx, cancel.clone()).await
         };
-        let (result, ()) = tokio::join!(run, forward);
+        let result = tokio::select! {
+            (result, ()) = async { tokio::join!(run, forward) } => result,
+            () = self.keep_lease(job.id, &holder, &lost, &cancel) => unreachable!("keep_lease never returns"),
+        };
         tracing::info!(job_id = %job.id, %result, "job finished");
         if let Ok(mut r) = running.lock() {
             r.running.remove(&job.id);
@@ -224,20 +274,91 @@ impl Engine {
         }
     }
 
-    #[cfg(feature = "_store")]
-    async fn claim(&self, job: &crate::JobRequest, redelivered: bool) -> Result<Option<u32>, crate::StoreError> {
-        match &self.inner.store {
-            Some(store) => {
-                store.record_queued(job).await?;
-                store.claim(job.id, &self.inner.name).await
+    /// Claims a delivered job, waiting as long as it runs elsewhere under a live lease
+    /// and retrying with backoff while the store is unreachable. Waiting keeps the
+    /// delivery unsettled: handing it back would count as a delivery, and on a quorum
+    /// queue enough of those dead-letter a healthy job.
+    async fn take(&self, job: &JobRequest, redelivered: bool, holder: &str, stop: &CancellationToken) -> Taken {
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
+        let mut holding = false;
+        loop {
+            let wait = match self.claim(job, redelivered, holder).await {
+                Ok(Outcome::Run(attempt)) => {
+                    if holding {
+                        tracing::info!(job_id = %job.id, attempt, "the lease on a held job expired; taking it over");
+                    }
+                    return Taken::Run(attempt);
+                }
+                Ok(Outcome::Finished) => return Taken::Finished,
+                Ok(Outcome::Held { owner, until }) => {
+                    if !holding {
+                        tracing::info!(job_id = %job.id, %owner, "job is running elsewhere under a live lease; holding its redelivery");
+                        holding = true;
+                    }
+                    let remaining = Duration::try_from(until - OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO);
+                    (remaining + HOLD_MARGIN).min(self.inner.claim_lease / 3)
+                }
+                Err(ClaimFailed { transient: true, why }) => {
+                    tracing::warn!(job_id = %job.id, error = %why, "could not claim job; retrying");
+                    backoff.next_delay()
+                }
+                Err(ClaimFailed { transient: false, why }) => {
+                    tracing::warn!(job_id = %job.id, error = %why, "could not claim job; handing it back");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    return Taken::GiveBack("claim failed");
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = stop.cancelled() => return Taken::GiveBack("orchestrator stopping"),
             }
-            None => Ok(Some(if redelivered { 2 } else { 1 })),
         }
     }
 
+    #[cfg(feature = "_store")]
+    async fn claim(&self, job: &JobRequest, redelivered: bool, holder: &str) -> Result<Outcome, ClaimFailed> {
+        let Some(store) = &self.inner.store else {
+            return Ok(Outcome::Run(if redelivered { 2 } else { 1 }));
+        };
+        let failed = |e: crate::StoreError| ClaimFailed { transient: e.is_transient(), why: crate::error_chain(&e) };
+        store.record_queued(job).await.map_err(failed)?;
+        let claim = store.claim_leased(job.id, &self.inner.name, holder, self.inner.claim_lease).await.map_err(failed)?;
+        Ok(match claim {
+            crate::Claim::Claimed { attempt } => Outcome::Run(attempt),
+            crate::Claim::Held { owner, until } => Outcome::Held { owner, until },
+            crate::Claim::Finished => Outcome::Finished,
+        })
+    }
+
     #[cfg(not(feature = "_store"))]
-    async fn claim(&self, _job: &crate::JobRequest, redelivered: bool) -> Result<Option<u32>, std::convert::Infallible> {
-        Ok(Some(if redelivered { 2 } else { 1 }))
+    async fn claim(&self, _job: &JobRequest, redelivered: bool, _holder: &str) -> Result<Outcome, ClaimFailed> {
+        Ok(Outcome::Run(if redelivered { 2 } else { 1 }))
+    }
+
+    /// Renews this instance's lease on a running job every third of the lease; never
+    /// returns. When the lease was taken over, fires `lost` and cancels the run.
+    async fn keep_lease(&self, id: JobId, holder: &str, lost: &CancellationToken, cancel: &CancellationToken) {
+        #[cfg(feature = "_store")]
+        if let Some(store) = &self.inner.store {
+            let lease = self.inner.claim_lease;
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                match store.renew_lease(id, holder, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(job_id = %id, "another orchestrator took this job over; stopping it here");
+                        lost.cancel();
+                        cancel.cancel();
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(job_id = %id, error = %crate::error_chain(&e), "could not renew the job's lease; retrying");
+                    }
+                }
+            }
+        }
+        let _ = (id, holder, lost, cancel);
+        std::future::pending::<()>().await;
     }
 
     /// The final event recorded for a finished job, if there is a store and it has one.
@@ -253,19 +374,21 @@ impl Engine {
         None
     }
 
-    /// Mirrors an event into the store (running on the first step, finished at the end).
-    async fn record(&self, event: &JobEvent) {
+    /// Mirrors an event into the store (running on the first step, finished at the
+    /// end). Returns `false` when the final state could not be recorded because the
+    /// job no longer belongs to `holder`.
+    async fn record(&self, event: &JobEvent, holder: &str) -> bool {
         #[cfg(feature = "_store")]
         if let Some(store) = &self.inner.store {
             let mut backoff = Backoff::default();
             loop {
                 let done = match &event.kind {
-                    JobEventKind::StepStarted { index: 0, .. } => store.mark_running(event.job_id).await,
-                    JobEventKind::JobFinished { .. } => store.finish_with_event(event).await.map(|_| ()),
-                    _ => Ok(()),
+                    JobEventKind::StepStarted { index: 0, .. } => store.mark_running(event.job_id).await.map(|()| true),
+                    JobEventKind::JobFinished { .. } => store.finish_leased(event, holder).await,
+                    _ => Ok(true),
                 };
                 match done {
-                    Ok(()) => break,
+                    Ok(ours) => return ours,
                     Err(e) => {
                         tracing::warn!(job_id = %event.job_id, error = %e, "could not record job state; retrying");
                         tokio::time::sleep(backoff.next_delay()).await;
@@ -273,7 +396,7 @@ impl Engine {
                 }
             }
         }
-        #[cfg(not(feature = "_store"))]
-        let _ = event;
+        let _ = (event, holder);
+        true
     }
 }

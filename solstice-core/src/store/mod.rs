@@ -8,7 +8,13 @@ use time::OffsetDateTime;
 
 use crate::{JobEvent, JobEventKind, JobId, JobRequest, JobResult, JobState};
 
+mod lease;
 mod vms;
+
+pub use lease::Claim;
+
+/// How long a query waits for a pooled connection before failing.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +162,15 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
-        let pool = AnyPoolOptions::new().max_connections(max).connect(&url).await.map_err(StoreError::Connect)?;
+        // A query waits at most ACQUIRE_TIMEOUT for a connection: an unreachable
+        // database then shows as a transient error the caller retries with backoff
+        // (a claim holds its job meanwhile) instead of a call hanging half a minute.
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(&url)
+            .await
+            .map_err(StoreError::Connect)?;
         if url.starts_with("sqlite:") {
             // Concurrent writers wait for each other instead of failing with SQLITE_BUSY.
             sqlx::query("PRAGMA busy_timeout = 5000").execute(&pool).await.map_err(query_error("busy_timeout"))?;

@@ -3,6 +3,8 @@
 //! `postgres`). Run them all with
 //! `eval "$(.ci/services.sh)" && cargo test -p solstice-core --features amqp,postgres --test backends`.
 
+#[cfg(all(feature = "amqp", feature = "postgres"))]
+mod claims;
 mod queue_suite;
 #[cfg(feature = "amqp")]
 mod rabbit;
@@ -55,6 +57,9 @@ macro_rules! store_cases {
             lists_jobs_by_state_oldest_first,
             keeps_vm_records_per_owner,
             two_handles_share_state,
+            a_live_lease_holds_off_other_claims,
+            an_expired_lease_is_taken_over,
+            concurrent_leased_claims_have_one_winner,
         );
     };
 }

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use solstice_core::{JobId, JobRequest, JobResult, JobState, Store, VmRecord};
+use std::time::Duration;
+
+use solstice_core::{Claim, JobEvent, JobEventKind, JobId, JobRequest, JobResult, JobState, Store, VmRecord};
 
 use crate::support::StoreFixture;
 
@@ -161,4 +163,84 @@ pub async fn two_handles_share_state(fx: &StoreFixture) {
     assert_eq!(other.claim(j.id, "orch-b").await.expect("claim"), Some(1));
     assert!(other.finish(j.id, JobResult::Success).await.expect("finish"));
     assert_eq!(fx.store.claim(j.id, "orch-a").await.expect("claim"), None);
+}
+
+fn finished(id: JobId, attempt: u32, result: JobResult) -> JobEvent {
+    JobEvent { job_id: id, attempt, seq: 9, at: time::OffsetDateTime::now_utc(), kind: JobEventKind::JobFinished { result } }
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// A redelivered copy of a running job, offered to another orchestrator while the
+/// first one still renews its lease, is held; the holder can renew and finish.
+pub async fn a_live_lease_holds_off_other_claims(fx: &StoreFixture) {
+    let j = job("leased");
+    fx.store.record_queued(&j).await.expect("record");
+    let other: Store = fx.reconnect().await;
+    assert_eq!(fx.store.claim_leased(j.id, "orch-a", "orch-a/1", LONG).await.expect("claim"), Claim::Claimed { attempt: 1 });
+    match other.claim_leased(j.id, "orch-b", "orch-b/1", LONG).await.expect("claim") {
+        Claim::Held { owner, until } => {
+            assert_eq!(owner, "orch-a");
+            let left = until - time::OffsetDateTime::now_utc();
+            assert!(left.whole_seconds() > 50 && left.whole_seconds() <= 60, "the lease runs about 60 s, {left} left");
+        }
+        other => panic!("a second claim under a live lease got {other:?}"),
+    }
+    // Even the same orchestrator name from another process (a restart) is held.
+    assert!(matches!(other.claim_leased(j.id, "orch-a", "orch-a/2", LONG).await.expect("claim"), Claim::Held { .. }));
+    assert!(fx.store.renew_lease(j.id, "orch-a/1", LONG).await.expect("renew"));
+    assert!(!other.renew_lease(j.id, "orch-b/1", LONG).await.expect("renew"), "only the holder renews");
+    let record = fx.store.job(j.id).await.expect("read").expect("recorded");
+    assert_eq!((record.attempt, record.owner.as_deref()), (1, Some("orch-a")), "held claims change nothing");
+    assert!(!other.finish_leased(&finished(j.id, 1, JobResult::Success), "orch-b/1").await.expect("finish"));
+    let end = finished(j.id, 1, JobResult::Failure);
+    assert!(fx.store.finish_leased(&end, "orch-a/1").await.expect("finish"));
+    assert_eq!(other.claim_leased(j.id, "orch-b", "orch-b/1", LONG).await.expect("claim"), Claim::Finished);
+    assert!(!fx.store.renew_lease(j.id, "orch-a/1", LONG).await.expect("renew"), "a finished job has no lease");
+    let done = fx.store.job(j.id).await.expect("read").expect("recorded");
+    assert_eq!(done.state, JobState::Finished(JobResult::Failure));
+    let kept = fx.store.final_event(j.id).await.expect("read").expect("the final event is kept");
+    assert_eq!((kept.attempt, &kept.kind), (1, &end.kind));
+}
+
+/// A job whose holder stopped renewing (it died) is taken over once the lease
+/// expires; the old holder can then neither renew nor finish it.
+pub async fn an_expired_lease_is_taken_over(fx: &StoreFixture) {
+    let j = job("expiring");
+    fx.store.record_queued(&j).await.expect("record");
+    let short = Duration::from_millis(300);
+    assert_eq!(fx.store.claim_leased(j.id, "orch-a", "orch-a/1", short).await.expect("claim"), Claim::Claimed { attempt: 1 });
+    assert!(matches!(fx.store.claim_leased(j.id, "orch-b", "orch-b/1", LONG).await.expect("claim"), Claim::Held { .. }));
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(fx.store.claim_leased(j.id, "orch-b", "orch-b/1", LONG).await.expect("claim"), Claim::Claimed { attempt: 2 });
+    assert!(!fx.store.renew_lease(j.id, "orch-a/1", LONG).await.expect("renew"), "the old holder lost the job");
+    assert!(!fx.store.finish_leased(&finished(j.id, 1, JobResult::Cancelled), "orch-a/1").await.expect("finish"));
+    assert!(fx.store.finish_leased(&finished(j.id, 2, JobResult::Success), "orch-b/1").await.expect("finish"));
+    let record = fx.store.job(j.id).await.expect("read").expect("recorded");
+    assert_eq!((record.state, record.attempt, record.owner.as_deref()), (JobState::Finished(JobResult::Success), 2, Some("orch-b")));
+}
+
+/// Of many instances claiming one job at once, exactly one gets it.
+pub async fn concurrent_leased_claims_have_one_winner(fx: &StoreFixture) {
+    let store = Arc::new(fx.store.clone());
+    let j = job("lease-race");
+    store.record_queued(&j).await.expect("record");
+    let claims: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.claim_leased(j.id, &format!("orch-{i}"), &format!("orch-{i}/x"), LONG).await.expect("claim") })
+        })
+        .collect();
+    let mut won = 0;
+    for claim in claims {
+        match claim.await.expect("claim task") {
+            Claim::Claimed { attempt } => {
+                assert_eq!(attempt, 1);
+                won += 1;
+            }
+            Claim::Held { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one of 8 concurrent claims wins the lease");
 }

@@ -228,6 +228,12 @@ impl StoreFixture {
         }
     }
 
+    /// The database URL.
+    #[cfg_attr(not(all(feature = "amqp", feature = "postgres")), allow(dead_code))]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// A second store on the same database, as another process would open.
     pub async fn reconnect(&self) -> Store {
         Store::connect(&self.url).await.expect("open the store again")
