@@ -173,3 +173,45 @@ fn serve_without_a_registered_runner_is_a_configuration_error() {
     assert!(stderr.contains("register the runner first"), "{stderr}");
     assert!(!dir.path().join("solstice-state.db").exists(), "a store was created for nothing");
 }
+
+/// Both forges in one process: a Forgejo task and a GitHub job, each reported back to
+/// its own forge, run by the one engine.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_runs_forgejo_and_github_jobs_side_by_side() {
+    use solstice_github_fake::{FakeConfig, FakeGithub, FakeJob};
+
+    let forgejo = FakeForgejo::start().await.unwrap();
+    let github = FakeGithub::start(FakeConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = setup(&forgejo, dir.path(), "host:host", port, "capacity = 2").await;
+    let gh_dir = dir.path().join("github");
+    let registration = solstice_github::RegistrationConfig {
+        url: github.repo_url(),
+        token: Secret::new("AREGTOKEN".to_owned()),
+        name: "serve-gh".into(),
+        labels: vec!["host".into()],
+        ..Default::default()
+    };
+    let runner = solstice_github::register(&registration).await.unwrap();
+    solstice_github::RunnerStore::new(&gh_dir).save(&runner).unwrap();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("\n[github]\ndir = {gh_dir:?}\nlabels = [\"host\"]\n"));
+    std::fs::write(&config, text).unwrap();
+
+    let serve = Serve::start(&config);
+    let gh_job = github.enqueue(FakeJob::new("gh").labels(&["host"]).run("echo from github")).await;
+    let fj_job = forgejo.enqueue(JobSpec::new("fj", "on: push\njobs:\n  fj:\n    runs-on: host\n    steps:\n      - run: echo from forgejo\n"));
+    let fj_task = forgejo.wait_job_done(fj_job, Duration::from_secs(60)).await;
+    let gh_view = github.wait_completed(&gh_job, Duration::from_secs(60)).await;
+    serve.term();
+    let exit = serve.wait().await;
+    let stderr = String::from_utf8_lossy(&exit.stderr);
+    let fj_task = fj_task.unwrap_or_else(|| panic!("the Forgejo task was not reported:\n{stderr}"));
+    assert_eq!(fj_task.status, Status::Success, "{stderr}");
+    assert!(forgejo.log(fj_task.id).iter().any(|l| l == "from forgejo"));
+    let gh_view = gh_view.unwrap_or_else(|| panic!("the GitHub job was not reported:\n{stderr}"));
+    assert_eq!(gh_view.result.as_deref(), Some("succeeded"), "{stderr}");
+    assert!(gh_view.all_logs().contains("from github"), "{}", gh_view.all_logs());
+    assert_eq!(exit.status.code(), Some(0), "{stderr}");
+}
