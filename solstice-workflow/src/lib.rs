@@ -74,7 +74,7 @@ mod syntax;
 pub use error::{WorkflowError, WorkflowErrorKind, WorkflowErrors};
 pub use plan::{
     CheckoutPlan, DEBUG_SSH_ENV, DEFAULT_SHELL, DEFAULT_TIMEOUT_MINUTES, JobPlan, MAX_MATRIX_JOBS, PlanOptions, StepKind, StepPlan, Submodules,
-    WorkflowPlan, plan_parsed, plan_workflow,
+    WorkflowPlan, debug_ssh_requested, plan_parsed, plan_workflow,
 };
 pub use syntax::{Job, RunDefaults, RunsOn, Setup, Step, Strategy, Workflow, parse_kdl_workflow, parse_workflow};
 

@@ -583,11 +583,23 @@ fn plan_job(workflow: &Workflow, job: &Job, options: &PlanOptions, diag: &mut Di
     }
 }
 
-/// Whether a value of [`DEBUG_SSH_ENV`] turns debug SSH on: only an explicit yes.
+/// Whether a value of [`DEBUG_SSH_ENV`] turns debug SSH on: only an explicit yes
+/// (`true` in any case, or `1`). Sources that build jobs without the planner (the
+/// GitHub runner gets its steps from GitHub) use it on the job's env, so both paths
+/// read the opt-in the same way.
+///
+/// ```
+/// assert!(solstice_workflow::debug_ssh_requested("TRUE"));
+/// assert!(!solstice_workflow::debug_ssh_requested("${{ inputs.debug }}"));
+/// ```
+pub fn debug_ssh_requested(value: &str) -> bool {
+    value.trim().eq_ignore_ascii_case("true") || value.trim() == "1"
+}
+
 fn debug_ssh_on(value: &Value) -> bool {
     match value {
         Value::Bool(b) => *b,
-        Value::String(s) => s.trim().eq_ignore_ascii_case("true") || s.trim() == "1",
+        Value::String(s) => debug_ssh_requested(s),
         Value::Number(n) => n.as_u64() == Some(1),
         _ => false,
     }
