@@ -187,7 +187,31 @@ async fn with_rabbitmq_jobs_go_to_a_separate_orchestrator_and_back() {
 /// then serves jobs as usual.
 #[tokio::test]
 async fn a_job_left_by_a_killed_runner_is_completed_as_failed_on_restart() {
-    let fake = FakeGithub::start(FakeConfig { session_timeout: Duration::from_secs(2), ..Default::default() }).await.expect("fake");
+    let (fake, id) = crash_and_restart(true).await;
+    let view = fake.job(&id).await.expect("job");
+    let record = view.records.get(&id).expect("job record");
+    assert_eq!(record["result"], "failed");
+    assert!(record["issues"][0]["message"].as_str().is_some_and(|m| m.contains("runner stopped while this job was running")), "{record}");
+    assert!(view.all_logs().contains("##[error]The runner stopped while this job was running"), "{:?}", view.logs);
+}
+
+/// A service whose plan routes take only job tokens: the job request is finished on the
+/// pool with the runner's token instead.
+#[tokio::test]
+async fn without_plan_access_the_left_job_request_is_finished_as_failed() {
+    let (fake, id) = crash_and_restart(false).await;
+    let view = fake.job(&id).await.expect("job");
+    assert!(!view.all_logs().contains("runner stopped"), "no plan access, no log of it: {:?}", view.logs);
+    let requests = fake.requests().await;
+    assert!(requests.iter().any(|r| r.method == "PATCH" && r.path.contains("/jobrequests/")), "finished through the job request");
+}
+
+/// Registers, starts `run`, SIGKILLs it mid-job, checks the record it left, restarts it
+/// (`run --ephemeral`, with a second job to take) and checks that the first job ended
+/// failed and the second ran. Returns the fake and the first job's id.
+async fn crash_and_restart(plan_routes_take_runner_tokens: bool) -> (FakeGithub, String) {
+    let config = FakeConfig { session_timeout: Duration::from_secs(2), plan_routes_take_runner_tokens, ..Default::default() };
+    let fake = FakeGithub::start(config).await.expect("fake");
     let dir = tempfile::tempdir().expect("tempdir");
     let url = fake.repo_url();
     let (ok, log) = run(&["register", "--url", &url, "--name", "crash-1", "--labels", "host"], dir.path(), Some("AREGTOKEN")).await;
@@ -240,10 +264,7 @@ async fn a_job_left_by_a_killed_runner_is_completed_as_failed_on_restart() {
     let view = fake.job(&id).await.expect("job");
     assert_eq!(view.state, "completed");
     assert_eq!(view.result.as_deref(), Some("failed"), "{run_log}");
-    let record = view.records.get(&id).expect("job record");
-    assert_eq!(record["result"], "failed");
-    assert!(record["issues"][0]["message"].as_str().is_some_and(|m| m.contains("runner stopped while this job was running")), "{record}");
-    assert!(view.all_logs().contains("##[error]The runner stopped while this job was running"), "{:?}", view.logs);
     assert_eq!(fake.job(&next).await.expect("second job").result.as_deref(), Some("succeeded"));
     assert!(!std::fs::read_dir(dir.path()).expect("dir").flatten().any(|e| e.file_name().to_string_lossy().starts_with(".job-")), "the record is gone");
+    (fake, id)
 }

@@ -38,9 +38,12 @@ fn job_of(data: &Data, headers: &HeaderMap) -> Result<String, Response> {
 /// The job behind a plan route: its job token, or — as github-act-runner completes a job
 /// left over from a crash "with the runner's own connection" — the OAuth token of the
 /// runner the job is assigned to.
-fn job_for_plan(data: &Data, headers: &HeaderMap, plan: &str) -> Result<String, Response> {
+fn job_for_plan(s: &Shared, data: &Data, headers: &HeaderMap, plan: &str) -> Result<String, Response> {
     if let Ok(id) = job_of(data, headers) {
         return Ok(id);
+    }
+    if !s.config.plan_routes_take_runner_tokens {
+        return Err(unauthorized());
     }
     let agent = runner(data, headers)?;
     data.jobs
@@ -286,7 +289,7 @@ type PlanPath = (String, String, String, String);
 
 pub(crate) async fn records(State(s): State<Shared>, Path((_scope, _hub, plan, _tid)): Path<PlanPath>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     let mut data = s.data.lock().await;
-    let id = match job_for_plan(&data, &headers, &plan) {
+    let id = match job_for_plan(&s, &data, &headers, &plan) {
         Ok(id) => id,
         Err(r) => return r,
     };
@@ -332,7 +335,7 @@ pub(crate) async fn feed(State(s): State<Shared>, Path((_scope, _hub, _plan, _ti
 
 pub(crate) async fn create_log(State(s): State<Shared>, Path((_scope, _hub, plan)): Path<(String, String, String)>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     let mut data = s.data.lock().await;
-    let id = match job_for_plan(&data, &headers, &plan) {
+    let id = match job_for_plan(&s, &data, &headers, &plan) {
         Ok(id) => id,
         Err(r) => return r,
     };
@@ -350,7 +353,7 @@ pub(crate) async fn upload_log(
     body: Bytes,
 ) -> Response {
     let mut data = s.data.lock().await;
-    let id = match job_for_plan(&data, &headers, &plan) {
+    let id = match job_for_plan(&s, &data, &headers, &plan) {
         Ok(id) => id,
         Err(r) => return r,
     };
@@ -363,7 +366,7 @@ pub(crate) async fn upload_log(
 
 pub(crate) async fn events(State(s): State<Shared>, Path((_scope, _hub, plan)): Path<(String, String, String)>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     let mut data = s.data.lock().await;
-    let id = match job_for_plan(&data, &headers, &plan) {
+    let id = match job_for_plan(&s, &data, &headers, &plan) {
         Ok(id) => id,
         Err(r) => return r,
     };

@@ -91,6 +91,10 @@ pub struct FakeConfig {
     pub bom_in_messages: bool,
     /// Write some job-message keys in PascalCase. Default: true.
     pub pascal_case_messages: bool,
+    /// The classic plan routes (timeline, logs, events) also take the OAuth token of the
+    /// runner a job is assigned to, not only the job's token (github-act-runner completes
+    /// a job left over from a crash that way). Off: only job tokens. Default: true.
+    pub plan_routes_take_runner_tokens: bool,
     /// Sessions not polled for this long expire (a runner that died without deleting
     /// its session blocks a new one until then). Default: 60 s.
     pub session_timeout: Duration,
@@ -112,6 +116,7 @@ impl Default for FakeConfig {
             blob_storage: BlobStorage::Azure,
             bom_in_messages: true,
             pascal_case_messages: true,
+            plan_routes_take_runner_tokens: true,
             session_timeout: Duration::from_secs(60),
             use_v2_flow: false,
         }
