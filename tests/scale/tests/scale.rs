@@ -21,6 +21,9 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const JOBS: usize = 200;
 const SLEEP_MS: u64 = 150;
+/// The orchestrators' claim lease: short, so that a killed orchestrator's jobs are
+/// taken over within seconds, and renewed several times during a long job.
+const LEASE_MS: u64 = 3000;
 
 fn amqp_url() -> String {
     std::env::var("SOLSTICE_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
@@ -76,7 +79,7 @@ impl Env {
         let log = std::fs::File::create(self.log(name)).expect("log file");
         Command::new(env!("CARGO_BIN_EXE_scale-orchestrator"))
             .args(["--amqp-url", &amqp_url(), "--store-url", &self.store_url, "--prefix", &self.run])
-            .args(["--name", name, "--capacity", &capacity.to_string()])
+            .args(["--name", name, "--capacity", &capacity.to_string(), "--lease-ms", &LEASE_MS.to_string()])
             .env("RUST_LOG", "info,solstice_core=debug")
             .stdout(Stdio::null())
             .stderr(log)
@@ -86,10 +89,14 @@ impl Env {
     }
 
     fn submitter(&self) -> Child {
+        self.submitter_with(JOBS, SLEEP_MS)
+    }
+
+    fn submitter_with(&self, jobs: usize, sleep_ms: u64) -> Child {
         let log = std::fs::File::create(self.log("submitter")).expect("log file");
         Command::new(env!("CARGO_BIN_EXE_scale-submitter"))
             .args(["--amqp-url", &amqp_url(), "--prefix", &self.run, "--run", &self.run])
-            .args(["--jobs", &JOBS.to_string(), "--sleep-ms", &SLEEP_MS.to_string(), "--deadline-secs", "90"])
+            .args(["--jobs", &jobs.to_string(), "--sleep-ms", &sleep_ms.to_string(), "--deadline-secs", "90"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -149,8 +156,8 @@ impl Env {
 
     /// Every job finished exactly once with its expected result, in the events and in
     /// the store.
-    async fn check_exactly_once(&self, report: &Report) {
-        assert_eq!(report.jobs.len(), JOBS);
+    async fn check_exactly_once(&self, report: &Report, jobs: usize) {
+        assert_eq!(report.jobs.len(), jobs);
         let mut problems = Vec::new();
         for outcome in &report.jobs {
             let want = expected_result(outcome.index).as_str();
@@ -236,7 +243,7 @@ async fn two_orchestrators_survive_a_sigkill() {
     eprintln!("killed orch-a with {finished_at_kill}/{JOBS} jobs finished");
 
     let report = env.report(submitter).await;
-    env.check_exactly_once(&report).await;
+    env.check_exactly_once(&report, JOBS).await;
 
     // The jobs orch-a held when it died were redelivered and completed by orch-b.
     let taken_over: Vec<_> = report
@@ -299,7 +306,7 @@ async fn a_broker_restart_loses_nothing() {
     );
 
     let report = env.report(submitter).await;
-    env.check_exactly_once(&report).await;
+    env.check_exactly_once(&report, JOBS).await;
     let redelivered = report.jobs.iter().filter(|o| o.accepted.iter().any(|(a, _)| *a > 1)).count();
     eprintln!(
         "{JOBS} jobs in {} ms; {redelivered} ran a second attempt; {} duplicate events",
@@ -307,5 +314,74 @@ async fn a_broker_restart_loses_nothing() {
         report.jobs.iter().map(|o| o.duplicates).sum::<usize>()
     );
     terminate(orchestrator).await;
+    env.cleanup().await;
+}
+
+/// Makes the broker close the connection with the given name, as a network cut would.
+fn close_connection(env: &Env, name: &str) {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_connections", "--no-table-headers", "pid", "client_properties"])
+        .output()
+        .unwrap_or_else(|e| env.fail(&format!("`rabbitmqctl list_connections` could not run: {e}")));
+    let listing = String::from_utf8_lossy(&output.stdout);
+    // One line per connection: `<rabbit@host.1.2.3>\t[{"connection_name",longstr,"…"},…]`.
+    let Some(pid) = listing
+        .lines()
+        .find(|line| line.contains(&format!("\"{name}\"")))
+        .and_then(|line| line.split('\t').next())
+    else {
+        env.fail(&format!("no connection named {name} in:\n{listing}"))
+    };
+    let status = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "close_connection", pid, "the test cuts the connection"])
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        env.fail(&format!("rabbitmqctl close_connection {pid}: {status:?}"));
+    }
+}
+
+/// Issue 5: an orchestrator loses its RabbitMQ connection (not its process) while it
+/// runs jobs; RabbitMQ hands the jobs to another orchestrator. The running one's
+/// lease makes the other hold them instead of running them a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_does_not_run_a_job_twice() {
+    const LONG_JOBS: usize = 4;
+    let _serial = SERIAL.lock().await;
+    let env = Env::new("lease").await;
+    let first = env.orchestrator("orch-a", LONG_JOBS);
+    // Each job outlives the lease twice over, so it is renewed while it runs.
+    let submitter = env.submitter_with(LONG_JOBS, 3 * LEASE_MS);
+    wait_until(&env, "orch-a runs every job", Duration::from_secs(60), || async {
+        let running = env.store.jobs_in_state("running", 100).await.expect("list jobs");
+        running.len() == LONG_JOBS && running.iter().all(|j| j.owner.as_deref() == Some("orch-a"))
+    })
+    .await;
+    let second = env.orchestrator("orch-b", LONG_JOBS);
+    wait_until(&env, "orch-b serves", Duration::from_secs(30), || async {
+        std::fs::read_to_string(env.log("orch-b")).is_ok_and(|log| log.contains("serving"))
+    })
+    .await;
+    // Let orch-b's consumer subscribe before the jobs come back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    close_connection(&env, "orch-a");
+
+    let report = env.report(submitter).await;
+    env.check_exactly_once(&report, LONG_JOBS).await;
+    let log_b = std::fs::read_to_string(env.log("orch-b")).unwrap_or_default();
+    let held = log_b.matches("holding its redelivery").count();
+    for outcome in &report.jobs {
+        assert_eq!(
+            outcome.accepted,
+            vec![(1, "orch-a".to_owned())],
+            "job {} ran again after orch-a's connection dropped",
+            outcome.index
+        );
+        let record = env.store.job(plan_job(&env.run, outcome.index, 0).id).await.expect("read").expect("job");
+        assert_eq!((record.attempt, record.owner.as_deref()), (1, Some("orch-a")));
+    }
+    assert!(held > 0, "orch-b never received a redelivered running job, so the test proved nothing:\n{log_b}");
+    eprintln!("orch-b held {held} redelivered running jobs until orch-a finished them");
+    terminate(first).await;
+    terminate(second).await;
     env.cleanup().await;
 }

@@ -27,6 +27,9 @@ struct Args {
     /// Jobs run at once.
     #[arg(long, default_value_t = 8)]
     capacity: usize,
+    /// How long a claim on a job lasts unless renewed, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    lease_ms: u64,
 }
 
 #[tokio::main]
@@ -45,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
         .executor(HostExecutor::new())
         .store(store)
         .capacity(args.capacity)
+        .claim_lease(std::time::Duration::from_millis(args.lease_ms))
         .name(&args.name)
         .build()?;
     let stop = CancellationToken::new();
