@@ -289,8 +289,8 @@ impl Reservation {
 
     /// Hands the machine over: starts the forward to its SSH address `target` on the
     /// bound port, and destroys the machine (then runs `on_destroyed`) when the time is
-    /// up or the keeper shuts down. Without a bound port, or if the forward cannot
-    /// start, the machine is given back for the caller to destroy.
+    /// up or the keeper shuts down. Without a bound port, if the forward cannot start or
+    /// the keeper is shutting down, the machine is given back for the caller to destroy.
     pub(crate) fn keep(
         mut self,
         machine: Machine,
@@ -298,6 +298,10 @@ impl Reservation {
         hypervisor: Arc<dyn Hypervisor>,
         on_destroyed: Option<OnDestroyed>,
     ) -> Result<Kept, Box<(Machine, Option<OnDestroyed>)>> {
+        // Shut down meanwhile (the keys took a while): the keeper's tasks may be gone.
+        if self.keeper.inner.shutdown.is_cancelled() {
+            return Err(Box::new((machine, on_destroyed)));
+        }
         let Some((port, listener)) = self.port.take() else { return Err(Box::new((machine, on_destroyed))) };
         let forward = match PortForward::start(listener, target) {
             Ok(forward) => forward,
@@ -520,6 +524,19 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), keeper.shutdown()).await.expect("prompt");
         assert_eq!((hv.destroyed(), keeper.held()), (2, 0));
         assert_eq!(keeper.reserve("org/c", JobId::new()).map(|_| ()), Err(Declined::ShuttingDown));
+    }
+
+    #[tokio::test]
+    async fn a_hand_over_that_meets_a_shutdown_gives_the_machine_back() {
+        let ports = free_port_range(20).await;
+        let keeper = keeper(DEFAULT_DEBUG_TTL, ports);
+        let mut reservation = keeper.reserve("org/a", JobId::new()).expect("free");
+        reservation.bind().await.expect("port");
+        keeper.shutdown().await;
+        let target: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let back = reservation.keep(machine("m"), target, Arc::new(CountingHypervisor::new()), None);
+        assert!(matches!(back, Err(b) if b.0.id == "m"), "the caller destroys it");
+        assert_eq!(keeper.held(), 0);
     }
 
     #[tokio::test]

@@ -326,7 +326,7 @@ async fn keep_for_debug(
         Ok(kept) => kept,
         Err(refused) => {
             let (machine, forget) = *refused;
-            say("##[warning]Debug SSH is unavailable right now (the port forward could not start). The machine is removed now.".to_owned()).await;
+            say("##[warning]Debug SSH is unavailable right now (the orchestrator is stopping, or the port forward could not start). The machine is removed now.".to_owned()).await;
             return Debug::Destroy(machine, forget);
         }
     };
