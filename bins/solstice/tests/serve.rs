@@ -215,3 +215,55 @@ async fn serve_runs_forgejo_and_github_jobs_side_by_side() {
     assert!(gh_view.all_logs().contains("from github"), "{}", gh_view.all_logs());
     assert_eq!(exit.status.code(), Some(0), "{stderr}");
 }
+
+/// A VM label: while the job runs, `solstice vm list` shows its machine running; SIGTERM
+/// past the grace period cancels the job and leaves no QEMU process, file or record.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vm_job_is_listed_while_it_runs_and_nothing_is_left_after_sigterm() {
+    let fake = FakeForgejo::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = setup(&fake, dir.path(), "tiny:vm:tiny-linux", port, "shutdown_grace_seconds = 1").await;
+    let store = format!("sqlite://{}", dir.path().join("state.db").display());
+    let serve = Serve::start(&config);
+    let job = fake.enqueue(
+        JobSpec::new("vm", "on: push\njobs:\n  vm:\n    runs-on: tiny\n    steps:\n      - run: echo \"inside $(uname -n)\"; sleep 600\n")
+            .runs_on(["tiny"]),
+    );
+    let booted = fake
+        .wait_until(Duration::from_secs(240), |f| f.job_task(job).is_some_and(|t| f.log(t).iter().any(|l| l.starts_with("inside vm-"))))
+        .await;
+    let vm_list = |store: String| {
+        let out = Command::new(BIN).args(["vm", "--store", &store, "list"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listing = tokio::task::spawn_blocking({
+        let store = store.clone();
+        move || vm_list(store)
+    })
+    .await
+    .unwrap();
+    serve.term();
+    let exit = serve.wait().await;
+    let stderr = String::from_utf8_lossy(&exit.stderr);
+    assert!(booted, "the VM job never started:\n{stderr}");
+    let line = listing.lines().find(|l| l.starts_with("vm-")).unwrap_or_else(|| panic!("no machine listed:\n{listing}"));
+    assert!(line.ends_with("running"), "{listing}");
+    let machine = line.split_whitespace().next().unwrap().to_owned();
+    assert_eq!(exit.status.code(), Some(0), "{stderr}");
+    let task = fake.task(fake.job_task(job).unwrap()).unwrap();
+    assert_eq!(task.status, Status::Cancelled, "{stderr}");
+    assert_eq!(vm_list(store).trim(), "no machine recorded");
+    let qemu_left = std::fs::read_dir("/proc").unwrap().filter_map(Result::ok).any(|e| {
+        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&machine))
+    });
+    assert!(!qemu_left, "a process still names {machine}");
+    // The default cache directory, as `solstice` picks it.
+    let cache = std::env::var_os("SOLSTICE_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::var_os("HOME").map(PathBuf::from).unwrap().join(".cache/solstice"));
+    let run = cache.join("run");
+    let files_left = std::fs::read_dir(&run).map(|d| d.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().starts_with(&machine)));
+    assert!(!files_left.unwrap_or(false), "files of {machine} are left in {}", run.display());
+}
