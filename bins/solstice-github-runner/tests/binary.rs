@@ -268,3 +268,51 @@ async fn crash_and_restart(plan_routes_take_runner_tokens: bool) -> (FakeGithub,
     assert!(!std::fs::read_dir(dir.path()).expect("dir").flatten().any(|e| e.file_name().to_string_lossy().starts_with(".job-")), "the record is gone");
     (fake, id)
 }
+
+/// The broker path after a crash: the run service documents the job's own token for
+/// `completejob`, and that token died with the process. The restarted runner tries
+/// with its OAuth token; the fake, modelled on that documentation, refuses, so the
+/// runner gives up on the job (an error in its log) instead of retrying forever, and
+/// the job stays with GitHub to time out. This pins down the known limit.
+#[tokio::test]
+async fn a_broker_job_left_by_a_killed_runner_is_tried_once_then_given_up() {
+    let fake = FakeGithub::start(FakeConfig { session_timeout: Duration::from_secs(2), ..Default::default() }).await.expect("fake");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = fake.repo_url();
+    let (ok, log) = run(&["register", "--url", &url, "--name", "crash-2", "--labels", "host"], dir.path(), Some("AREGTOKEN")).await;
+    assert!(ok, "register failed:\n{log}");
+    let id = fake.enqueue(FakeJob::new("crash").labels(&["host"]).delivery(Delivery::Broker).run("echo started\nsleep 120")).await;
+    let spawn = || {
+        tokio::process::Command::new(BIN)
+            .args(["run"])
+            .env("SOLSTICE_GITHUB_DIR", dir.path())
+            .env_remove("SOLSTICE_GITHUB_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn")
+    };
+    let mut child = spawn();
+    fake.wait_for(&id, Duration::from_secs(60), |j| j.feed.values().flatten().any(|l| l == "started")).await.expect("job");
+    child.start_kill().expect("SIGKILL");
+    let _ = child.wait().await;
+    let record = || std::fs::read_dir(dir.path()).expect("dir").flatten().any(|e| e.file_name().to_string_lossy().starts_with(".job-"));
+    assert!(record(), "the job was recorded");
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut child = spawn();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while record() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.start_kill().expect("SIGKILL");
+    let out = child.wait_with_output().await.expect("output");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!record(), "the record is dropped after the refusal:\n{log}");
+    assert!(log.contains("GitHub refused to complete the unfinished job"), "{log}");
+    let requests = fake.requests().await;
+    assert_eq!(requests.iter().filter(|r| r.method == "POST" && r.path == "/run/completejob").count(), 2, "one try, and one after a fresh token");
+    let view = fake.job(&id).await.expect("job");
+    assert_eq!((view.state.as_str(), view.result.as_deref()), ("assigned", None), "left for GitHub to time out");
+}
