@@ -255,9 +255,10 @@ async fn crash_and_restart(plan_routes_take_runner_tokens: bool) -> (FakeGithub,
     }
     assert_eq!(fake.job(&id).await.expect("job").state, "assigned", "GitHub still thinks the job runs");
 
-    // Restart (after the dead process's session expired); a second job shows the runner
+    // Restart once the dead process's session expired (2 s after its last poll, which
+    // may have been held open up to the 1 s poll window); a second job shows the runner
     // serves as usual afterwards.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     let next = fake.enqueue(FakeJob::new("after").labels(&["host"]).run("echo after restart")).await;
     let (ok, run_log) = run(&["run", "--ephemeral"], dir.path(), None).await;
     assert!(ok, "run failed:\n{run_log}");
@@ -300,7 +301,7 @@ async fn a_broker_job_left_by_a_killed_runner_is_tried_once_then_given_up() {
     let record = || std::fs::read_dir(dir.path()).expect("dir").flatten().any(|e| e.file_name().to_string_lossy().starts_with(".job-"));
     assert!(record(), "the job was recorded");
 
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     let mut child = spawn();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while record() && tokio::time::Instant::now() < deadline {
