@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use solstice_vm::{DownloadProgress, ImageCache, ImageCatalog, ImageEntry, machine_dirs, prune_machine_dirs};
 
 use crate::CliError;
@@ -47,7 +47,8 @@ struct Bar(ProgressBar);
 
 impl Bar {
     fn new(label: &str) -> Self {
-        let bar = ProgressBar::new(0);
+        // Hidden until the download starts and its size is known.
+        let bar = ProgressBar::hidden();
         let style = ProgressStyle::with_template("{prefix} [{bar:32}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
@@ -63,6 +64,7 @@ impl DownloadProgress for Bar {
             Some(total) => self.0.set_length(total),
             None => self.0.set_style(ProgressStyle::default_spinner()),
         }
+        self.0.set_draw_target(ProgressDrawTarget::stderr());
     }
     fn advanced(&self, bytes: u64) {
         self.0.inc(bytes);
