@@ -51,4 +51,6 @@ mod load;
 mod orchestrator;
 
 pub use load::{BadValue, ConfigError, EnvOverride, EnvValue, Loaded, load, load_str, parse};
-pub use orchestrator::{DebugSshConfig, MetricsConfig, ORCHESTRATOR_ENV, OrchestratorConfig, QueueConfig, StoreConfig};
+pub use orchestrator::{
+    DebugSshConfig, MetricsConfig, ORCHESTRATOR_ENV, OrchestratorConfig, QueueConfig, StoreConfig, VmLimitsConfig,
+};

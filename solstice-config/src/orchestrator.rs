@@ -42,6 +42,28 @@ pub struct OrchestratorConfig {
     pub shutdown_grace_seconds: u64,
     /// Debug SSH into failed jobs that opt in (docs/debug-ssh.md). Default: off.
     pub debug_ssh: DebugSshConfig,
+    /// How much of this host the VMs may use at once.
+    pub vm_limits: VmLimitsConfig,
+}
+
+/// `[vm_limits]`: VMs at once, and memory and vCPUs for all of them together. A job
+/// waits until its image's share is free; an image larger than a whole budget fails
+/// at once with a message that says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VmLimitsConfig {
+    /// VMs running at once. Default: 4.
+    pub max_vms: usize,
+    /// Memory of all VMs together, in MiB. Default: no limit.
+    pub memory_mib: Option<u32>,
+    /// vCPUs of all VMs together. Default: no limit.
+    pub vcpus: Option<u32>,
+}
+
+impl Default for VmLimitsConfig {
+    fn default() -> Self {
+        Self { max_vms: 4, memory_mib: None, vcpus: None }
+    }
 }
 
 /// `[debug_ssh]`: where kept machines of failed, opted-in jobs are reachable.
@@ -108,6 +130,7 @@ impl Default for OrchestratorConfig {
             metrics: MetricsConfig::default(),
             shutdown_grace_seconds: 600,
             debug_ssh: DebugSshConfig::default(),
+            vm_limits: VmLimitsConfig::default(),
         }
     }
 }
@@ -154,7 +177,8 @@ impl OrchestratorConfig {
         }
         check_store_url(&self.store.url)?;
         check_listen(&self.metrics.listen)?;
-        check_debug_ssh(&self.debug_ssh)
+        check_debug_ssh(&self.debug_ssh)?;
+        check_vm_limits(&self.vm_limits)
     }
 }
 
@@ -171,6 +195,20 @@ pub(crate) fn check_debug_ssh(debug: &DebugSshConfig) -> Result<(), BadValue> {
     }
     if debug.ttl_seconds == 0 {
         return Err(BadValue::new("debug_ssh.ttl_seconds", "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// `[vm_limits]`: every limit, when set, is at least 1.
+pub(crate) fn check_vm_limits(limits: &VmLimitsConfig) -> Result<(), BadValue> {
+    if limits.max_vms == 0 {
+        return Err(BadValue::new("vm_limits.max_vms", "must be at least 1"));
+    }
+    if limits.memory_mib == Some(0) {
+        return Err(BadValue::new("vm_limits.memory_mib", "must be at least 1 (leave it out for no limit)"));
+    }
+    if limits.vcpus == Some(0) {
+        return Err(BadValue::new("vm_limits.vcpus", "must be at least 1 (leave it out for no limit)"));
     }
     Ok(())
 }
@@ -213,6 +251,22 @@ mod tests {
         assert_eq!(config.host_labels, ["host"]);
         assert_eq!(config.vm_images.get("tiny").map(String::as_str), Some("tiny-linux"));
         assert!(config.queue.url.starts_with("amqp://"));
+        assert_eq!(config.vm_limits, VmLimitsConfig { max_vms: 4, memory_mib: None, vcpus: None });
+    }
+
+    #[test]
+    fn vm_limits_are_read_and_a_zero_budget_is_refused_at_its_line() {
+        let config = parse::<OrchestratorConfig>("[vm_limits]\nmax_vms = 2\nmemory_mib = 8192\nvcpus = 6\n", "o.toml")
+            .expect("parses")
+            .check(OrchestratorConfig::check)
+            .expect("valid")
+            .into_value();
+        assert_eq!(config.vm_limits, VmLimitsConfig { max_vms: 2, memory_mib: Some(8192), vcpus: Some(6) });
+        let err = parse::<OrchestratorConfig>("[vm_limits]\nmemory_mib = 0\n", "o.toml")
+            .expect("parses")
+            .check(OrchestratorConfig::check)
+            .expect_err("zero memory");
+        assert!(err.to_string().starts_with("o.toml:2:14: vm_limits.memory_mib: must be at least 1"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use solstice_core::{AmqpQueue, DebugKeeper, Engine, JobQueue, MemoryQueue, Store};
-use solstice_vm::{ImageCatalog, MachineSetup, Machines};
+use solstice_vm::{ImageCatalog, MachineLimits, MachineSetup, Machines};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::OrchestratorConfig;
@@ -118,7 +118,12 @@ async fn machines(config: &OrchestratorConfig) -> anyhow::Result<Machines> {
     // A fixed place for the machines' files (not a fresh temporary directory per run),
     // so that what a crashed run left is where its records say and nothing else piles up.
     let run_dir = cache.join("run");
-    let mut setup = MachineSetup::new(cache).catalog(catalog).run_dir(run_dir);
+    let limits = MachineLimits {
+        max_machines: Some(config.vm_limits.max_vms),
+        memory_mib: config.vm_limits.memory_mib,
+        vcpus: config.vm_limits.vcpus,
+    };
+    let mut setup = MachineSetup::new(cache).catalog(catalog).run_dir(run_dir).limits(limits);
     for label in &config.host_labels {
         setup = setup.host_label(label.clone());
     }

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use clap::{Subcommand, ValueEnum};
 use serde::Deserialize;
 use solstice_config::{
-    BadValue, DebugSshConfig, EnvOverride, MetricsConfig, OrchestratorConfig, QueueConfig, StoreConfig, load, parse,
+    BadValue, DebugSshConfig, EnvOverride, MetricsConfig, OrchestratorConfig, QueueConfig, StoreConfig, VmLimitsConfig, load,
+    parse,
 };
 use solstice_forgejo::{LabelSpec, RunnerConfig, RunnerSection};
 
@@ -35,6 +36,8 @@ pub struct ServeConfig {
     pub store: StoreConfig,
     /// The `/metrics` and `/healthz` endpoint.
     pub metrics: MetricsConfig,
+    /// `[vm_limits]`: how much of this host the VMs may use at once.
+    pub vm_limits: VmLimitsConfig,
     /// `[forgejo]`: a Forgejo runner in this process. Default: none.
     pub forgejo: Option<RunnerSection>,
     /// `[github]`: a GitHub runner in this process. Default: none.
@@ -73,6 +76,7 @@ impl Default for ServeConfig {
             shutdown_grace_seconds: orchestrator.shutdown_grace_seconds,
             store: orchestrator.store,
             metrics: orchestrator.metrics,
+            vm_limits: orchestrator.vm_limits,
             forgejo: None,
             github: None,
         }
@@ -107,6 +111,7 @@ impl ServeConfig {
             shutdown_grace_seconds: self.shutdown_grace_seconds,
             // Not in `solstice serve` yet: its file has no [debug_ssh].
             debug_ssh: DebugSshConfig::default(),
+            vm_limits: self.vm_limits,
         }
     }
 

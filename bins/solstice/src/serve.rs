@@ -10,7 +10,7 @@ use clap::Args;
 use solstice_core::{Engine, JobQueue, MemoryQueue, Store};
 use solstice_forgejo::{ForgejoClient, ForgejoSource, LabelScheme, LabelSpec, RunnerFile, RunnerSection, Service, seconds};
 use solstice_github::{GithubSource, RunnerStore};
-use solstice_vm::{ImageCatalog, MachineSetup, Machines};
+use solstice_vm::{ImageCatalog, MachineLimits, MachineSetup, Machines};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -243,7 +243,12 @@ async fn machines(config: &ServeConfig, forgejo: Option<&[LabelSpec]>) -> anyhow
     // A fixed place for the machines' files, so that what a crash leaves is where the
     // store's records say (and `solstice image prune` finds it).
     let run_dir = cache.join("run");
-    let mut setup = MachineSetup::new(cache).catalog(catalog).run_dir(run_dir);
+    let limits = MachineLimits {
+        max_machines: Some(config.vm_limits.max_vms),
+        memory_mib: config.vm_limits.memory_mib,
+        vcpus: config.vm_limits.vcpus,
+    };
+    let mut setup = MachineSetup::new(cache).catalog(catalog).run_dir(run_dir).limits(limits);
     let mut seen = Vec::new();
     for label in host {
         if !seen.contains(&label) {
