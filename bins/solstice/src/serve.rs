@@ -100,7 +100,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let mut failure: Option<anyhow::Error> = None;
     let signalled = tokio::select! {
         () = shutdown_signal() => true,
-        (result, index, _) = futures_select_all(&mut runners) => {
+        (result, index) = first_to_end(&mut runners) => {
             let (name, _) = runners.remove(index);
             failure = Some(match result {
                 Ok(Ok(())) => anyhow::anyhow!("the {name} runner stopped on its own"),
@@ -181,15 +181,13 @@ async fn shutdown_signal() {
     }
 }
 
-/// Waits for the first of the runner tasks to end; never, without any.
-async fn futures_select_all(
-    runners: &mut [RunnerTask],
-) -> (Result<anyhow::Result<()>, tokio::task::JoinError>, usize, ()) {
+/// Waits for the first runner task to end (never, without any): its result and index.
+async fn first_to_end(runners: &mut [RunnerTask]) -> (Result<anyhow::Result<()>, tokio::task::JoinError>, usize) {
     if runners.is_empty() {
         return std::future::pending().await;
     }
     let (result, index, _) = futures::future::select_all(runners.iter_mut().map(|(_, task)| task)).await;
-    (result, index, ())
+    (result, index)
 }
 
 /// The Forgejo source and the label specs from the runner file (or `[forgejo] labels`).
