@@ -267,3 +267,35 @@ async fn a_vm_job_is_listed_while_it_runs_and_nothing_is_left_after_sigterm() {
     let files_left = std::fs::read_dir(&run).map(|d| d.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().starts_with(&machine)));
     assert!(!files_left.unwrap_or(false), "files of {machine} are left in {}", run.display());
 }
+
+/// A runner Forgejo refuses (its credentials are unknown) stops the service: exit 1
+/// with the runner named, after an orderly shutdown.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_runner_stops_serve_with_exit_1() {
+    let fake = FakeForgejo::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let runner_file = dir.path().join(".runner");
+    let labels = [LabelSpec::parse("host:host").unwrap()];
+    let file = solstice_forgejo::RunnerFile::new(
+        7,
+        "00000000-0000-4000-8000-000000000007".into(),
+        "impostor".into(),
+        Secret::new("not-a-registered-token".to_owned()),
+        fake.url().to_owned(),
+        &labels,
+    );
+    file.save(&runner_file).unwrap();
+    let config = dir.path().join("solstice.toml");
+    let state = dir.path().join("state.db");
+    std::fs::write(
+        &config,
+        format!("[store]\nurl = \"sqlite://{}\"\n[metrics]\nlisten = \"\"\n[forgejo]\nfile = {runner_file:?}\n", state.display()),
+    )
+    .unwrap();
+    let serve = Serve::start(&config);
+    let exit = tokio::time::timeout(Duration::from_secs(60), serve.wait()).await.expect("serve stopped by itself");
+    let stderr = String::from_utf8_lossy(&exit.stderr);
+    assert_eq!(exit.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the forgejo runner failed"), "{stderr}");
+    assert!(!stderr.contains("not-a-registered-token"), "the token leaked: {stderr}");
+}
