@@ -1,7 +1,7 @@
 //! `solstice`: run a workflow locally, translate and evaluate workflows, check
 //! configuration files, serve runners and an orchestrator in one process.
 //!
-//! Exit codes: 0 success, 1 a job failed or was cancelled, or the service failed,
+//! Exit codes: 0 success, 1 a job failed or was cancelled, or a service or a download failed,
 //! 2 the workflow is invalid, 3 bad usage or configuration.
 
 mod config;
@@ -31,7 +31,7 @@ struct Cli {
 }
 
 const EXIT_CODES: &str =
-    "Exit codes: 0 success, 1 a job failed or was cancelled, or the service failed, 2 invalid workflow, 3 usage or configuration error.";
+    "Exit codes: 0 success, 1 a job failed or was cancelled, or a service or a download failed, 2 invalid workflow, 3 usage or configuration error.";
 
 #[derive(Debug, Subcommand)]
 enum Command {
