@@ -60,7 +60,6 @@ mod config;
 mod daemon;
 pub mod connect;
 mod error;
-mod keys;
 mod labels;
 mod progress;
 mod register;

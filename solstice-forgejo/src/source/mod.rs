@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use solstice_core::{JobEvent, JobId, JobResult, JobSource, ReportOutcome, SourceError, SourceMessage};
+use solstice_forge_keys::UserKeys;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -17,7 +18,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::progress::Progress;
 use crate::proto::runner::v1 as pb;
-use crate::keys::UserKeys;
 use crate::translate::{Translation, translate};
 use crate::{CallOptions, ForgeError, ForgejoClient, RUNNER_VERSION};
 
@@ -202,7 +202,7 @@ impl ForgejoSourceBuilder {
             Some(c) => c.uuid.clone(),
             None => return Err(ForgeError::NoCredentials(crate::Procedure::FetchTask)),
         };
-        let keys = UserKeys::new(self.client.instance())
+        let keys = UserKeys::new(&format!("solstice-forgejo-runner/{}", env!("CARGO_PKG_VERSION")))
             .inspect_err(|e| tracing::error!(error = %e, "no HTTP client for users' public keys; debug SSH will find no keys"))
             .ok();
         let inner = SourceInner {
@@ -405,7 +405,7 @@ impl SourceInner {
     /// saying whose keys were found (public information) or why there are none.
     async fn debug_keys(&self, entry: &TaskEntry, user: &str) -> Vec<String> {
         let fetched = match &self.keys {
-            Some(keys) => keys.fetch(user).await.map_err(|e| solstice_core::error_chain(&e)),
+            Some(keys) => keys.fetch(self.client.instance(), user).await.map_err(|e| solstice_core::error_chain(&e)),
             None => Err("this runner cannot make HTTP requests for them".to_owned()),
         };
         let line = match &fetched {
