@@ -81,6 +81,15 @@ pub(super) async fn subscribe<H: Handler>(
     }
 }
 
+/// How often a subscription checks that its channel is still open. lapin ends a
+/// consumer's stream when its channel closes, but a connection the broker closes
+/// while shutting down goes through `Closing` first, which only marks the consumers
+/// as cancelling; should the close not complete cleanly, the stream can stay open
+/// with no deliveries coming. That fits the stall once seen in about one broker
+/// restart in five (an orchestrator kept waiting on its old job consumer), which the
+/// heartbeat alone is not certain to end: the pump checks the channel itself.
+const LIVENESS_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 struct Pump<H: Handler> {
     link: Arc<Link>,
     handler: H,
@@ -130,10 +139,21 @@ impl<H: Handler> Pump<H> {
                 self.stop.cancelled().await;
                 return;
             }
+            let mut watchdog = tokio::time::interval(LIVENESS_CHECK);
+            watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let delivery = tokio::select! {
                     d = deliveries.next() => d,
                     () = self.stop.cancelled() => return,
+                    _ = watchdog.tick() => {
+                        if channel.status().connected() {
+                            continue;
+                        }
+                        // The stream did not end although its channel did (see
+                        // LIVENESS_CHECK): subscribe again rather than wait forever.
+                        tracing::warn!(consumer = self.handler.what(), closing = channel.status().closing(), "subscription's channel closed without ending it");
+                        break;
+                    }
                 };
                 let delivery = match delivery {
                     Some(Ok(delivery)) => delivery,
