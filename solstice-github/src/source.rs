@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::json;
 use solstice_core::{JobEvent, JobEventKind, JobId, JobResult, JobSource, LogStream, ReportOutcome, SourceError, SourceMessage};
+use solstice_forge_keys::UserKeys;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -74,6 +75,9 @@ struct Inner {
     finished: AtomicUsize,
     shutdown_requested: AtomicBool,
     recovered: tokio::sync::OnceCell<()>,
+    /// Fetches the triggering user's public keys for jobs that opted in to debug SSH;
+    /// `None` if its HTTP client could not be built (those jobs then get no keys).
+    keys: Option<UserKeys>,
 }
 
 /// A registered GitHub runner, serving jobs as a [`JobSource`].
@@ -154,6 +158,9 @@ impl GithubSourceBuilder {
         let auth = Arc::new(RunnerAuth::new(http, Arc::new(signer), &credentials.data));
         let name = format!("github:{}", settings.agent_name);
         let listener = Listener::new(auth.clone(), settings, self.options.timing.clone());
+        let keys = UserKeys::new(&format!("GitHubActionsRunner-solstice/{}", crate::RUNNER_VERSION))
+            .inspect_err(|e| tracing::error!(error = %e, "no HTTP client for users' public keys; debug SSH will find no keys"))
+            .ok();
         Ok(GithubSource {
             inner: Arc::new(Inner {
                 name,
@@ -175,6 +182,7 @@ impl GithubSourceBuilder {
                 finished: AtomicUsize::new(0),
                 shutdown_requested: AtomicBool::new(false),
                 recovered: tokio::sync::OnceCell::new(),
+                keys,
             }),
         })
     }
@@ -398,8 +406,19 @@ impl GithubSource {
             }
             return;
         }
-        let translation = translate(&msg, &self.inner.name, &self.inner.options.labels);
+        let mut translation = translate(&msg, &self.inner.name, &self.inner.options.labels);
         let job_id = translation.request.id;
+        // The keys are fetched before the job is handed out, so that the engine has them
+        // if the job fails; a failed fetch only costs debug SSH. A job that cannot run
+        // here fails without a machine, so it needs none.
+        let debug_line = match translation.debug_user() {
+            Some((server, actor)) if translation.unsupported.is_none() => {
+                let (keys, line) = self.debug_keys(job_id, &server, actor.as_deref()).await;
+                translation.request.debug_keys = keys;
+                Some(line)
+            }
+            _ => None,
+        };
         let mut report = JobReport::new(
             job_id,
             msg.clone(),
@@ -409,6 +428,9 @@ impl GithubSource {
             translation.regex_masks,
             translation.contexts,
         );
+        if let Some(line) = debug_line {
+            report.job_line(&line);
+        }
         let renew_stop = self.inner.stop.child_token();
         if msg.is_v2()
             && let Some(url) = &msg.endpoint.feed_url
@@ -436,6 +458,33 @@ impl GithubSource {
                 let source = self.clone();
                 let steps = translation.request.steps.len();
                 self.inner.tracker.spawn(async move { source.fail_unsupported(job_id, steps, index, why).await });
+            }
+        }
+    }
+
+    /// The public keys `server` publishes for `actor`, and a line for the job's log
+    /// saying whose keys were found (public information) or why there are none.
+    async fn debug_keys(&self, job_id: JobId, server: &str, actor: Option<&str>) -> (Vec<String>, String) {
+        let Some(user) = actor else {
+            tracing::warn!(%job_id, "the job asked for debug SSH, but GitHub did not say who started the run");
+            return (Vec::new(), "##[warning]Debug SSH: GitHub did not say who started this run (github.actor), so no public SSH keys were fetched.".to_owned());
+        };
+        let fetched = match &self.inner.keys {
+            Some(keys) => tokio::select! {
+                fetched = keys.fetch(server, user) => fetched.map_err(|e| solstice_core::error_chain(&e)),
+                _ = self.inner.stop.cancelled() => Err("the runner is stopping".to_owned()),
+            },
+            None => Err("this runner cannot make HTTP requests for them".to_owned()),
+        };
+        match fetched {
+            Ok(keys) => {
+                tracing::info!(%job_id, %user, keys = keys.len(), "fetched the user's public keys for debug SSH");
+                let line = format!("Debug SSH: {} public SSH key(s) of {user} found on the forge.", keys.len());
+                (keys, line)
+            }
+            Err(why) => {
+                tracing::warn!(%job_id, %user, error = %why, "could not fetch the user's public keys for debug SSH");
+                (Vec::new(), format!("##[warning]Debug SSH: could not fetch the public SSH keys of {user}: {why}"))
             }
         }
     }

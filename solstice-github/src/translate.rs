@@ -37,6 +37,22 @@ pub(crate) struct Translation {
     pub contexts: Map<String, Value>,
 }
 
+impl Translation {
+    /// Where a job that opted in to debug SSH gets its keys: the forge's web address
+    /// (`github.server_url`, `https://github.com` when missing) and the user who started
+    /// the run (`github.actor`, `None` when GitHub named nobody). `None` for jobs that
+    /// did not opt in.
+    pub(crate) fn debug_user(&self) -> Option<(String, Option<String>)> {
+        if !self.request.debug_ssh {
+            return None;
+        }
+        let github = self.request.contexts.get("github");
+        let field = |key: &str| github.and_then(|g| g.get(key)).and_then(Value::as_str).filter(|s| !s.is_empty());
+        let server = field("server_url").unwrap_or("https://github.com").trim_end_matches('/').to_owned();
+        Some((server, field("actor").map(str::to_owned)))
+    }
+}
+
 /// Builds the [`JobRequest`] for a job message.
 pub(crate) fn translate(msg: &JobMessage, source: &str, runs_on: &[String]) -> Translation {
     let mut contexts = msg.contexts.clone();
@@ -156,6 +172,9 @@ pub(crate) fn translate(msg: &JobMessage, source: &str, runs_on: &[String]) -> T
     let mut request = JobRequest::new(name, runs_on.to_vec(), steps);
     request.id = JobId::from_external(source, &msg.job_id);
     request.origin = JobOrigin { source: source.to_owned(), external_id: msg.job_id.clone(), repository };
+    // The opt-in is read from the job's env as evaluated above (workflow env, then job
+    // env), the same way the planner reads it for Forgejo and KDL jobs.
+    request.debug_ssh = env.get(solstice_workflow::DEBUG_SSH_ENV).is_some_and(|v| solstice_workflow::debug_ssh_requested(v));
     request.env = env;
     request.secrets = secrets;
     request.checkout = checkout;
@@ -403,6 +422,43 @@ mod tests {
         // The engine evaluates the deferred expression with the job's contexts.
         let script = solstice_workflow::interpolate("${{ format('echo {0}', github.sha) }}", &job.contexts).expect("eval");
         assert_eq!(script, "echo 0123abcd");
+    }
+
+    #[test]
+    fn the_debug_ssh_opt_in_is_read_from_the_evaluated_job_env() {
+        let t = translate(&message(), "github:r", &[]);
+        assert!(!t.request.debug_ssh, "off unless asked for");
+        assert_eq!(t.debug_user(), None);
+        assert!(t.request.debug_keys.is_empty());
+
+        for (value, on) in [
+            (json!("true"), true),
+            (json!("TRUE"), true),
+            (json!("1"), true),
+            (json!({"type": 3, "expr": "format('{0}', env.GREETING == 'hello')"}), true),
+            (json!("false"), false),
+            (json!("yes"), false),
+            (json!({"type": 3, "expr": "env.GREETING"}), false),
+        ] {
+            let mut msg = message();
+            msg.environment.push(Token::parse(&json!({"type": 2, "map": [{"Key": "SOLSTICE_DEBUG_SSH", "Value": value}]})));
+            let t = translate(&msg, "github:r", &[]);
+            assert_eq!(t.request.debug_ssh, on, "{:?}", t.request.env.get("SOLSTICE_DEBUG_SSH"));
+        }
+    }
+
+    #[test]
+    fn an_opted_in_job_names_the_forge_and_the_user_whose_keys_it_gets() {
+        let mut msg = message();
+        msg.environment.push(Token::parse(&json!({"type": 2, "map": [{"Key": "SOLSTICE_DEBUG_SSH", "Value": "true"}]})));
+        let t = translate(&msg, "github:r", &[]);
+        assert_eq!(t.debug_user(), Some(("http://h".to_owned(), None)), "no actor in the message");
+        if let Some(Value::Object(github)) = msg.contexts.get_mut("github") {
+            github.insert("actor".into(), json!("octocat"));
+            github.insert("server_url".into(), json!("https://ghe.example/"));
+        }
+        let t = translate(&msg, "github:r", &[]);
+        assert_eq!(t.debug_user(), Some(("https://ghe.example".to_owned(), Some("octocat".to_owned()))));
     }
 
     #[test]

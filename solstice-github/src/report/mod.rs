@@ -255,6 +255,12 @@ impl JobReport {
         self.steps_ctx.clear();
     }
 
+    /// Adds a line of the runner's own to the job-level log ("Set up job" before the
+    /// first step starts), masked like every other line.
+    pub(crate) fn job_line(&mut self, line: &str) {
+        self.push_line(self.job_level, line);
+    }
+
     fn push_line(&mut self, index: usize, line: &str) {
         let mut line = line.to_owned();
         for re in &self.regex_masks {

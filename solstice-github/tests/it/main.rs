@@ -3,5 +3,6 @@
 
 mod broker;
 mod classic;
+mod debug_ssh;
 mod registration;
 mod support;

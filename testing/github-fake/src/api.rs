@@ -599,3 +599,17 @@ pub(crate) async fn admin_delete_repo(State(s): State<Shared>, Path((_o, _r, id)
 pub(crate) async fn admin_delete_org(State(s): State<Shared>, Path((_org, id)): Path<(String, i64)>, headers: HeaderMap) -> Response {
     admin_delete(s, headers, id).await
 }
+
+/// `GET /USER.keys`: the public SSH keys a test registered for the user, one per line,
+/// as github.com serves them (plain text; 200 with an empty body for a user without
+/// keys, 404 for an unknown user).
+pub(crate) async fn user_keys(State(s): State<Shared>, Path(file): Path<String>) -> Response {
+    let Some(user) = file.strip_suffix(".keys") else { return (StatusCode::NOT_FOUND, "Not Found").into_response() };
+    match s.data.lock().await.user_keys.get(user) {
+        Some(keys) => {
+            let body: String = keys.iter().map(|k| format!("{k}\n")).collect();
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "Not Found").into_response(),
+    }
+}

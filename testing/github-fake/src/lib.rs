@@ -4,7 +4,8 @@
 //! prefixes: the REST API (`/api/v3`), the tenant (`/tenant`: connectionData, pools,
 //! agents, sessions, encrypted messages, job requests, timeline, feed, logs, plan
 //! events), the token service (`/token`), the broker (`/broker`), the run service
-//! (`/run`), the results service (`/results`) and blob storage (`/blob`). Tests enqueue
+//! (`/run`), the results service (`/results`), blob storage (`/blob`) and users' public
+//! SSH keys (`/USER.keys`, registered with [`FakeGithub::set_user_keys`]). Tests enqueue
 //! jobs with [`FakeJob`], choose classic or broker delivery, and read back what the
 //! runner reported with [`FakeGithub::job`].
 //!
@@ -437,6 +438,7 @@ fn router(state: Shared) -> Router {
     const PLAN: &str = "/tenant/{scope}/_apis/distributedtask/hubs/{hub}/plans/{plan}";
     Router::new()
         .route("/api/v3/actions/runner-registration", post(api::runner_registration))
+        .route("/{user_keys}", get(api::user_keys))
         .route("/tenant/_apis/connectionData", get(api::connection_data))
         .route("/tenant/_apis/distributedtask/pools", get(api::pools))
         .route("/tenant/_apis/distributedtask/pools/{pool}/agents", get(api::list_agents).post(api::add_agent))
@@ -537,6 +539,14 @@ impl FakeGithub {
         }
         drop(data);
         self.state.notify.notify_waiters();
+    }
+
+    /// Publishes `keys` (OpenSSH public key lines) as `user`'s keys at `/USER.keys`, as
+    /// github.com does; replaces what was registered for `user` before. An empty list
+    /// is a user without keys; a user never registered gets 404.
+    pub async fn set_user_keys(&self, user: &str, keys: &[&str]) {
+        let keys = keys.iter().map(|k| (*k).to_owned()).collect();
+        self.state.data.lock().await.user_keys.insert(user.to_owned(), keys);
     }
 
     /// Invalidates every runner access token (the next call gets 401).

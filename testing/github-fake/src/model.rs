@@ -121,6 +121,8 @@ pub(crate) struct Data {
     pub job_order: Vec<String>,
     pub requests: Vec<RequestRecord>,
     pub faults: Faults,
+    /// Public SSH keys served at `/USER.keys`, by user name.
+    pub user_keys: BTreeMap<String, Vec<String>>,
 }
 
 impl Data {
