@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod client;
+mod debug_ssh;
 mod e2e;
 mod support;
 mod wire;

@@ -5,9 +5,10 @@
 //! `application/proto` and `application/json`, Connect error bodies with Forgejo's codes
 //! and messages, gzip on large responses, runner token checks, tasks versions, request
 //! keys, `UpdateLog`'s acknowledgement arithmetic and archiving, cancellation, ephemeral
-//! runners. Tests drive it through Rust methods: create registration tokens, enqueue
-//! single-job workflow payloads ([`JobSpec`]), cancel tasks, inject faults, and read back
-//! logs, step states, outputs and every request received.
+//! runners. It also serves users' public SSH keys at `INSTANCE/USER.keys`
+//! ([`FakeForgejo::set_user_keys`]). Tests drive it through Rust methods: create
+//! registration tokens, enqueue single-job workflow payloads ([`JobSpec`]), cancel tasks,
+//! inject faults, and read back logs, step states, outputs and every request received.
 //!
 //! It is test support: it fakes the forge, never the runner under test.
 //!
@@ -156,6 +157,10 @@ pub(crate) struct Shared {
     requests: Mutex<Vec<RecordedRequest>>,
     clock_offset: Mutex<Duration>,
     base_path: String,
+    /// Public SSH keys served at `/USER.keys`, by user name.
+    user_keys: Mutex<BTreeMap<String, Vec<String>>>,
+    /// The user names asked for at `/USER.keys`, in order.
+    key_requests: Mutex<Vec<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -197,6 +202,31 @@ impl Shared {
         } else {
             false
         }
+    }
+}
+
+/// `GET INSTANCE/USER.keys`: the public SSH keys a test registered for the user, one
+/// per line, as Forgejo serves them (plain text; an empty body for a user without keys,
+/// 404 for an unknown user). Every other GET is 404.
+async fn user_keys(axum::extract::State(shared): axum::extract::State<Arc<Shared>>, uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let not_found = || (axum::http::StatusCode::NOT_FOUND, "Not found.\n").into_response();
+    let Some(user) = uri
+        .path()
+        .strip_prefix(shared.base_path.as_str())
+        .and_then(|p| p.strip_prefix('/'))
+        .and_then(|p| p.strip_suffix(".keys"))
+        .filter(|u| !u.is_empty() && !u.contains('/'))
+    else {
+        return not_found();
+    };
+    lock(&shared.key_requests).push(user.to_owned());
+    match lock(&shared.user_keys).get(user) {
+        Some(keys) => {
+            let body: String = keys.iter().map(|k| format!("{k}\n")).collect();
+            ([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+        }
+        None => not_found(),
     }
 }
 
@@ -262,8 +292,12 @@ impl FakeForgejoBuilder {
             requests: Mutex::default(),
             clock_offset: Mutex::default(),
             base_path: self.base_path,
+            user_keys: Mutex::default(),
+            key_requests: Mutex::default(),
         });
-        let app = axum::Router::new().fallback(axum::routing::post(http::handle)).with_state(shared.clone());
+        let app = axum::Router::new()
+            .fallback(axum::routing::post(http::handle).get(user_keys))
+            .with_state(shared.clone());
         let stop = CancellationToken::new();
         let shutdown = stop.clone();
         tokio::spawn(async move {
@@ -514,6 +548,19 @@ impl FakeForgejo {
     /// with 503, as if the answer was lost on the way.
     pub fn lose_fetch_answers(&self, count: u32) {
         self.shared.faults().lose_fetches += count;
+    }
+
+    /// Publishes `keys` (OpenSSH public key lines) as `user`'s keys at
+    /// `INSTANCE/USER.keys`, as Forgejo does; replaces what was registered for `user`
+    /// before. An empty list is a user without keys; a user never registered gets 404.
+    pub fn set_user_keys(&self, user: &str, keys: &[&str]) {
+        lock(&self.shared.user_keys).insert(user.to_owned(), keys.iter().map(|k| (*k).to_owned()).collect());
+    }
+
+    /// The user names whose keys were asked for at `INSTANCE/USER.keys`, in order
+    /// (registered or not).
+    pub fn key_requests(&self) -> Vec<String> {
+        lock(&self.shared.key_requests).clone()
     }
 
     /// Every request received so far.

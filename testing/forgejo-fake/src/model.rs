@@ -99,6 +99,7 @@ pub struct JobSpec {
     pub(crate) secrets: BTreeMap<String, String>,
     pub(crate) vars: BTreeMap<String, String>,
     pub(crate) priority: i64,
+    pub(crate) actor: String,
 }
 
 impl JobSpec {
@@ -120,6 +121,7 @@ impl JobSpec {
             secrets: BTreeMap::new(),
             vars: BTreeMap::new(),
             priority: 0,
+            actor: "tester".to_owned(),
         }
     }
 
@@ -164,6 +166,12 @@ impl JobSpec {
     pub fn event(mut self, name: &str, payload: Value) -> Self {
         self.event_name = name.to_owned();
         self.event = payload;
+        self
+    }
+
+    /// The user who started the run (`github.actor`). Default: `tester`.
+    pub fn actor(mut self, user: &str) -> Self {
+        self.actor = user.to_owned();
         self
     }
 

@@ -215,7 +215,7 @@ impl Model {
         let mut context = json!({
             "event": spec.event,
             "event_name": spec.event_name,
-            "actor": "tester", "actor_id": "1",
+            "actor": spec.actor, "actor_id": "1",
             "repository": spec.repository,
             "repository_owner": owner, "repository_owner_id": "1", "repository_id": "1",
             "repositoryUrl": format!("{server_url}{}", spec.repository),
