@@ -48,8 +48,10 @@
 #![warn(missing_docs)]
 
 mod load;
+mod logging;
 mod orchestrator;
 
+pub use logging::{LogFormat, UnknownLogFormat, init_logging};
 pub use load::{BadValue, ConfigError, EnvOverride, EnvValue, Loaded, load, load_str, parse};
 pub use orchestrator::{
     DebugSshConfig, MetricsConfig, ORCHESTRATOR_ENV, OrchestratorConfig, QueueConfig, StoreConfig, VmLimitsConfig,

@@ -30,6 +30,9 @@ struct Cli {
     /// The configuration file (TOML). Optional: defaults apply without it.
     #[arg(long, short, env = "SOLSTICE_FORGEJO_CONFIG")]
     config: Option<PathBuf>,
+    /// Log lines as `text` or `json` (one object per line, for a log collector).
+    #[arg(long, global = true, env = "SOLSTICE_LOG_FORMAT", default_value = "text")]
+    log_format: solstice_config::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,10 +66,8 @@ struct Failure(u8, anyhow::Error);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    // The level follows RUST_LOG, as it always has for this program.
+    solstice_config::init_logging(&std::env::var("RUST_LOG").unwrap_or_default(), "info", cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -28,6 +28,9 @@ pub(crate) struct Cli {
     /// Directory of the runner's credential files (overrides `dir`).
     #[arg(long, env = "SOLSTICE_GITHUB_DIR")]
     pub(crate) dir: Option<PathBuf>,
+    /// Log lines as `text` or `json` (one object per line, for a log collector).
+    #[arg(long, global = true, env = "SOLSTICE_LOG_FORMAT", default_value = "text")]
+    log_format: solstice_config::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -80,10 +83,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    // The level follows RUST_LOG, as it always has for this program.
+    solstice_config::init_logging(&std::env::var("RUST_LOG").unwrap_or_default(), "info", cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

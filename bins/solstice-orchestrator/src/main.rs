@@ -22,8 +22,11 @@ struct Cli {
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, env = "SOLSTICE_LOG", default_value = "info", global = true)]
     log: String,
-    /// Log as JSON lines instead of text.
-    #[arg(long, global = true)]
+    /// Log lines as `text` or `json` (one object per line, for a log collector).
+    #[arg(long, global = true, env = "SOLSTICE_LOG_FORMAT", default_value = "text")]
+    log_format: solstice_config::LogFormat,
+    /// Same as `--log-format json`.
+    #[arg(long, global = true, hide = true)]
     json: bool,
     #[command(subcommand)]
     command: Option<Command>,
@@ -39,12 +42,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into());
-    if cli.json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    let format = if cli.json { solstice_config::LogFormat::Json } else { cli.log_format };
+    solstice_config::init_logging(&cli.log, "info", format);
     let config = match config::load(cli.config.as_deref(), |name| std::env::var(name).ok(), std::env::var("HOSTNAME").ok()) {
         Ok(config) => config,
         Err(e) => {

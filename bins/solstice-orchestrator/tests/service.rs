@@ -361,3 +361,41 @@ async fn sigterm_cancels_a_vm_job_after_the_grace_period_and_leaves_nothing_behi
         .expect("open the orchestrator's store");
     assert!(store.all_vms().await.expect("list").is_empty(), "no machine record is left");
 }
+
+/// `--log-format json` (or SOLSTICE_LOG_FORMAT) writes one JSON object per line.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_one_object_per_line() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_solstice-orchestrator"))
+        .env("SOLSTICE_STORE_URL", format!("sqlite://{}", state.path().join("state.db").display()))
+        .env("SOLSTICE_HOST_LABELS", "json-logs")
+        .env("SOLSTICE_METRICS_LISTEN", "")
+        .env("SOLSTICE_LOG", "info")
+        .env("SOLSTICE_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start solstice-orchestrator");
+    let stderr = child.stderr.take().expect("stderr");
+    let lines = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.expect("read");
+            let serving = line.contains("serving jobs");
+            lines.push(line);
+            if serving {
+                break;
+            }
+        }
+        lines
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(30), lines).await.expect("it starts serving").expect("join");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(lines.iter().any(|l| l.contains("serving jobs")), "{lines:#?}");
+    for line in &lines {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(value.get("level").is_some() && value.get("fields").is_some(), "{line}");
+    }
+}

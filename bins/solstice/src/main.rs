@@ -28,6 +28,9 @@ struct Cli {
     /// Log level for Solstice's own diagnostics (error, warn, info, debug, trace).
     #[arg(long, global = true, env = "SOLSTICE_LOG", default_value = "warn")]
     log: String,
+    /// Log lines as `text` or `json` (one object per line, for a log collector).
+    #[arg(long, global = true, env = "SOLSTICE_LOG_FORMAT", default_value = "text")]
+    log_format: solstice_config::LogFormat,
 }
 
 const EXIT_CODES: &str =
@@ -71,11 +74,7 @@ pub enum CliError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    solstice_config::init_logging(&cli.log, "warn", cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
