@@ -60,8 +60,10 @@ impl Default for Backoff {
 /// Serves a job source: its jobs go into the queue, the events of its jobs go back to
 /// it, and the forge's cancellations reach the orchestrators.
 ///
-/// Unreachable forges and queues are retried with [`Backoff`]; an event is acknowledged
-/// to the queue only after the source accepted it, so nothing is lost across restarts.
+/// Jobs are published with up to 64 awaiting the broker's confirm at once (a
+/// cancellation waits until the jobs fetched before it are queued). Unreachable forges
+/// and queues are retried with [`Backoff`]; an event is acknowledged to the queue only
+/// after the source accepted it, so nothing is lost across restarts.
 /// Returns when the source has no more jobs (`next` gave `None`) or `stop` fired.
 ///
 /// # Errors
