@@ -4,7 +4,6 @@
 //! Exit codes: 0 clean shutdown, 1 runtime failure, 3 bad configuration.
 
 mod config;
-mod http;
 mod service;
 
 use std::path::PathBuf;

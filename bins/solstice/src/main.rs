@@ -5,7 +5,6 @@
 //! 2 the workflow is invalid, 3 bad usage or configuration.
 
 mod config;
-mod http;
 mod image;
 mod machines;
 mod printer;

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use solstice_core::{Engine, JobQueue, MemoryQueue, Store};
+use solstice_core::{JobQueue, MemoryQueue, Store};
 use solstice_forgejo::{ForgejoClient, ForgejoSource, LabelScheme, LabelSpec, RunnerFile, RunnerSection, Service, seconds};
 use solstice_github::{GithubSource, RunnerStore};
-use solstice_vm::{ImageCatalog, MachineLimits, MachineSetup, Machines};
+use solstice_orchestrator::{LabelPlan, MetricsEndpoint, machines, shutdown_signal, start_engine};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -44,32 +44,19 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         Some(section) => Some(github_source(section).map_err(crate::CliError::Config)?),
         None => None,
     };
+    let orchestrator = config.orchestrator();
+    let plan = label_plan(&config, forgejo.as_ref().map(|(_, specs)| specs.as_slice()));
+    if plan.is_empty() {
+        anyhow::bail!("no label to serve: set host_labels or vm_images, or give the runners labels");
+    }
     let store = Store::connect(&config.store.url).await.context("opening the state store")?;
     let queue: Arc<dyn JobQueue> = Arc::new(MemoryQueue::new());
-    let machines = machines(&config, forgejo.as_ref().map(|(_, specs)| specs.as_slice())).await?;
+    let machines = machines(&orchestrator, config.cache_dir.clone().unwrap_or_else(crate::machines::cache_dir), &plan).await?;
     let labels = machines.labels.clone();
-    let engine = Engine::builder()
-        .hypervisor(machines.hypervisor.clone())
-        .executor(machines.executor.clone())
-        .capacity(config.capacity)
-        .name(config.name.clone())
-        .store(store)
-        .build()?;
     // Before taking any job: what a crashed run under the same name left running.
-    for reaped in engine.reap_orphans(Some(queue.as_ref())).await.context("reaping machines left by a previous run")? {
-        tracing::warn!(machine = %reaped.record.id, job_id = %reaped.record.job_id, job_failed = reaped.job_failed, "removed a machine left by a previous run");
-    }
-
-    let http_stop = CancellationToken::new();
-    let http = if config.metrics.listen.is_empty() {
-        None
-    } else {
-        let listener = tokio::net::TcpListener::bind(&config.metrics.listen)
-            .await
-            .with_context(|| format!("binding the metrics endpoint to {}", config.metrics.listen))?;
-        tracing::info!(listen = %listener.local_addr()?, "metrics and health endpoint up");
-        Some(tokio::spawn(crate::http::serve(listener, engine.metrics().clone(), http_stop.clone())))
-    };
+    let orchestrator = start_engine(&orchestrator, &machines, store, queue.as_ref()).await?;
+    let engine = orchestrator.engine().clone();
+    let http = MetricsEndpoint::start(&config.metrics.listen, engine.metrics().clone()).await?;
 
     // `fetch_stop`: the runners stop taking jobs; `engine_stop`: the engine takes no
     // new job; `abort`: running jobs are cancelled.
@@ -150,35 +137,14 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             Err(e) => failure = failure.or(Some(anyhow::Error::new(e).context(format!("the {name} runner panicked")))),
         }
     }
-    http_stop.cancel();
+    // Machines kept for debugging go with the process, whatever their time left.
+    orchestrator.shutdown().await;
     if let Some(http) = http {
-        let _ = http.await;
+        http.stop().await;
     }
     drop(machines);
     tracing::info!(cancelled, "stopped");
     failure.map_or(Ok(()), Err)
-}
-
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the service");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
 }
 
 /// Waits for the first runner task to end (never, without any): its result and index.
@@ -220,48 +186,26 @@ fn github_source(section: &GithubSection) -> anyhow::Result<GithubSource> {
     Ok(GithubSource::builder(runner).build()?)
 }
 
-/// The host for host labels, QEMU VMs for VM labels: those of the file, of the Forgejo
-/// label specs, and of `[github] labels` (in `vm_images`: a VM, else the host).
-async fn machines(config: &ServeConfig, forgejo: Option<&[LabelSpec]>) -> anyhow::Result<Machines> {
-    let cache = config.cache_dir.clone().unwrap_or_else(crate::machines::cache_dir);
-    let catalog = config.image_catalog.as_deref().map(ImageCatalog::load).transpose()?.unwrap_or_default();
-    let mut host: Vec<String> = config.host_labels.clone();
-    let mut vms: Vec<(String, String)> = config.vm_images.iter().map(|(l, i)| (l.clone(), i.clone())).collect();
+/// The labels of the file, of the Forgejo label specs, and of `[github] labels` (in
+/// `vm_images`: a VM, else the host).
+fn label_plan(config: &ServeConfig, forgejo: Option<&[LabelSpec]>) -> LabelPlan {
+    let mut plan = LabelPlan::default();
+    for label in &config.host_labels {
+        plan.host(label.clone());
+    }
+    for (label, image) in &config.vm_images {
+        plan.vm(label.clone(), image.clone());
+    }
     for spec in forgejo.unwrap_or_default() {
         match &spec.scheme {
-            LabelScheme::Host => host.push(spec.name.clone()),
-            LabelScheme::Vm(_) => vms.push((spec.name.clone(), spec.image().unwrap_or(&spec.name).to_owned())),
-        }
+            LabelScheme::Host => plan.host(spec.name.clone()),
+            LabelScheme::Vm(_) => plan.vm(spec.name.clone(), spec.image().unwrap_or(&spec.name).to_owned()),
+        };
     }
     for label in config.github.iter().flat_map(|g| &g.labels) {
         if !config.vm_images.contains_key(label) {
-            host.push(label.clone());
+            plan.host(label.clone());
         }
     }
-    // A fixed place for the machines' files, so that what a crash leaves is where the
-    // store's records say (and `solstice image prune` finds it).
-    let run_dir = cache.join("run");
-    let limits = MachineLimits {
-        max_machines: Some(config.vm_limits.max_vms),
-        memory_mib: config.vm_limits.memory_mib,
-        vcpus: config.vm_limits.vcpus,
-    };
-    let mut setup = MachineSetup::new(cache).catalog(catalog).run_dir(run_dir).limits(limits);
-    let mut seen = Vec::new();
-    for label in host {
-        if !seen.contains(&label) {
-            seen.push(label.clone());
-            setup = setup.host_label(label);
-        }
-    }
-    for (label, image) in vms {
-        if !seen.contains(&label) {
-            seen.push(label.clone());
-            setup = setup.vm_label(label, image);
-        }
-    }
-    if seen.is_empty() {
-        anyhow::bail!("no label to serve: set host_labels or vm_images, or give the runners labels");
-    }
-    setup.build().await.context("setting up the machines for the labels")
+    plan
 }
