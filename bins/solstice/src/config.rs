@@ -13,6 +13,8 @@ use solstice_forgejo::{LabelSpec, RunnerConfig, RunnerSection};
 
 /// `solstice.toml`: an orchestrator (the keys of `solstice-orchestrator`'s file, except
 /// `[queue]`: the queue is in-process) plus the runner services to run with it.
+/// [`ServeConfig::orchestrator`] is that orchestrator part, which `solstice_orchestrator`
+/// composes as it does for `solstice-orchestrator`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
@@ -38,6 +40,9 @@ pub struct ServeConfig {
     pub metrics: MetricsConfig,
     /// `[vm_limits]`: how much of this host the VMs may use at once.
     pub vm_limits: VmLimitsConfig,
+    /// `[debug_ssh]`: where machines of failed jobs that opted in stay reachable, as in
+    /// the orchestrator's file. Default: off.
+    pub debug_ssh: DebugSshConfig,
     /// `[forgejo]`: a Forgejo runner in this process. Default: none.
     pub forgejo: Option<RunnerSection>,
     /// `[github]`: a GitHub runner in this process. Default: none.
@@ -77,6 +82,7 @@ impl Default for ServeConfig {
             store: orchestrator.store,
             metrics: orchestrator.metrics,
             vm_limits: orchestrator.vm_limits,
+            debug_ssh: orchestrator.debug_ssh,
             forgejo: None,
             github: None,
         }
@@ -109,8 +115,7 @@ impl ServeConfig {
             store: self.store.clone(),
             metrics: self.metrics.clone(),
             shutdown_grace_seconds: self.shutdown_grace_seconds,
-            // Not in `solstice serve` yet: its file has no [debug_ssh].
-            debug_ssh: DebugSshConfig::default(),
+            debug_ssh: self.debug_ssh.clone(),
             vm_limits: self.vm_limits,
         }
     }

@@ -299,3 +299,114 @@ async fn a_refused_runner_stops_serve_with_exit_1() {
     assert!(stderr.contains("the forgejo runner failed"), "{stderr}");
     assert!(!stderr.contains("not-a-registered-token"), "the token leaked: {stderr}");
 }
+
+/// `[debug_ssh]` in `solstice.toml`: serve says debug SSH is on, and the engine has the
+/// keeper: a failed host job that opted in is told its machine is the host, not that
+/// this orchestrator offers no debug SSH. SIGTERM still stops serve cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_with_debug_ssh_wires_the_keeper_into_the_engine() {
+    let fake = FakeForgejo::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let debug_port = free_port();
+    let extra = format!("[debug_ssh]\nlisten = \"127.0.0.1\"\nfirst_port = {debug_port}\nlast_port = {debug_port}\nttl_seconds = 60\n");
+    let config = setup(&fake, dir.path(), "host:host", port, &extra).await;
+    let serve = Serve::start(&config);
+    wait_for_metrics(port).await;
+    let job = fake.enqueue(JobSpec::new(
+        "debug",
+        "on: push\njobs:\n  debug:\n    runs-on: host\n    env:\n      SOLSTICE_DEBUG_SSH: true\n    steps:\n      - run: exit 1\n",
+    ));
+    let task = fake.wait_job_done(job, Duration::from_secs(60)).await;
+    serve.term();
+    let exit = serve.wait().await;
+    let stderr = String::from_utf8_lossy(&exit.stderr);
+    let task = task.unwrap_or_else(|| panic!("the job was not reported:\n{stderr}"));
+    assert_eq!(task.status, Status::Failure, "{stderr}");
+    let log = fake.log(task.id);
+    assert!(log.iter().any(|l| l.contains("Debug SSH: this job ran directly on the host")), "{log:#?}");
+    assert!(!log.iter().any(|l| l.contains("does not offer debug SSH")), "{log:#?}");
+    assert_eq!(exit.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("debug SSH into failed jobs that opt in is on"), "{stderr}");
+    assert!(stderr.contains("listen=127.0.0.1"), "{stderr}");
+}
+
+/// Without `[debug_ssh]` an opted-in job is told this orchestrator does not offer it.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_without_debug_ssh_tells_an_opted_in_job_so() {
+    let fake = FakeForgejo::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = setup(&fake, dir.path(), "host:host", port, "").await;
+    let serve = Serve::start(&config);
+    let job = fake.enqueue(JobSpec::new(
+        "debug",
+        "on: push\njobs:\n  debug:\n    runs-on: host\n    env:\n      SOLSTICE_DEBUG_SSH: true\n    steps:\n      - run: exit 1\n",
+    ));
+    let task = fake.wait_job_done(job, Duration::from_secs(60)).await;
+    serve.term();
+    let exit = serve.wait().await;
+    let stderr = String::from_utf8_lossy(&exit.stderr);
+    let task = task.unwrap_or_else(|| panic!("the job was not reported:\n{stderr}"));
+    let log = fake.log(task.id);
+    assert!(log.iter().any(|l| l.contains("does not offer debug SSH")), "{log:#?}");
+    assert!(!stderr.contains("debug SSH into failed jobs that opt in is on"), "{stderr}");
+}
+
+/// A public key for the fake forge to publish (nobody holds the private half).
+const ED25519: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGaWDkPZa4NE3U9uJmQTeWs2uaUXGpOJ1rVfESVmhxNk tester@laptop";
+
+/// A failed VM job that opted in keeps its machine behind the configured port, which
+/// answers SSH; SIGTERM ends serve without waiting out the keep time, and the kept
+/// machine goes with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_vm_job_that_opted_in_is_kept_for_debug_ssh_until_serve_stops() {
+    let fake = FakeForgejo::start().await.unwrap();
+    fake.set_user_keys("tester", &[ED25519]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let debug_port = free_port();
+    let extra = format!(
+        "shutdown_grace_seconds = 5\n[debug_ssh]\nlisten = \"127.0.0.1\"\nhost = \"debug.example.org\"\nfirst_port = {debug_port}\nlast_port = {debug_port}\nttl_seconds = 600\n"
+    );
+    let config = setup(&fake, dir.path(), "tiny:vm:tiny-linux", port, &extra).await;
+    let serve = Serve::start(&config);
+    let job = fake.enqueue(
+        JobSpec::new(
+            "vm",
+            "on: push\njobs:\n  vm:\n    runs-on: tiny\n    env:\n      SOLSTICE_DEBUG_SSH: true\n    steps:\n      - run: echo \"inside $(uname -n)\"; exit 1\n",
+        )
+        .runs_on(["tiny"]),
+    );
+    let task = fake.wait_job_done(job, Duration::from_secs(240)).await;
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", debug_port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+        let mut buf = [0u8; 64];
+        let n = stream.read(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    serve.term();
+    let exit = serve.wait().await;
+    let stderr = String::from_utf8_lossy(&exit.stderr);
+    let task = task.unwrap_or_else(|| panic!("the VM job was not reported:\n{stderr}"));
+    assert_eq!(task.status, Status::Failure, "{stderr}");
+    let log = fake.log(task.id);
+    assert!(log.iter().any(|l| l.contains("its machine is kept for 10 min")), "{log:#?}");
+    let command = format!("ssh -p {debug_port} ");
+    assert!(log.iter().any(|l| l.starts_with(&command) && l.ends_with("@debug.example.org")), "{log:#?}");
+    let banner = banner.unwrap_or_else(|| panic!("nothing answered on the debug port:\n{stderr}"));
+    assert!(banner.starts_with("SSH-2.0-"), "{banner:?}");
+    assert_eq!(exit.status.code(), Some(0), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(60), "serve waited for the kept machine:\n{stderr}");
+    let machine = log.iter().find_map(|l| l.strip_prefix("inside ")).unwrap_or_else(|| panic!("{log:#?}")).to_owned();
+    assert!(machine.starts_with("vm-"), "{machine}");
+    let qemu_left = std::fs::read_dir("/proc").unwrap().filter_map(Result::ok).any(|e| {
+        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&machine))
+    });
+    assert!(!qemu_left, "the kept machine {machine} outlived serve");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", debug_port)).is_err(), "the debug port is still open");
+}
