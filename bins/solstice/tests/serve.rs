@@ -409,4 +409,14 @@ async fn a_failed_vm_job_that_opted_in_is_kept_for_debug_ssh_until_serve_stops()
     });
     assert!(!qemu_left, "the kept machine {machine} outlived serve");
     assert!(std::net::TcpStream::connect(("127.0.0.1", debug_port)).is_err(), "the debug port is still open");
+    // Removed in order, not just killed with the process: no record, no files.
+    let store = format!("sqlite://{}", dir.path().join("state.db").display());
+    let out = Command::new(BIN).args(["vm", "--store", &store, "list"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no machine recorded", "{stderr}");
+    let run = std::env::var_os("SOLSTICE_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::var_os("HOME").map(PathBuf::from).unwrap().join(".cache/solstice"))
+        .join("run");
+    let files_left = std::fs::read_dir(&run).map(|d| d.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().starts_with(&machine)));
+    assert!(!files_left.unwrap_or(false), "files of {machine} are left in {}", run.display());
 }
