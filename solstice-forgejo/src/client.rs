@@ -52,6 +52,8 @@ struct ClientInner {
     credentials: Option<Credentials>,
     codec: Codec,
     timeout: Duration,
+    /// Counts failed calls ([`solstice_core::EngineMetrics::forge_error`]), if set.
+    metrics: Option<solstice_core::EngineMetrics>,
 }
 
 /// Builds a [`ForgejoClient`].
@@ -97,6 +99,24 @@ impl ForgejoClient {
             credentials: Some(credentials),
             codec: self.inner.codec,
             timeout: self.inner.timeout,
+            metrics: self.inner.metrics.clone(),
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// The same client (sharing its connections and credentials) counting every call
+    /// that fails — no answer, a refusal, an answer it cannot read — with
+    /// [`EngineMetrics::forge_error`](solstice_core::EngineMetrics::forge_error), so an
+    /// engine's `/metrics` shows them.
+    pub fn with_metrics(&self, metrics: solstice_core::EngineMetrics) -> Self {
+        let inner = ClientInner {
+            http: self.inner.http.clone(),
+            instance: self.inner.instance.clone(),
+            base: self.inner.base.clone(),
+            credentials: self.inner.credentials.clone(),
+            codec: self.inner.codec,
+            timeout: self.inner.timeout,
+            metrics: Some(metrics),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -182,6 +202,20 @@ impl ForgejoClient {
         request: &Req,
         options: CallOptions<'_>,
     ) -> Result<Resp, ForgeError>
+    where
+        Req: prost::Message + Serialize,
+        Resp: prost::Message + Default + DeserializeOwned,
+    {
+        let result = self.call_once(procedure, request, options).await;
+        if result.is_err()
+            && let Some(metrics) = &self.inner.metrics
+        {
+            metrics.forge_error();
+        }
+        result
+    }
+
+    async fn call_once<Req, Resp>(&self, procedure: Procedure, request: &Req, options: CallOptions<'_>) -> Result<Resp, ForgeError>
     where
         Req: prost::Message + Serialize,
         Resp: prost::Message + Default + DeserializeOwned,
@@ -282,6 +316,7 @@ impl ForgejoClientBuilder {
             credentials: self.credentials,
             codec: self.codec,
             timeout: self.timeout,
+            metrics: None,
         };
         Ok(ForgejoClient { inner: Arc::new(inner) })
     }
@@ -323,5 +358,18 @@ mod tests {
         assert!(matches!(normalize_instance("h.example"), Err(ForgeError::InvalidUrl { .. })));
         let err = normalize_instance("https://user:hunter2@h").expect_err("credentials");
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn failed_calls_are_counted_when_metrics_are_given_and_kept_with_new_credentials() {
+        // Nothing listens on port 1: every call fails at once.
+        let client = ForgejoClient::builder("http://127.0.0.1:1").build().expect("client");
+        client.ping("x").await.expect_err("nothing listens (uncounted without metrics)");
+        let metrics = solstice_core::EngineMetrics::new();
+        let counted = client.with_metrics(metrics.clone());
+        counted.ping("x").await.expect_err("nothing listens");
+        let credentials = Credentials { uuid: "u".into(), token: solstice_core::Secret::new("t".to_owned()) };
+        counted.with_credentials(credentials).declare("v1", &[]).await.expect_err("nothing listens");
+        assert!(metrics.render().contains("solstice_forge_api_errors_total 2\n"), "{}", metrics.render());
     }
 }

@@ -74,6 +74,8 @@ pub(crate) struct Http {
     /// HTTP/1.1 only, no overall timeout: websocket upgrades (h2 has no `Upgrade`).
     upgrade_client: reqwest::Client,
     user_agent: String,
+    /// Counts failed calls ([`EngineMetrics::forge_error`]), if set.
+    metrics: Option<solstice_core::EngineMetrics>,
 }
 
 impl Http {
@@ -88,7 +90,18 @@ impl Http {
             .connect_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| GithubError::Transport { service: "HTTP client", source: e.without_url() })?;
-        Ok(Self { client, upgrade_client, user_agent: format!("GitHubActionsRunner-solstice/{}", crate::RUNNER_VERSION) })
+        Ok(Self {
+            client,
+            upgrade_client,
+            user_agent: format!("GitHubActionsRunner-solstice/{}", crate::RUNNER_VERSION),
+            metrics: None,
+        })
+    }
+
+    /// Counts every failed call in `metrics` from now on (this client and its clones).
+    pub fn count_errors_in(mut self, metrics: Option<solstice_core::EngineMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn url(call: &Call) -> Result<Url, GithubError> {
@@ -131,12 +144,23 @@ impl Http {
         read_json(call.service, status, &bytes)
     }
 
-    /// Sends a prepared request; returns the status and body of a 2xx answer.
+    /// Sends a prepared request; returns the status and body of a 2xx answer. A failure
+    /// (no answer, or another status) is counted in the metrics, if set.
     pub async fn execute(
         &self,
         request: reqwest::RequestBuilder,
         service: &'static str,
     ) -> Result<(StatusCode, Vec<u8>), GithubError> {
+        let result = self.execute_once(request, service).await;
+        if result.is_err()
+            && let Some(metrics) = &self.metrics
+        {
+            metrics.forge_error();
+        }
+        result
+    }
+
+    async fn execute_once(&self, request: reqwest::RequestBuilder, service: &'static str) -> Result<(StatusCode, Vec<u8>), GithubError> {
         let response = request.send().await.map_err(|e| GithubError::Transport { service, source: e.without_url() })?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| GithubError::Transport { service, source: e.without_url() })?;
@@ -308,4 +332,22 @@ pub(crate) fn list(value: &Option<Value>) -> Vec<Value> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn failed_calls_are_counted_when_metrics_are_given() {
+        // Nothing listens on port 1: every call fails at once.
+        let call = Call::new(Method::GET, "http://127.0.0.1:1/_apis/connectionData", "test");
+        let plain = Http::new().expect("client");
+        plain.send(&call, &Auth::None).await.expect_err("nothing listens (uncounted without metrics)");
+        let metrics = solstice_core::EngineMetrics::new();
+        let counted = plain.count_errors_in(Some(metrics.clone()));
+        counted.send(&call, &Auth::None).await.expect_err("nothing listens");
+        counted.clone().post_form("http://127.0.0.1:1/token", &[("a", "b")], "test").await.expect_err("nothing listens; clones count too");
+        assert!(metrics.render().contains("solstice_forge_api_errors_total 2\n"), "{}", metrics.render());
+    }
 }

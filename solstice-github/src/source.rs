@@ -53,6 +53,7 @@ struct Options {
     ephemeral: bool,
     labels: Vec<String>,
     journal: Option<Journal>,
+    metrics: Option<solstice_core::EngineMetrics>,
 }
 
 struct Inner {
@@ -145,13 +146,21 @@ impl GithubSourceBuilder {
         self
     }
 
+    /// Counts every failed call to GitHub's APIs (no answer, or an error status) with
+    /// [`EngineMetrics::forge_error`](solstice_core::EngineMetrics::forge_error), so the
+    /// engine's `/metrics` shows them. Default: not counted.
+    pub fn metrics(mut self, metrics: solstice_core::EngineMetrics) -> Self {
+        self.options.metrics = Some(metrics);
+        self
+    }
+
     /// Builds the source.
     ///
     /// # Errors
     /// [`GithubError::Transport`] if the HTTP client cannot be built.
     pub fn build(self) -> Result<GithubSource, GithubError> {
         let RunnerConfig { settings, credentials, key } = self.config;
-        let http = Http::new()?;
+        let http = Http::new()?.count_errors_in(self.options.metrics.clone());
         // The token service signs with a copy of the key; the source keeps its own for
         // session keys.
         let signer = RunnerKey::from_rsaparams_json(key.to_rsaparams_json()?.expose())?;
@@ -207,6 +216,7 @@ impl GithubSource {
                 ephemeral,
                 labels,
                 journal: None,
+                metrics: None,
             },
         }
     }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use solstice_core::{JobQueue, MemoryQueue, Store};
-use solstice_forgejo::{ForgejoClient, ForgejoSource, LabelScheme, LabelSpec, RunnerFile, RunnerSection, Service, seconds};
-use solstice_github::{GithubSource, RunnerStore};
+use solstice_forgejo::{ForgejoClient, ForgejoSource, ForgejoSourceBuilder, LabelScheme, LabelSpec, RunnerFile, RunnerSection, Service, seconds};
+use solstice_github::{GithubSource, GithubSourceBuilder, RunnerStore};
 use solstice_orchestrator::{LabelPlan, MetricsEndpoint, machines, shutdown_signal, start_engine};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +57,15 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let orchestrator = start_engine(&orchestrator, &machines, store, queue.as_ref()).await?;
     let engine = orchestrator.engine().clone();
     let http = MetricsEndpoint::start(&config.metrics.listen, engine.metrics().clone()).await?;
+    // The sources count their failed forge calls in the engine's metrics.
+    let forgejo = match forgejo {
+        Some((builder, _)) => Some(builder.metrics(engine.metrics().clone()).build().map_err(|e| crate::CliError::Config(e.into()))?),
+        None => None,
+    };
+    let github = match github {
+        Some(builder) => Some(builder.metrics(engine.metrics().clone()).build().map_err(|e| crate::CliError::Config(e.into()))?),
+        None => None,
+    };
 
     // `fetch_stop`: the runners stop taking jobs; `engine_stop`: the engine takes no
     // new job; `abort`: running jobs are cancelled.
@@ -64,7 +73,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     let mut runners: Vec<RunnerTask> = Vec::new();
     let mut forgejo_source = None;
-    if let (Some((source, _)), Some(section)) = (forgejo, &config.forgejo) {
+    if let (Some(source), Some(section)) = (forgejo, &config.forgejo) {
         forgejo_source = Some(source.clone());
         // The engine is this process's own: the runner only fetches and reports, and
         // gets the whole grace period plus its own to report its tasks.
@@ -156,8 +165,9 @@ async fn first_to_end(runners: &mut [RunnerTask]) -> (Result<anyhow::Result<()>,
     (result, index)
 }
 
-/// The Forgejo source and the label specs from the runner file (or `[forgejo] labels`).
-fn forgejo_parts(section: &RunnerSection) -> anyhow::Result<(ForgejoSource, Vec<LabelSpec>)> {
+/// The Forgejo source, to be built once the engine's metrics exist, and the label specs
+/// from the runner file (or `[forgejo] labels`).
+fn forgejo_parts(section: &RunnerSection) -> anyhow::Result<(ForgejoSourceBuilder, Vec<LabelSpec>)> {
     let file = RunnerFile::load(&section.file)
         .with_context(|| format!("[forgejo] file: register the runner first ({})", section.file.display()))?;
     let specs: Vec<LabelSpec> = if section.labels.is_empty() {
@@ -172,18 +182,18 @@ fn forgejo_parts(section: &RunnerSection) -> anyhow::Result<(ForgejoSource, Vec<
         .capacity(section.capacity)
         .fetch_interval(seconds(section.fetch_interval))
         .fetch_timeout(seconds(section.fetch_timeout))
-        .report_interval(seconds(section.report_interval))
-        .build()?;
+        .report_interval(seconds(section.report_interval));
     tracing::info!(runner = %file.name, instance = %file.address, "Forgejo runner configured");
     Ok((source, specs))
 }
 
-fn github_source(section: &GithubSection) -> anyhow::Result<GithubSource> {
+/// The GitHub source, to be built once the engine's metrics exist.
+fn github_source(section: &GithubSection) -> anyhow::Result<GithubSourceBuilder> {
     let runner = RunnerStore::new(&section.dir)
         .load()
         .with_context(|| format!("[github] dir: register the runner first ({})", section.dir.display()))
         ?;
-    Ok(GithubSource::builder(runner).build()?)
+    Ok(GithubSource::builder(runner))
 }
 
 /// The labels of the file, of the Forgejo label specs, and of `[github] labels` (in

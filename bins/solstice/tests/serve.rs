@@ -420,3 +420,35 @@ async fn a_failed_vm_job_that_opted_in_is_kept_for_debug_ssh_until_serve_stops()
     let files_left = std::fs::read_dir(&run).map(|d| d.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().starts_with(&machine)));
     assert!(!files_left.unwrap_or(false), "files of {machine} are left in {}", run.display());
 }
+
+/// Failed Forgejo calls show in serve's `/metrics` (`solstice_forge_api_errors_total`),
+/// and the runner carries on after them.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_forgejo_calls_are_counted_in_the_metrics() {
+    use solstice_forgejo::{ConnectCode, Procedure};
+
+    let fake = FakeForgejo::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = setup(&fake, dir.path(), "host:host", port, "").await;
+    fake.fail_next(Procedure::FetchTask, 3, ConnectCode::Unavailable);
+    let serve = Serve::start(&config);
+    wait_for_metrics(port).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut metrics = get(port, "/metrics");
+    while !metrics.contains("solstice_forge_api_errors_total 3\n") {
+        assert!(Instant::now() < deadline, "the failed fetches were not counted:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        metrics = get(port, "/metrics");
+    }
+    let job = fake.enqueue(JobSpec::new("after", "on: push\njobs:\n  after:\n    runs-on: host\n    steps:\n      - run: echo still here\n"));
+    let task = fake.wait_job_done(job, Duration::from_secs(60)).await;
+    let metrics = get(port, "/metrics");
+    serve.term();
+    let exit = serve.wait().await;
+    let stderr = String::from_utf8_lossy(&exit.stderr);
+    let task = task.unwrap_or_else(|| panic!("the job after the errors was not reported:\n{stderr}"));
+    assert_eq!(task.status, Status::Success, "{stderr}");
+    assert!(metrics.contains("solstice_forge_api_errors_total 3\n"), "no further errors expected:\n{metrics}");
+    assert_eq!(exit.status.code(), Some(0), "{stderr}");
+}

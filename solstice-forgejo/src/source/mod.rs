@@ -193,6 +193,15 @@ impl ForgejoSourceBuilder {
         self
     }
 
+    /// Counts every failed call to Forgejo (fetching, reporting, declaring) with
+    /// [`EngineMetrics::forge_error`](solstice_core::EngineMetrics::forge_error), so the
+    /// engine's `/metrics` shows them (see [`ForgejoClient::with_metrics`]). Default: not
+    /// counted.
+    pub fn metrics(mut self, metrics: solstice_core::EngineMetrics) -> Self {
+        self.client = self.client.with_metrics(metrics);
+        self
+    }
+
     /// Builds the source.
     ///
     /// # Errors
