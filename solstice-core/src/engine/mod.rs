@@ -49,6 +49,7 @@ pub(crate) struct EngineInner {
     pub(crate) debug: Option<DebugKeeper>,
     /// How long a claim on a served job lasts unless renewed (see `serve`).
     pub(crate) claim_lease: std::time::Duration,
+    pub(crate) queue_depth_interval: std::time::Duration,
 }
 
 impl std::fmt::Debug for EngineInner {
@@ -146,6 +147,7 @@ pub struct EngineBuilder {
     #[cfg(feature = "_store")]
     store: Option<crate::Store>,
     claim_lease: Option<std::time::Duration>,
+    queue_depth_interval: Option<std::time::Duration>,
     debug: Option<DebugKeeper>,
 }
 
@@ -201,6 +203,13 @@ impl EngineBuilder {
         self
     }
 
+    /// How often [`serve`](Engine::serve) reads how many jobs wait in the queue for its
+    /// labels (the `solstice_queue_depth` metric). Default: 5 s.
+    pub fn queue_depth_interval(mut self, interval: std::time::Duration) -> Self {
+        self.queue_depth_interval = Some(interval.max(std::time::Duration::from_millis(10)));
+        self
+    }
+
     /// With a store, how long an orchestrator's claim on a job it serves from a queue
     /// lasts unless renewed; it is renewed every third of that while the job runs. A
     /// redelivered copy of a job whose lease is live is held, not run; once the lease
@@ -234,6 +243,7 @@ impl EngineBuilder {
             #[cfg(feature = "_store")]
             store: self.store,
             claim_lease: self.claim_lease.unwrap_or(std::time::Duration::from_secs(30)),
+            queue_depth_interval: self.queue_depth_interval.unwrap_or(std::time::Duration::from_secs(5)),
             debug: self.debug,
         };
         Ok(Engine { inner: Arc::new(inner) })

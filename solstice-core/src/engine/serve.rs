@@ -142,6 +142,31 @@ impl Engine {
             })
         };
 
+        // The queue depth for /metrics, polled: no backend pushes it. It ends with the
+        // loop below, whyever that ends.
+        let poll_stop = stop.child_token();
+        let depth_poller = {
+            let (queue, labels, stop, metrics) = (queue.clone(), labels.to_vec(), poll_stop.clone(), self.inner.metrics.clone());
+            let interval = self.inner.queue_depth_interval;
+            tracker.spawn(async move {
+                loop {
+                    let waiting = tokio::select! {
+                        w = queue.waiting_jobs(&labels) => w,
+                        _ = stop.cancelled() => return,
+                    };
+                    match waiting {
+                        Ok(Some(waiting)) => metrics.set_queue_depth(waiting),
+                        Ok(None) | Err(QueueError::Closed) => return,
+                        Err(e) => tracing::debug!(error = %e, "could not read the queue depth"),
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(interval) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            })
+        };
+
         let mut backoff = Backoff::default();
         loop {
             let permit = tokio::select! {
@@ -174,10 +199,12 @@ impl Engine {
                 drop(permit);
             });
         }
+        poll_stop.cancel();
         tracker.close();
-        // The cancel listener ends with `stop`; the job tasks end on their own.
+        // The cancel listener and the depth poller end with `stop`; the job tasks end on
+        // their own.
         tracker.wait().await;
-        drop(cancel_listener);
+        drop((cancel_listener, depth_poller));
         Ok(())
     }
 

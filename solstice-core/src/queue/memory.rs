@@ -72,6 +72,12 @@ impl Inner {
 
 #[async_trait]
 impl JobQueue for MemoryQueue {
+    async fn waiting_jobs(&self, labels: &[String]) -> Result<Option<u64>, QueueError> {
+        let state = self.inner.lock();
+        let waiting: usize = labels.iter().filter_map(|label| state.jobs.get(label)).map(VecDeque::len).sum();
+        Ok(Some(u64::try_from(waiting).unwrap_or(u64::MAX)))
+    }
+
     async fn publish_job(&self, job: &JobRequest) -> Result<(), QueueError> {
         let label = job.route_label().to_owned();
         self.inner.lock().jobs.entry(label).or_default().push_back((job.clone(), false));

@@ -146,6 +146,18 @@ pub trait JobQueue: Send + Sync + 'static {
         prefetch: usize,
     ) -> Result<Box<dyn JobConsumer>, QueueError>;
 
+    /// How many jobs routed to `labels` wait for a consumer (published, not yet
+    /// delivered), if the backend can tell; for the `solstice_queue_depth` metric.
+    ///
+    /// By default `None`: a backend that cannot count is not an error.
+    ///
+    /// # Errors
+    /// [`QueueError`] when the backend could count but failed to.
+    async fn waiting_jobs(&self, labels: &[String]) -> Result<Option<u64>, QueueError> {
+        let _ = labels;
+        Ok(None)
+    }
+
     /// Publishes an event for the source named `route`.
     ///
     /// # Errors

@@ -31,6 +31,7 @@ macro_rules! queue_cases {
             routes_jobs_by_label,
             routes_by_the_first_specific_label,
             keeps_jobs_published_before_any_consumer,
+            counts_the_jobs_waiting_per_label,
             redelivers_requeued_jobs_flagged,
             redelivers_jobs_dropped_unsettled,
             hands_a_dead_consumers_jobs_to_another,

@@ -72,6 +72,21 @@ pub async fn keeps_jobs_published_before_any_consumer(fx: &QueueFixture) {
     consumer.shutdown().await;
 }
 
+pub async fn counts_the_jobs_waiting_per_label(fx: &QueueFixture) {
+    let h = fx.open().await;
+    for label in ["alpha", "alpha", "alpha", "beta", "beta"] {
+        h.queue.publish_job(&job(label)).await.expect("publish");
+    }
+    let waiting = |names: &'static [&'static str]| {
+        let queue = h.queue.clone();
+        async move { queue.waiting_jobs(&labels(names)).await.expect("count") }
+    };
+    assert_eq!(waiting(&["alpha"]).await, Some(3));
+    assert_eq!(waiting(&["alpha", "beta"]).await, Some(5));
+    assert_eq!(waiting(&["gamma"]).await, Some(0), "a label nobody published to has none waiting");
+    h.shutdown().await;
+}
+
 pub async fn redelivers_requeued_jobs_flagged(fx: &QueueFixture) {
     let h = fx.open().await;
     let mut alpha = h.queue.consume_jobs(&labels(&["alpha"]), 8).await.expect("consume");

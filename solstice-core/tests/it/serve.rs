@@ -151,3 +151,47 @@ async fn a_job_cancelled_while_queued_is_reported_cancelled_without_running() {
     assert_eq!(result, JobResult::Cancelled);
     assert_eq!(hv.provisioned(), 0, "a machine was made for a cancelled job");
 }
+
+#[tokio::test]
+async fn serving_keeps_the_queue_depth_metric_current() {
+    use std::time::Duration;
+    // One job at a time, each held up in provisioning: the others wait in the queue.
+    let engine = Engine::builder()
+        .hypervisor(CountingHypervisor::new().with_delay(Duration::from_millis(700)))
+        .executor(ScriptedExecutor::new())
+        .queue_depth_interval(Duration::from_millis(20))
+        .build()
+        .expect("engine");
+    let queue = Arc::new(MemoryQueue::new());
+    let job = || {
+        let mut job = JobRequest::new("wait", vec!["fake".into()], vec![StepCommand::run("s", "true")]);
+        job.origin.source = "src".into();
+        job
+    };
+    queue.publish_job(&job()).await.expect("publish");
+    let stop = CancellationToken::new();
+    let serving = {
+        let (engine, queue, stop) = (engine.clone(), queue.clone(), stop.clone());
+        tokio::spawn(async move { engine.serve(queue, &["fake".into()], stop, CancellationToken::new()).await })
+    };
+    let depth = |engine: &Engine| {
+        engine.metrics().render().lines().find_map(|l| l.strip_prefix("solstice_queue_depth ").map(str::to_owned))
+    };
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while engine.metrics().running() == 0 {
+        assert!(tokio::time::Instant::now() < until, "the first job never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    queue.publish_job(&job()).await.expect("publish");
+    queue.publish_job(&job()).await.expect("publish");
+    while depth(&engine).as_deref() != Some("2") {
+        assert!(tokio::time::Instant::now() < until, "depth never showed the two waiting jobs: {:?}", depth(&engine));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    while depth(&engine).as_deref() != Some("0") || engine.metrics().running() > 0 || queue.pending_jobs() > 0 {
+        assert!(tokio::time::Instant::now() < until, "depth never went back to 0: {:?}", depth(&engine));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    serving.await.expect("join").expect("serve");
+}

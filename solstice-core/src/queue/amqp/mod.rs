@@ -271,6 +271,28 @@ impl JobQueue for AmqpQueue {
         self.publish_events(route, std::slice::from_ref(event)).await
     }
 
+    async fn waiting_jobs(&self, labels: &[String]) -> Result<Option<u64>, QueueError> {
+        let session = self.link.session().await?;
+        // A channel of its own: a declare that failed would close the channel it ran on,
+        // and the publisher's must stay up.
+        let channel = session.connection.create_channel().await.map_err(|e| QueueError::Unavailable(Box::new(e)))?;
+        let mut waiting = 0u64;
+        for label in labels {
+            // Declaring is idempotent (same arguments) and answers with the count of
+            // ready messages; a passive declare would fail for a queue not made yet.
+            let count = self.link.topology.job_queue_ready(&channel, label).await;
+            match count {
+                Ok(n) => waiting += u64::from(n),
+                Err(e) => {
+                    let _ = channel.close(200, "depth".into()).await;
+                    return Err(QueueError::Unavailable(Box::new(e)));
+                }
+            }
+        }
+        let _ = channel.close(200, "depth".into()).await;
+        Ok(Some(waiting))
+    }
+
     async fn publish_events(&self, route: &str, events: &[JobEvent]) -> Result<(), QueueError> {
         // One message per run of events of one job (the batch format of `wire`); the
         // chunks go out one after the other, each confirmed, so their order holds.

@@ -127,6 +127,17 @@ impl Topology {
         Ok(name)
     }
 
+    /// Declares and binds the queue of a label (idempotent); returns how many messages
+    /// in it are ready for delivery.
+    pub(super) async fn job_queue_ready(&self, channel: &Channel, label: &str) -> lapin::Result<u32> {
+        let options = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+        let queue = channel.queue_declare(self.job_queue(label), options, self.job_queue_args()).await?;
+        channel
+            .queue_bind(queue.name().clone(), self.jobs_exchange(), Self::key(label), QueueBindOptions::default(), FieldTable::default())
+            .await?;
+        Ok(queue.message_count())
+    }
+
     /// Declares and binds the queue of a source's events; returns its name.
     pub(super) async fn declare_event_queue(&self, channel: &Channel, route: &str) -> lapin::Result<ShortString> {
         let name = self.event_queue(route);
