@@ -149,6 +149,10 @@ fn config_check_says_what_is_wrong_and_where_and_exits_3() {
         ("listen.toml", "[forgejo]\n[metrics]\nlisten = \"anywhere\"\n", "listen.toml:3:10: metrics.listen: `anywhere` is not an address"),
         ("nothing.toml", "capacity = 2\n", "serve needs a [forgejo] or a [github] section"),
         ("orch.toml", "capacity = 0\n[queue]\nurl = \"memory\"\n", "orch.toml:1:12: capacity: must be at least 1"),
+        // [debug_ssh] in solstice.toml: the orchestrator's keys and checks.
+        ("debug.toml", "[forgejo]\n\n[debug_ssh]\nlisten = \"ci.example.org\"\n", "debug.toml:4:10: debug_ssh.listen: `ci.example.org` is not an IP address"),
+        ("ports.toml", "[forgejo]\n[debug_ssh]\nlisten = \"127.0.0.1\"\nfirst_port = 3000\nlast_port = 2999\n", "ports.toml:5:13: debug_ssh.last_port: "),
+        ("debugkey.toml", "[forgejo]\n[debug_ssh]\nport = 22\n", "debugkey.toml:3:1: unknown field `port`"),
     ];
     for (name, text, expected) in cases {
         let path = write(&dir, name, text);
@@ -167,9 +171,9 @@ fn config_check_says_what_is_wrong_and_where_and_exits_3() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("orchestrator.toml:3:2: unknown field `queue`"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// `solstice.toml` takes `[debug_ssh]` with the orchestrator's keys and checks.
+/// `solstice.toml` takes `[debug_ssh]` with the orchestrator's keys.
 #[test]
-fn config_check_accepts_debug_ssh_in_solstice_toml_and_places_a_bad_listen() {
+fn config_check_accepts_debug_ssh_in_solstice_toml() {
     let dir = tempfile::tempdir().expect("tempdir");
     let good = write(
         &dir,
@@ -179,16 +183,5 @@ fn config_check_accepts_debug_ssh_in_solstice_toml_and_places_a_bad_listen() {
     let out = solstice(&["config", "check", &good]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout(&out).contains("`solstice serve` configuration"), "{}", stdout(&out));
-    let cases = [
-        ("listen.toml", "[forgejo]\n\n[debug_ssh]\nlisten = \"ci.example.org\"\n", "listen.toml:4:10: debug_ssh.listen: `ci.example.org` is not an IP address"),
-        ("range.toml", "[forgejo]\n[debug_ssh]\nlisten = \"127.0.0.1\"\nfirst_port = 3000\nlast_port = 2999\n", "range.toml:5:13: debug_ssh.last_port: "),
-        ("key.toml", "[forgejo]\n[debug_ssh]\nport = 22\n", "key.toml:3:1: unknown field `port`"),
-    ];
-    for (name, text, expected) in cases {
-        let path = write(&dir, name, text);
-        let out = solstice(&["config", "check", &path]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(3), "{name}: {err}");
-        assert!(err.contains(expected), "{name}: expected `{expected}` in: {err}");
-    }
+    // Bad values are placed: see config_check_says_what_is_wrong_and_where_and_exits_3.
 }

@@ -95,6 +95,29 @@ async fn wait_for_metrics(port: u16) {
     }
 }
 
+/// `solstice vm list` of the store at `store` (a URL).
+fn vm_list(store: &str) -> String {
+    let out = Command::new(BIN).args(["vm", "--store", store, "list"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Checks that nothing of `machine` is left: no record in `store`, no process naming
+/// it, no file in the default run directory (as `solstice` picks it).
+fn assert_nothing_left_of(machine: &str, store: &str) {
+    assert_eq!(vm_list(store).trim(), "no machine recorded");
+    let qemu_left = std::fs::read_dir("/proc").unwrap().filter_map(Result::ok).any(|e| {
+        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(machine))
+    });
+    assert!(!qemu_left, "a process still names {machine}");
+    let cache = std::env::var_os("SOLSTICE_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::var_os("HOME").map(PathBuf::from).unwrap().join(".cache/solstice"));
+    let run = cache.join("run");
+    let files_left = std::fs::read_dir(&run).map(|d| d.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().starts_with(machine)));
+    assert!(!files_left.unwrap_or(false), "files of {machine} are left in {}", run.display());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_runs_forgejo_jobs_on_host_labels_and_sigterm_lets_the_running_job_finish() {
     let fake = FakeForgejo::start().await.unwrap();
@@ -233,14 +256,9 @@ async fn a_vm_job_is_listed_while_it_runs_and_nothing_is_left_after_sigterm() {
     let booted = fake
         .wait_until(Duration::from_secs(240), |f| f.job_task(job).is_some_and(|t| f.log(t).iter().any(|l| l.starts_with("inside vm-"))))
         .await;
-    let vm_list = |store: String| {
-        let out = Command::new(BIN).args(["vm", "--store", &store, "list"]).output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
     let listing = tokio::task::spawn_blocking({
         let store = store.clone();
-        move || vm_list(store)
+        move || vm_list(&store)
     })
     .await
     .unwrap();
@@ -254,18 +272,7 @@ async fn a_vm_job_is_listed_while_it_runs_and_nothing_is_left_after_sigterm() {
     assert_eq!(exit.status.code(), Some(0), "{stderr}");
     let task = fake.task(fake.job_task(job).unwrap()).unwrap();
     assert_eq!(task.status, Status::Cancelled, "{stderr}");
-    assert_eq!(vm_list(store).trim(), "no machine recorded");
-    let qemu_left = std::fs::read_dir("/proc").unwrap().filter_map(Result::ok).any(|e| {
-        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&machine))
-    });
-    assert!(!qemu_left, "a process still names {machine}");
-    // The default cache directory, as `solstice` picks it.
-    let cache = std::env::var_os("SOLSTICE_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::var_os("HOME").map(PathBuf::from).unwrap().join(".cache/solstice"));
-    let run = cache.join("run");
-    let files_left = std::fs::read_dir(&run).map(|d| d.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().starts_with(&machine)));
-    assert!(!files_left.unwrap_or(false), "files of {machine} are left in {}", run.display());
+    assert_nothing_left_of(&machine, &store);
 }
 
 /// A runner Forgejo refuses (its credentials are unknown) stops the service: exit 1
@@ -300,19 +307,14 @@ async fn a_refused_runner_stops_serve_with_exit_1() {
     assert!(!stderr.contains("not-a-registered-token"), "the token leaked: {stderr}");
 }
 
-/// `[debug_ssh]` in `solstice.toml`: serve says debug SSH is on, and the engine has the
-/// keeper: a failed host job that opted in is told its machine is the host, not that
-/// this orchestrator offers no debug SSH. SIGTERM still stops serve cleanly.
-#[tokio::test(flavor = "multi_thread")]
-async fn serve_with_debug_ssh_wires_the_keeper_into_the_engine() {
+/// Runs one failing host job that opts in to debug SSH under serve with `extra` in its
+/// file, then stops serve: the job's log, serve's stderr and its exit code.
+async fn opted_in_host_job(extra: &str) -> (Vec<String>, String, Option<i32>) {
     let fake = FakeForgejo::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let debug_port = free_port();
-    let extra = format!("[debug_ssh]\nlisten = \"127.0.0.1\"\nfirst_port = {debug_port}\nlast_port = {debug_port}\nttl_seconds = 60\n");
-    let config = setup(&fake, dir.path(), "host:host", port, &extra).await;
+    let config = setup(&fake, dir.path(), "host:host", port, extra).await;
     let serve = Serve::start(&config);
-    wait_for_metrics(port).await;
     let job = fake.enqueue(JobSpec::new(
         "debug",
         "on: push\njobs:\n  debug:\n    runs-on: host\n    env:\n      SOLSTICE_DEBUG_SSH: true\n    steps:\n      - run: exit 1\n",
@@ -320,13 +322,23 @@ async fn serve_with_debug_ssh_wires_the_keeper_into_the_engine() {
     let task = fake.wait_job_done(job, Duration::from_secs(60)).await;
     serve.term();
     let exit = serve.wait().await;
-    let stderr = String::from_utf8_lossy(&exit.stderr);
+    let stderr = String::from_utf8_lossy(&exit.stderr).into_owned();
     let task = task.unwrap_or_else(|| panic!("the job was not reported:\n{stderr}"));
     assert_eq!(task.status, Status::Failure, "{stderr}");
-    let log = fake.log(task.id);
+    (fake.log(task.id), stderr, exit.status.code())
+}
+
+/// `[debug_ssh]` in `solstice.toml`: serve says debug SSH is on, and the engine has the
+/// keeper: a failed host job that opted in is told its machine is the host, not that
+/// this orchestrator offers no debug SSH. SIGTERM still stops serve cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_with_debug_ssh_wires_the_keeper_into_the_engine() {
+    let debug_port = free_port();
+    let extra = format!("[debug_ssh]\nlisten = \"127.0.0.1\"\nfirst_port = {debug_port}\nlast_port = {debug_port}\nttl_seconds = 60\n");
+    let (log, stderr, code) = opted_in_host_job(&extra).await;
     assert!(log.iter().any(|l| l.contains("Debug SSH: this job ran directly on the host")), "{log:#?}");
     assert!(!log.iter().any(|l| l.contains("does not offer debug SSH")), "{log:#?}");
-    assert_eq!(exit.status.code(), Some(0), "{stderr}");
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("debug SSH into failed jobs that opt in is on"), "{stderr}");
     assert!(stderr.contains("listen=127.0.0.1"), "{stderr}");
 }
@@ -334,23 +346,10 @@ async fn serve_with_debug_ssh_wires_the_keeper_into_the_engine() {
 /// Without `[debug_ssh]` an opted-in job is told this orchestrator does not offer it.
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_without_debug_ssh_tells_an_opted_in_job_so() {
-    let fake = FakeForgejo::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = setup(&fake, dir.path(), "host:host", port, "").await;
-    let serve = Serve::start(&config);
-    let job = fake.enqueue(JobSpec::new(
-        "debug",
-        "on: push\njobs:\n  debug:\n    runs-on: host\n    env:\n      SOLSTICE_DEBUG_SSH: true\n    steps:\n      - run: exit 1\n",
-    ));
-    let task = fake.wait_job_done(job, Duration::from_secs(60)).await;
-    serve.term();
-    let exit = serve.wait().await;
-    let stderr = String::from_utf8_lossy(&exit.stderr);
-    let task = task.unwrap_or_else(|| panic!("the job was not reported:\n{stderr}"));
-    let log = fake.log(task.id);
+    let (log, stderr, code) = opted_in_host_job("").await;
     assert!(log.iter().any(|l| l.contains("does not offer debug SSH")), "{log:#?}");
     assert!(!stderr.contains("debug SSH into failed jobs that opt in is on"), "{stderr}");
+    assert_eq!(code, Some(0), "{stderr}");
 }
 
 /// A public key for the fake forge to publish (nobody holds the private half).
@@ -404,21 +403,10 @@ async fn a_failed_vm_job_that_opted_in_is_kept_for_debug_ssh_until_serve_stops()
     assert!(started.elapsed() < Duration::from_secs(60), "serve waited for the kept machine:\n{stderr}");
     let machine = log.iter().find_map(|l| l.strip_prefix("inside ")).unwrap_or_else(|| panic!("{log:#?}")).to_owned();
     assert!(machine.starts_with("vm-"), "{machine}");
-    let qemu_left = std::fs::read_dir("/proc").unwrap().filter_map(Result::ok).any(|e| {
-        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&machine))
-    });
-    assert!(!qemu_left, "the kept machine {machine} outlived serve");
     assert!(std::net::TcpStream::connect(("127.0.0.1", debug_port)).is_err(), "the debug port is still open");
-    // Removed in order, not just killed with the process: no record, no files.
-    let store = format!("sqlite://{}", dir.path().join("state.db").display());
-    let out = Command::new(BIN).args(["vm", "--store", &store, "list"]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no machine recorded", "{stderr}");
-    let run = std::env::var_os("SOLSTICE_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::var_os("HOME").map(PathBuf::from).unwrap().join(".cache/solstice"))
-        .join("run");
-    let files_left = std::fs::read_dir(&run).map(|d| d.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().starts_with(&machine)));
-    assert!(!files_left.unwrap_or(false), "files of {machine} are left in {}", run.display());
+    // Removed in order by the keeper's shutdown, not just killed with the process: no
+    // process, no record, no files.
+    assert_nothing_left_of(&machine, &format!("sqlite://{}", dir.path().join("state.db").display()));
 }
 
 /// Failed Forgejo calls show in serve's `/metrics` (`solstice_forge_api_errors_total`),
