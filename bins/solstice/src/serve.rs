@@ -56,7 +56,6 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     // Before taking any job: what a crashed run under the same name left running.
     let orchestrator = start_engine(&orchestrator, &machines, store, queue.as_ref()).await?;
     let engine = orchestrator.engine().clone();
-    let http = MetricsEndpoint::start(&config.metrics.listen, engine.metrics().clone()).await?;
     // The sources count their failed forge calls in the engine's metrics.
     let forgejo = match forgejo {
         Some((builder, _)) => Some(builder.metrics(engine.metrics().clone()).build().map_err(|e| crate::CliError::Config(e.into()))?),
@@ -66,6 +65,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         Some(builder) => Some(builder.metrics(engine.metrics().clone()).build().map_err(|e| crate::CliError::Config(e.into()))?),
         None => None,
     };
+    let http = MetricsEndpoint::start(&config.metrics.listen, engine.metrics().clone()).await?;
 
     // `fetch_stop`: the runners stop taking jobs; `engine_stop`: the engine takes no
     // new job; `abort`: running jobs are cancelled.
