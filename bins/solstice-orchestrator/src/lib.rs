@@ -20,6 +20,24 @@
 //!   ([`serve_metrics`] serves a listener the caller bound).
 //! - [`shutdown_signal`] resolves on SIGINT or SIGTERM.
 //!
+//! # Example
+//! The machines for an orchestrator's labels, plus one a runner asks for:
+//! ```
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use solstice_config::OrchestratorConfig;
+//! use solstice_orchestrator::{LabelPlan, machines};
+//!
+//! let config = OrchestratorConfig { host_labels: vec!["trusted".into()], ..OrchestratorConfig::default() };
+//! let mut plan = LabelPlan::from_config(&config);
+//! plan.host("linux-host");
+//! let cache = std::env::temp_dir().join("solstice-doc-cache");
+//! let machines = machines(&config, cache, &plan).await?;
+//! assert_eq!(machines.labels, ["trusted", "linux-host"]);
+//! # Ok(())
+//! # }
+//! # tokio::runtime::Runtime::new().expect("runtime").block_on(run()).expect("host machines");
+//! ```
+//!
 //! [`OrchestratorConfig`]: solstice_config::OrchestratorConfig
 #![warn(missing_docs, missing_debug_implementations)]
 
