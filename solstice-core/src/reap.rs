@@ -110,6 +110,8 @@ mod tests {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn");
+        // Until the child has exec'd, its command line is still this test's.
+        wait_for_exec(child.id(), "vm-test-reap-7f").await;
         let footprint = MachineFootprint {
             machine_id: "vm-test-reap-7f".into(),
             pid: Some(child.id()),
@@ -117,11 +119,38 @@ mod tests {
             files: vec![machine_dir.clone()],
         };
         reap_footprint(&footprint).await.expect("reap");
-        let status = child.wait().expect("wait");
+        let status = exited_within(&mut child, Duration::from_secs(10)).await;
         assert!(!status.success(), "the process was signalled, not left to finish");
         assert!(!machine_dir.exists());
         // Again: everything is gone already, which is success.
         reap_footprint(&footprint).await.expect("reap is idempotent");
+    }
+
+    /// Waits until `pid`'s command line names `machine_id` (the child has exec'd).
+    async fn wait_for_exec(pid: u32, machine_id: &str) {
+        for _ in 0..500 {
+            if names_machine(pid, machine_id) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("process {pid} never showed {machine_id} in its command line");
+    }
+
+    /// The child's exit status, failing the test (and killing it) if it runs on.
+    async fn exited_within(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if tokio::time::Instant::now() > until {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the process was not stopped");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test]

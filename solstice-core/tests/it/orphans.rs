@@ -89,14 +89,23 @@ async fn a_machine_is_recorded_while_it_lives_and_forgotten_once_destroyed() {
     assert!(store.all_vms().await.expect("list").is_empty(), "a destroyed machine is forgotten");
 }
 
-/// A process whose command line names the machine, as QEMU's `-name` does.
-fn machine_process(machine_id: &str) -> std::process::Child {
-    std::process::Command::new("sh")
+/// A process whose command line names the machine, as QEMU's `-name` does; returns
+/// once it has exec'd (before that, its command line is still this test's).
+async fn machine_process(machine_id: &str) -> std::process::Child {
+    let child = std::process::Command::new("sh")
         .args(["-c", "while :; do sleep 1; done", machine_id])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("spawn")
+        .expect("spawn");
+    for _ in 0..500 {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(machine_id) {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the machine's stand-in process never started");
 }
 
 #[tokio::test]
@@ -114,7 +123,7 @@ async fn reaping_stops_the_process_removes_the_files_and_fails_the_job_once() {
     let machine_dir = dir.path().join("vm-orphan-1a2b3c");
     std::fs::create_dir_all(machine_dir.join("sub")).expect("mkdir");
     std::fs::write(machine_dir.join("sub/overlay.qcow2"), b"disk").expect("write");
-    let mut process = machine_process("vm-orphan-1a2b3c");
+    let mut process = machine_process("vm-orphan-1a2b3c").await;
     let footprint = MachineFootprint {
         machine_id: "vm-orphan-1a2b3c".into(),
         pid: Some(process.id()),
@@ -143,7 +152,19 @@ async fn reaping_stops_the_process_removes_the_files_and_fails_the_job_once() {
     assert!(reaped[0].job_failed);
     assert!(engine.metrics().render().contains("solstice_machines_reaped_total 1\n"));
     assert_eq!(reaped[0].record.id, "vm-orphan-1a2b3c");
-    let status = tokio::task::spawn_blocking(move || process.wait()).await.expect("join").expect("wait");
+    let mut status = None;
+    for _ in 0..500 {
+        status = process.try_wait().expect("try_wait");
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let Some(status) = status else {
+        let _ = process.kill();
+        let _ = process.wait();
+        panic!("the machine's process was not stopped");
+    };
     assert!(!status.success(), "the machine's process was stopped");
     assert!(!machine_dir.exists(), "the machine's files are gone");
     let left: Vec<String> = store.all_vms().await.expect("list").into_iter().map(|v| v.id).collect();
