@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use solstice_core::{AmqpQueue, JobEventKind, JobId, JobQueue, JobRequest, JobResult, StepCommand};
+use solstice_core::{AmqpQueue, EventConsumer, JobEventKind, JobId, JobQueue, JobRequest, JobResult, StepCommand};
 
 fn amqp_url() -> String {
     std::env::var("SOLSTICE_TEST_AMQP_URL").unwrap_or_else(|_| {
@@ -166,9 +166,7 @@ async fn a_vm_label_from_rabbitmq_runs_in_a_fresh_vm() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
     let mut lines = Vec::new();
     let result = loop {
-        let delivery = tokio::time::timeout_at(deadline, events.next()).await.expect("the VM job finishes").expect("event");
-        let kind = delivery.event.kind.clone();
-        delivery.acker.ack().await.expect("ack");
+        let kind = next_kind(&mut events, deadline, "the VM job finishes").await;
         match kind {
             JobEventKind::Log { line, .. } => lines.push(line),
             JobEventKind::JobFinished { result } => break result,
@@ -232,6 +230,16 @@ fn start_vm_orchestrator(url: &str, state: &std::path::Path, name: &str, label: 
     Orchestrator(child)
 }
 
+/// The next event's kind, acknowledged; fails the test at `deadline`.
+async fn next_kind(events: &mut Box<dyn EventConsumer>, deadline: tokio::time::Instant, what: &str) -> JobEventKind {
+    let delivery = tokio::time::timeout_at(deadline, events.next())
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+        .expect("event");
+    delivery.acker.ack().await.expect("ack");
+    delivery.event.kind
+}
+
 async fn wait_until(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
     let until = tokio::time::Instant::now() + deadline;
     while !done() {
@@ -260,9 +268,7 @@ async fn after_a_sigkill_the_restarted_orchestrator_reaps_the_vm_and_the_job_get
     let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
     let mut machine = None;
     loop {
-        let delivery = tokio::time::timeout_at(deadline, events.next()).await.expect("the step starts").expect("event");
-        let kind = delivery.event.kind.clone();
-        delivery.acker.ack().await.expect("ack");
+        let kind = next_kind(&mut events, deadline, "the step starts").await;
         match kind {
             JobEventKind::Log { line, .. } if line == "waiting" => break,
             JobEventKind::Log { line, .. } => machine = machine.or_else(|| booted_machine(&line)),
@@ -286,9 +292,7 @@ async fn after_a_sigkill_the_restarted_orchestrator_reaps_the_vm_and_the_job_get
 
     let mut lines = Vec::new();
     let result = loop {
-        let delivery = tokio::time::timeout_at(deadline, events.next()).await.expect("the job is finished").expect("event");
-        let kind = delivery.event.kind.clone();
-        delivery.acker.ack().await.expect("ack");
+        let kind = next_kind(&mut events, deadline, "the job is finished").await;
         match kind {
             JobEventKind::Log { line, .. } => lines.push(line),
             JobEventKind::JobFinished { result } => break result,
@@ -326,9 +330,7 @@ async fn sigterm_cancels_a_vm_job_after_the_grace_period_and_leaves_nothing_behi
     let mut machine = None;
     let mut lines = Vec::new();
     let result = loop {
-        let delivery = tokio::time::timeout_at(deadline, events.next()).await.expect("the job ends").expect("event");
-        let kind = delivery.event.kind.clone();
-        delivery.acker.ack().await.expect("ack");
+        let kind = next_kind(&mut events, deadline, "the job ends").await;
         match kind {
             JobEventKind::Log { line, .. } if line == "waiting" => {
                 let pid = nix::unistd::Pid::from_raw(i32::try_from(orchestrator.0.id()).expect("pid"));
