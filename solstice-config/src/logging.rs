@@ -31,12 +31,15 @@ impl FromStr for LogFormat {
 }
 
 /// Installs the global `tracing` subscriber: `filter` is an `EnvFilter` directive
-/// (`info`, `solstice_core=debug,warn`; an invalid one falls back to `fallback`), lines
+/// (`info`, `solstice_core=debug,warn`; an empty or invalid one means `fallback`), lines
 /// go to stderr so that stdout stays the program's output. Call it once, first thing in
 /// `main`; a second call does nothing.
 pub fn init_logging(filter: &str, fallback: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(fallback));
+    // An empty directive is a valid filter that shows errors only: treat it as unset.
+    let filter = Some(filter.trim())
+        .filter(|f| !f.is_empty())
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(fallback));
     // Colours only for a terminal: a journal or a file gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
