@@ -15,6 +15,8 @@ pub struct RunnerConfig {
     pub queue: QueueSection,
     /// `[engine]`: the in-process orchestrator.
     pub engine: EngineSection,
+    /// `[metrics]`: the `/metrics` and `/healthz` endpoint.
+    pub metrics: MetricsSection,
 }
 
 /// `[runner]`.
@@ -86,6 +88,22 @@ impl Default for EngineSection {
     }
 }
 
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Where `/metrics` (Prometheus text) and `/healthz` are served; empty: nowhere.
+    /// Default: `127.0.0.1:9465` (the orchestrator's default is 9464, the GitHub
+    /// runner's 9466, so all three fit on one host).
+    pub listen: String,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:9465".to_owned() }
+    }
+}
+
 /// A number of seconds from the configuration as a duration (negative or invalid → 0).
 pub fn seconds(value: f64) -> Duration {
     Duration::try_from_secs_f64(value).unwrap_or(Duration::ZERO)
@@ -101,6 +119,9 @@ mod tests {
         assert_eq!(config.runner.capacity, 3);
         assert_eq!(config.runner.file, PathBuf::from(".runner"));
         assert!(config.engine.enabled);
+        assert_eq!(config.metrics.listen, "127.0.0.1:9465");
+        let off: RunnerConfig = serde_json::from_str(r#"{"metrics":{"listen":""}}"#).expect("valid");
+        assert_eq!(off.metrics.listen, "");
         let err = serde_json::from_str::<RunnerConfig>(r#"{"runner":{"capacty":3}}"#).expect_err("typo refused");
         assert!(err.to_string().contains("capacty"), "{err}");
     }
@@ -111,5 +132,6 @@ mod tests {
         let config: RunnerConfig = toml::from_str(text).expect("docs/deploy/forgejo-runner.toml is a valid RunnerConfig");
         assert_eq!(config.runner.file, PathBuf::from("/var/lib/solstice/forgejo/.runner"));
         assert_eq!(config.engine.image_catalog, Some(PathBuf::from("/etc/solstice/images.toml")));
+        assert_eq!(config.metrics, MetricsSection::default());
     }
 }

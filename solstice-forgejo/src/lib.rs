@@ -76,4 +76,4 @@ pub use runner_file::{RunnerFile, RunnerFileError};
 pub use source::{ForgejoSource, ForgejoSourceBuilder};
 pub use daemon::{DaemonError, Service, run_service};
 pub use register::{RegisterError, Registration, register};
-pub use config::{EngineSection, QueueSection, RunnerConfig, RunnerSection, seconds};
+pub use config::{EngineSection, MetricsSection, QueueSection, RunnerConfig, RunnerSection, seconds};

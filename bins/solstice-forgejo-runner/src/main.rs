@@ -9,18 +9,21 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use solstice_core::{AmqpQueue, Engine, JobQueue, MemoryQueue, Secret};
+use solstice_core::{AmqpQueue, Engine, EngineMetrics, JobQueue, MemoryQueue, Secret};
 use solstice_vm::{ImageCatalog, MachineSetup, Machines};
 use solstice_forgejo::{
     DaemonError, ForgejoClient, ForgejoSource, LabelScheme, LabelSpec, Registration, RegisterError, RunnerConfig,
     RunnerFile, Service, seconds,
 };
+use solstice_orchestrator::MetricsEndpoint;
 use tokio_util::sync::CancellationToken;
 
 /// A native Forgejo Actions runner that runs each job in a fresh machine.
 ///
 /// Configuration: a TOML file (`--config`), overridden by environment variables
 /// `SOLSTICE_FORGEJO__<SECTION>__<KEY>` (for example `SOLSTICE_FORGEJO__RUNNER__CAPACITY=2`).
+/// `daemon` serves `/metrics` and `/healthz` on `[metrics] listen` (default
+/// `127.0.0.1:9465`; empty: off).
 ///
 /// Exit codes: 0 success, 1 runtime error, 2 usage error, 3 configuration error,
 /// 4 Forgejo refused the runner.
@@ -115,15 +118,6 @@ async fn daemon(config: RunnerConfig) -> Result<(), Failure> {
     let names: Vec<String> = specs.iter().map(|l| l.name.clone()).collect();
     let host_labels: Vec<String> = specs.iter().filter(|l| l.scheme == LabelScheme::Host).map(|l| l.name.clone()).collect();
     let client = ForgejoClient::builder(&file.address).build().map_err(|e| Failure(3, e.into()))?.with_credentials(file.credentials());
-    let source = ForgejoSource::builder(client)
-        .labels(names.clone())
-        .runner_name(file.name.clone())
-        .capacity(config.runner.capacity)
-        .fetch_interval(seconds(config.runner.fetch_interval))
-        .fetch_timeout(seconds(config.runner.fetch_timeout))
-        .report_interval(seconds(config.runner.report_interval))
-        .build()
-        .map_err(|e| Failure(3, e.into()))?;
     let queue: Arc<dyn JobQueue> = match &config.queue.url {
         Some(url) => Arc::new(AmqpQueue::connect(url).await.context("could not connect to RabbitMQ").map_err(|e| Failure(1, e))?),
         None => Arc::new(MemoryQueue::new()),
@@ -137,18 +131,35 @@ async fn daemon(config: RunnerConfig) -> Result<(), Failure> {
             .name(config.engine.name.clone())
             .build()
             .map_err(|e| Failure(3, e.into()))?;
-        Some((engine, names))
+        Some((engine, names.clone()))
     } else {
         None
     };
+    // The engine's metrics; without an engine only the forge API errors count.
+    let metrics = engine.as_ref().map_or_else(EngineMetrics::new, |(engine, _)| engine.metrics().clone());
+    let source = ForgejoSource::builder(client)
+        .labels(names)
+        .runner_name(file.name.clone())
+        .capacity(config.runner.capacity)
+        .fetch_interval(seconds(config.runner.fetch_interval))
+        .fetch_timeout(seconds(config.runner.fetch_timeout))
+        .report_interval(seconds(config.runner.report_interval))
+        .metrics(metrics.clone())
+        .build()
+        .map_err(|e| Failure(3, e.into()))?;
+    let endpoint = MetricsEndpoint::start(&config.metrics.listen, metrics).await.map_err(|e| Failure(3, e.into()))?;
     let service = Service { source, queue, engine, grace: seconds(config.runner.shutdown_grace) };
     let (shutdown, abort) = (CancellationToken::new(), CancellationToken::new());
     shutdown_signal(shutdown.clone(), abort.clone());
     tracing::info!(runner = %file.name, uuid = %file.uuid, instance = %file.address, "polling for jobs");
-    solstice_forgejo::run_service(service, shutdown, abort).await.map_err(|e| {
+    let result = solstice_forgejo::run_service(service, shutdown, abort).await.map_err(|e| {
         let code = if matches!(&e, DaemonError::Declare(f) if f.is_auth()) { 4 } else { 1 };
         Failure(code, e.into())
-    })
+    });
+    if let Some(endpoint) = endpoint {
+        endpoint.stop().await;
+    }
+    result
 }
 
 /// The host for `name:host` labels, QEMU VMs for `name:vm[:image]` labels.

@@ -8,6 +8,38 @@ use solstice_forgejo_fake::{FakeForgejo, JobSpec, Scope, Status};
 
 const BIN: &str = env!("CARGO_BIN_EXE_solstice-forgejo-runner");
 
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `GET path` over HTTP/1.0: the status code and the body.
+fn get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// The samples of `/metrics` once `series` reads `want`, or the last scrape's after 10 s
+/// (the engine may count a job a moment after Forgejo got its result).
+async fn metrics_once(port: u16, series: &str, want: f64) -> std::collections::BTreeMap<String, f64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = tokio::task::spawn_blocking(move || get(port, "/metrics")).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let samples = solstice_orchestrator::parse_metrics_text(&body).unwrap_or_else(|e| panic!("{e}:\n{body}"));
+        if samples.get(series) == Some(&want) || tokio::time::Instant::now() > deadline {
+            return samples;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Writes a configuration (`[runner]` polling fast, plus `extra` TOML) in `dir` and
 /// registers the binary with the fake under `name` and `labels`; returns the
 /// configuration's path.
@@ -16,7 +48,9 @@ async fn register(fake: &FakeForgejo, dir: &std::path::Path, name: &str, labels:
     let config = dir.join("runner.toml");
     std::fs::write(
         &config,
-        format!("[runner]\nfile = {runner_file:?}\nfetch_interval = 0.1\nreport_interval = 0.1\n{extra}"),
+        // No metrics endpoint unless a test asks (SOLSTICE_FORGEJO__METRICS__LISTEN): the
+        // default port would be shared by the tests running at once.
+        format!("[runner]\nfile = {runner_file:?}\nfetch_interval = 0.1\nreport_interval = 0.1\n{extra}\n[metrics]\nlisten = \"\"\n"),
     )
     .unwrap();
     let token = fake.registration_token(Scope::Instance);
@@ -70,8 +104,10 @@ async fn register_then_daemon_runs_a_job_and_stops_on_sigterm() {
         assert_eq!(std::fs::metadata(&runner_file).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
+    let port = free_port();
     let daemon = Command::new(BIN)
         .args(["--config", config.to_str().unwrap(), "daemon"])
+        .env("SOLSTICE_FORGEJO__METRICS__LISTEN", format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -79,6 +115,15 @@ async fn register_then_daemon_runs_a_job_and_stops_on_sigterm() {
     let payload = "on: push\njobs:\n  build:\n    runs-on: host\n    steps:\n      - run: echo from the binary\n";
     let job = fake.enqueue(JobSpec::new("build", payload));
     let task = fake.wait_job_done(job, Duration::from_secs(60)).await;
+    // The in-process engine's metrics, served on the configured address.
+    let success = "solstice_jobs_finished_total{result=\"success\"}";
+    let metrics = metrics_once(port, success, 1.0).await;
+    assert_eq!(metrics.get(success), Some(&1.0), "{metrics:?}");
+    assert_eq!(metrics.get("solstice_jobs_finished_total{result=\"failure\"}"), Some(&0.0), "{metrics:?}");
+    assert_eq!(metrics.get("solstice_jobs_running"), Some(&0.0), "{metrics:?}");
+    assert_eq!(metrics.get("solstice_forge_api_errors_total"), Some(&0.0), "{metrics:?}");
+    let (status, body) = tokio::task::spawn_blocking(move || get(port, "/healthz")).await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
     let status = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
     assert!(status.success());
     let exit = tokio::task::spawn_blocking(move || daemon.wait_with_output().unwrap()).await.unwrap();

@@ -34,6 +34,10 @@ pub(crate) struct RunnerFileConfig {
     /// Run jobs in this process too. Turn off when orchestrators elsewhere consume the
     /// RabbitMQ queue. Default: true.
     pub(crate) engine: bool,
+    /// Where `/metrics` (Prometheus text) and `/healthz` are served; empty: nowhere.
+    /// Env `SOLSTICE_GITHUB_METRICS_LISTEN`. Default: `127.0.0.1:9466` (the
+    /// orchestrator's default is 9464, the Forgejo runner's 9465).
+    pub(crate) metrics_listen: String,
 }
 
 impl Default for RunnerFileConfig {
@@ -47,6 +51,7 @@ impl Default for RunnerFileConfig {
             cache_dir: None,
             queue_url: None,
             engine: true,
+            metrics_listen: "127.0.0.1:9466".to_owned(),
         }
     }
 }
@@ -65,6 +70,9 @@ pub(crate) fn load_config(cli: &Cli) -> anyhow::Result<RunnerFileConfig> {
     if let Ok(url) = std::env::var("SOLSTICE_GITHUB_QUEUE_URL") {
         config.queue_url = Some(url).filter(|u| !u.is_empty());
     }
+    if let Ok(listen) = std::env::var("SOLSTICE_GITHUB_METRICS_LISTEN") {
+        config.metrics_listen = listen;
+    }
     if let Ok(labels) = std::env::var("SOLSTICE_GITHUB_LABELS") {
         config.labels = labels.split(',').map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
     }
@@ -81,5 +89,7 @@ mod tests {
         let config: RunnerFileConfig = toml::from_str(text).expect("docs/deploy/github-runner.toml is valid");
         assert_eq!(config.labels, ["omnios", "host"]);
         assert_eq!(config.vm_images.get("omnios").map(String::as_str), Some("omnios-r151054"));
+        assert_eq!(config.metrics_listen, RunnerFileConfig::default().metrics_listen);
+        assert_eq!(config.metrics_listen, "127.0.0.1:9466");
     }
 }

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use solstice_core::{AmqpQueue, Engine, JobQueue, MemoryQueue, Secret};
+use solstice_core::{AmqpQueue, Engine, EngineMetrics, JobQueue, MemoryQueue, Secret};
 use solstice_github::{GithubSource, RegistrationConfig, RunnerStore};
+use solstice_orchestrator::MetricsEndpoint;
 use tokio_util::sync::CancellationToken;
 
 mod config;
@@ -22,7 +23,8 @@ use machines::machines;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub(crate) struct Cli {
-    /// TOML configuration file (keys: `dir`, `labels`, `capacity`, `vm_images`, `image_catalog`, `cache_dir`).
+    /// TOML configuration file (keys: `dir`, `labels`, `capacity`, `vm_images`, `image_catalog`, `cache_dir`,
+    /// `queue_url`, `engine`, `metrics_listen`).
     #[arg(long, env = "SOLSTICE_GITHUB_CONFIG")]
     pub(crate) config: Option<PathBuf>,
     /// Directory of the runner's credential files (overrides `dir`).
@@ -73,7 +75,7 @@ enum Command {
         #[arg(long)]
         api_url: Option<String>,
     },
-    /// Take jobs and run them until stopped (SIGINT/SIGTERM).
+    /// Take jobs and run them until stopped (SIGINT/SIGTERM); serves `/metrics` and `/healthz` on `metrics_listen`.
     Run {
         /// Take one job, then unregister and exit.
         #[arg(long)]
@@ -149,9 +151,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let runner = store.load().context("reading the runner's files")?;
             let (registered_ephemeral, admin_flow) = (runner.settings.ephemeral, runner.settings.use_runner_admin_flow);
             let ephemeral = ephemeral || registered_ephemeral;
-            // Jobs in flight are recorded next to the credentials: a restart after a crash
-            // completes them as failed.
-            let source = GithubSource::builder(runner).ephemeral(ephemeral).state_dir(&config.dir).build()?;
             let stop = CancellationToken::new();
             tokio::spawn(shutdown_signal(stop.clone()));
             let queue: Arc<dyn JobQueue> = match &config.queue_url {
@@ -171,7 +170,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            solstice_github::serve_with_queue(source.clone(), queue, engine, stop).await?;
+            // The engine's metrics; without an engine only the GitHub API errors count.
+            let metrics = engine.as_ref().map_or_else(EngineMetrics::new, |(engine, _)| engine.metrics().clone());
+            // Jobs in flight are recorded next to the credentials: a restart after a crash
+            // completes them as failed.
+            let source =
+                GithubSource::builder(runner).ephemeral(ephemeral).state_dir(&config.dir).metrics(metrics.clone()).build()?;
+            let endpoint = MetricsEndpoint::start(&config.metrics_listen, metrics).await?;
+            let served = solstice_github::serve_with_queue(source.clone(), queue, engine, stop).await;
+            if let Some(endpoint) = endpoint {
+                endpoint.stop().await;
+            }
+            served?;
             drop(machines);
             if ephemeral && source.is_spent() {
                 if admin_flow && !registered_ephemeral {

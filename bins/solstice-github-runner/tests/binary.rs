@@ -14,6 +14,8 @@ async fn run(args: &[&str], dir: &std::path::Path, token: Option<&str>) -> (bool
         .env("SOLSTICE_GITHUB_DIR", dir)
         .env("RUST_LOG", "trace")
         .env_remove("SOLSTICE_GITHUB_CONFIG")
+        // No metrics endpoint: the default port would be shared by the tests running at once.
+        .env("SOLSTICE_GITHUB_METRICS_LISTEN", "")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -104,6 +106,67 @@ async fn leak_check(config: FakeConfig, delivery: Delivery, register_ephemeral: 
             assert!(!text.contains(secret.as_str()), "a secret was persisted in {path}");
         }
     }
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// `GET path` over HTTP/1.0: the status code and the body.
+async fn get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status code");
+    (status, body.to_owned())
+}
+
+/// `run` serves `/metrics` (the in-process engine's, as Prometheus text) and `/healthz`
+/// on `metrics_listen`, here set through SOLSTICE_GITHUB_METRICS_LISTEN.
+#[tokio::test]
+async fn run_serves_the_engine_metrics_and_health() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = fake.repo_url();
+    let (ok, log) = run(&["register", "--url", &url, "--name", "metrics-1", "--labels", "host"], dir.path(), Some("AREGTOKEN")).await;
+    assert!(ok, "register failed:\n{log}");
+    let id = fake.enqueue(FakeJob::new("metrics").labels(&["host"]).run("echo counted")).await;
+    let port = free_port();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run"])
+        .env("SOLSTICE_GITHUB_DIR", dir.path())
+        .env_remove("SOLSTICE_GITHUB_CONFIG")
+        .env("SOLSTICE_GITHUB_METRICS_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let view = fake.wait_for(&id, Duration::from_secs(60), |j| j.result.is_some()).await.expect("job");
+    assert_eq!(view.result.as_deref(), Some("succeeded"), "{}", view.all_logs());
+
+    // The engine may count the job a moment after GitHub got its result.
+    let success = "solstice_jobs_finished_total{result=\"success\"}";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let (status, body) = get(port, "/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        let metrics = solstice_orchestrator::parse_metrics_text(&body).unwrap_or_else(|e| panic!("{e}:\n{body}"));
+        if metrics.get(success) == Some(&1.0) || tokio::time::Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(metrics.get(success), Some(&1.0), "{metrics:?}");
+    assert_eq!(metrics.get("solstice_jobs_finished_total{result=\"failure\"}"), Some(&0.0), "{metrics:?}");
+    assert_eq!(metrics.get("solstice_jobs_running"), Some(&0.0), "{metrics:?}");
+    assert_eq!(get(port, "/healthz").await, (200, "ok\n".to_owned()));
+    child.start_kill().expect("SIGKILL");
+    let _ = child.wait().await;
 }
 
 #[test]
@@ -224,6 +287,8 @@ async fn crash_and_restart(plan_routes_take_runner_tokens: bool) -> (FakeGithub,
         .args(["run"])
         .env("SOLSTICE_GITHUB_DIR", dir.path())
         .env_remove("SOLSTICE_GITHUB_CONFIG")
+        // No metrics endpoint: the default port would be shared by the tests running at once.
+        .env("SOLSTICE_GITHUB_METRICS_LISTEN", "")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -288,6 +353,8 @@ async fn a_broker_job_left_by_a_killed_runner_is_tried_once_then_given_up() {
             .args(["run"])
             .env("SOLSTICE_GITHUB_DIR", dir.path())
             .env_remove("SOLSTICE_GITHUB_CONFIG")
+        // No metrics endpoint: the default port would be shared by the tests running at once.
+        .env("SOLSTICE_GITHUB_METRICS_LISTEN", "")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)

@@ -1,5 +1,6 @@
 //! `/metrics` and `/healthz`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use axum::Router;
@@ -88,6 +89,66 @@ impl MetricsEndpoint {
     }
 }
 
+/// Why [`parse_metrics_text`] refused a scrape.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetricsTextError {
+    /// A `#` line that is neither `# HELP` nor `# TYPE`.
+    #[error("line {line}: a comment that is not HELP or TYPE: {text}")]
+    Comment {
+        /// The 1-based line number.
+        line: usize,
+        /// The line.
+        text: String,
+    },
+    /// A sample line without a value, or with one that is not a number.
+    #[error("line {line}: not a `series value` sample: {text}")]
+    Sample {
+        /// The 1-based line number.
+        line: usize,
+        /// The line.
+        text: String,
+    },
+}
+
+/// Parses the Prometheus text format as `/metrics` serves it into its samples, keyed
+/// by the series as written (`name` or `name{label="value"}`).
+///
+/// Strict on purpose, so a test that scrapes an endpoint also checks its format: every
+/// `#` line must be `# HELP` or `# TYPE`, and every other non-empty line a series and a
+/// number (no timestamps; `EngineMetrics::render` writes none).
+///
+/// # Errors
+/// [`MetricsTextError`] for the first line that is neither.
+///
+/// # Example
+/// ```
+/// let text = "# TYPE solstice_jobs_running gauge\nsolstice_jobs_running 2\n";
+/// let samples = solstice_orchestrator::parse_metrics_text(text)?;
+/// assert_eq!(samples.get("solstice_jobs_running"), Some(&2.0));
+/// # Ok::<(), solstice_orchestrator::MetricsTextError>(())
+/// ```
+pub fn parse_metrics_text(text: &str) -> Result<BTreeMap<String, f64>, MetricsTextError> {
+    let mut samples = BTreeMap::new();
+    for (index, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let line_no = index + 1;
+        if let Some(comment) = line.strip_prefix('#') {
+            if !matches!(comment.split_whitespace().next(), Some("HELP" | "TYPE")) {
+                return Err(MetricsTextError::Comment { line: line_no, text: line.to_owned() });
+            }
+            continue;
+        }
+        let sample = line.rsplit_once(' ').and_then(|(series, value)| Some((series, value.parse::<f64>().ok()?)));
+        match sample {
+            Some((series, value)) if !series.is_empty() => {
+                samples.insert(series.to_owned(), value);
+            }
+            _ => return Err(MetricsTextError::Sample { line: line_no, text: line.to_owned() }),
+        }
+    }
+    Ok(samples)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,11 +172,24 @@ mod tests {
         assert!(get(addr, "/healthz").await.ends_with("\r\n\r\nok\n"));
         let text = get(addr, "/metrics").await;
         assert!(text.contains("solstice_forge_api_errors_total 1\n"), "{text}");
+        let samples = parse_metrics_text(&text[text.find("\r\n\r\n").expect("body") + 4..]).expect("Prometheus text");
+        assert_eq!(samples.get("solstice_forge_api_errors_total"), Some(&1.0));
         endpoint.stop().await;
         assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still listening");
         let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let busy = taken.local_addr().expect("addr").to_string();
         let err = MetricsEndpoint::start(&busy, EngineMetrics::new()).await.expect_err("taken");
         assert_eq!(err.to_string(), format!("binding the metrics endpoint to {busy}"));
+    }
+
+    #[test]
+    fn the_metrics_parser_refuses_what_is_not_prometheus_text() {
+        let samples = parse_metrics_text("# HELP a A.\n# TYPE a counter\na 1\nb{result=\"x y\"} 2.5\n\n").expect("valid");
+        assert_eq!(samples.get("a"), Some(&1.0));
+        assert_eq!(samples.get("b{result=\"x y\"}"), Some(&2.5));
+        let err = parse_metrics_text("a 1\n# oops\n").expect_err("bad comment");
+        assert!(matches!(err, MetricsTextError::Comment { line: 2, .. }), "{err}");
+        assert!(matches!(parse_metrics_text("a one"), Err(MetricsTextError::Sample { line: 1, .. })));
+        assert!(matches!(parse_metrics_text("lonely"), Err(MetricsTextError::Sample { .. })));
     }
 }

@@ -17,7 +17,8 @@
 //! - [`start_engine`] builds the engine and the debug keeper from the configuration
 //!   and reaps what a previous run left; the [`Orchestrator`] it returns holds both.
 //! - [`MetricsEndpoint`] binds and serves `/metrics` and `/healthz`
-//!   ([`serve_metrics`] serves a listener the caller bound).
+//!   ([`serve_metrics`] serves a listener the caller bound); [`parse_metrics_text`]
+//!   reads a scrape back, for the services' tests.
 //! - [`shutdown_signal`] resolves on SIGINT or SIGTERM.
 //!
 //! # Example
@@ -47,6 +48,6 @@ mod machines;
 mod signal;
 
 pub use engine::{EngineSetupError, Orchestrator, debug_keeper, start_engine};
-pub use http::{EndpointError, MetricsEndpoint, serve_metrics};
+pub use http::{EndpointError, MetricsEndpoint, MetricsTextError, parse_metrics_text, serve_metrics};
 pub use machines::{LabelPlan, MachinesError, machines};
 pub use signal::shutdown_signal;
