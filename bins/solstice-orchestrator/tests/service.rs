@@ -30,22 +30,6 @@ fn scrape(port: u16) -> String {
     response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
 }
 
-/// Parses the Prometheus text format into `name{labels}` → value, checking every line.
-fn parse_metrics(text: &str) -> HashMap<String, f64> {
-    let mut values = HashMap::new();
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        if let Some(comment) = line.strip_prefix('#') {
-            let words: Vec<&str> = comment.split_whitespace().collect();
-            assert!(matches!(words.first(), Some(&"HELP") | Some(&"TYPE")), "bad comment line: {line}");
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line: {line}"));
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in: {line}"));
-        values.insert(series.to_owned(), value);
-    }
-    values
-}
-
 struct Orchestrator(Child);
 
 impl Drop for Orchestrator {
@@ -99,7 +83,8 @@ async fn jobs_run_metrics_count_them_and_sigterm_lets_the_running_job_finish() {
     assert_eq!(results[&jobs[1].id], JobResult::Success);
     assert_eq!(results[&jobs[2].id], JobResult::Failure);
 
-    let metrics = parse_metrics(&tokio::task::spawn_blocking(move || scrape(port)).await.expect("scrape"));
+    let text = tokio::task::spawn_blocking(move || scrape(port)).await.expect("scrape");
+    let metrics = solstice_orchestrator::parse_metrics_text(&text).unwrap_or_else(|e| panic!("not Prometheus text: {e}\n{text}"));
     assert_eq!(metrics.get("solstice_jobs_finished_total{result=\"success\"}"), Some(&2.0));
     assert_eq!(metrics.get("solstice_jobs_finished_total{result=\"failure\"}"), Some(&1.0));
     assert_eq!(metrics.get("solstice_jobs_running"), Some(&0.0));
