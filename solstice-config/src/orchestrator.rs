@@ -40,6 +40,10 @@ pub struct OrchestratorConfig {
     /// How long running jobs may take to finish after SIGTERM before they are cancelled,
     /// in seconds. Default: 600.
     pub shutdown_grace_seconds: u64,
+    /// Seconds a claim on a job lasts unless renewed (every third of it while the job
+    /// runs). A job whose orchestrator died is taken over by another once its claim
+    /// expires; orchestrators' clocks must agree to well within it. Default: 30.
+    pub claim_lease_seconds: u64,
     /// Debug SSH into failed jobs that opt in (docs/debug-ssh.md). Default: off.
     pub debug_ssh: DebugSshConfig,
     /// How much of this host the VMs may use at once.
@@ -129,6 +133,7 @@ impl Default for OrchestratorConfig {
             store: StoreConfig::default(),
             metrics: MetricsConfig::default(),
             shutdown_grace_seconds: 600,
+            claim_lease_seconds: 30,
             debug_ssh: DebugSshConfig::default(),
             vm_limits: VmLimitsConfig::default(),
         }
@@ -161,6 +166,7 @@ pub const ORCHESTRATOR_ENV: &[EnvOverride] = &[
     EnvOverride::text("SOLSTICE_STORE_URL", "store.url"),
     EnvOverride::text("SOLSTICE_METRICS_LISTEN", "metrics.listen"),
     EnvOverride::list("SOLSTICE_HOST_LABELS", "host_labels"),
+    EnvOverride::toml("SOLSTICE_CLAIM_LEASE_SECONDS", "claim_lease_seconds"),
 ];
 
 impl OrchestratorConfig {
@@ -177,6 +183,9 @@ impl OrchestratorConfig {
         }
         check_store_url(&self.store.url)?;
         check_listen(&self.metrics.listen)?;
+        if self.claim_lease_seconds == 0 {
+            return Err(BadValue::new("claim_lease_seconds", "must be at least 1"));
+        }
         check_debug_ssh(&self.debug_ssh)?;
         check_vm_limits(&self.vm_limits)
     }
@@ -252,6 +261,12 @@ mod tests {
         assert_eq!(config.vm_images.get("tiny").map(String::as_str), Some("tiny-linux"));
         assert!(config.queue.url.starts_with("amqp://"));
         assert_eq!(config.vm_limits, VmLimitsConfig { max_vms: 4, memory_mib: None, vcpus: None });
+        assert_eq!(config.claim_lease_seconds, 30);
+        let err = parse::<OrchestratorConfig>("claim_lease_seconds = 0\n", "o.toml")
+            .expect("parses")
+            .check(OrchestratorConfig::check)
+            .expect_err("zero lease");
+        assert_eq!(err.to_string(), "o.toml:1:23: claim_lease_seconds: must be at least 1");
     }
 
     #[test]

@@ -112,6 +112,7 @@ pub async fn start_engine(
         .executor(machines.executor.clone())
         .capacity(config.capacity)
         .name(config.name.clone())
+        .claim_lease(Duration::from_secs(config.claim_lease_seconds))
         .store(store);
     if let Some(keeper) = &debug {
         builder = builder.debug_keeper(keeper.clone());

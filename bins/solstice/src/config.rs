@@ -115,6 +115,9 @@ impl ServeConfig {
             store: self.store.clone(),
             metrics: self.metrics.clone(),
             shutdown_grace_seconds: self.shutdown_grace_seconds,
+            // One process on the in-process queue: no other orchestrator could take a
+            // job over, so the lease only matters to a restart of this one.
+            claim_lease_seconds: OrchestratorConfig::default().claim_lease_seconds,
             debug_ssh: self.debug_ssh.clone(),
             vm_limits: self.vm_limits,
         }
