@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     CheckoutSource, CheckoutStep, ExecError, Hypervisor, HypervisorError, LogSink, Machine, MachineAccess,
-    MachineFootprint, MachineJournal, MachineRequest, ScriptRun, StepExecutor, StepExit,
+    MachineFootprint, MachineJournal, MachineRequest, NoJournal, ScriptRun, StepExecutor, StepExit,
 };
 
 /// Several hypervisors behind one: a machine comes from the first that serves its
@@ -52,14 +52,8 @@ impl Hypervisor for HypervisorSet {
         console: &LogSink,
         cancel: &CancellationToken,
     ) -> Result<Machine, HypervisorError> {
-        let Some((index, member)) = self.members.iter().enumerate().find(|(_, m)| m.serves(&request.label)) else {
-            return Err(HypervisorError::UnknownLabel(request.label.clone()));
-        };
-        let machine = member.provision(request, console, cancel).await?;
-        if let Ok(mut owners) = self.owners.lock() {
-            owners.insert(machine.id.clone(), index);
-        }
-        Ok(machine)
+        // A member's provision_recorded with no journal is its plain provision.
+        self.provision_recorded(request, console, cancel, &NoJournal).await
     }
 
     async fn provision_recorded(
