@@ -280,12 +280,8 @@ impl Store {
     /// # Errors
     /// [`StoreError::Query`].
     pub async fn finish_with_event(&self, event: &JobEvent) -> Result<bool, StoreError> {
-        let result = match event.kind {
-            JobEventKind::JobFinished { result } => result,
-            _ => JobResult::Failure,
-        };
+        let (result, text) = final_columns(event);
         let now = now_ms();
-        let text = serde_json::to_string(event).unwrap_or_default();
         let updated = sqlx::query(
             "UPDATE jobs SET state = 'finished', result = $1, final_event = $2, finished_at = $3, updated_at = $4 \
              WHERE id = $5 AND state <> 'finished'",
@@ -345,73 +341,19 @@ impl Store {
         rows.iter().map(job_record).collect()
     }
 
-    /// Records a machine before its process starts.
-    ///
-    /// # Errors
-    /// [`StoreError::Query`].
-    pub async fn record_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
-        let files = serde_json::to_string(&vm.files).unwrap_or_else(|_| "[]".into());
-        sqlx::query(
-            "INSERT INTO vms (id, job_id, owner, pid, ssh_port, files, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, ssh_port = excluded.ssh_port, files = excluded.files",
-        )
-        .bind(vm.id.clone())
-        .bind(vm.job_id.to_string())
-        .bind(vm.owner.clone())
-        .bind(vm.pid.map(i64::from))
-        .bind(vm.ssh_port.map(i64::from))
-        .bind(files)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await
-        .map_err(query_error("record_vm"))?;
-        Ok(())
-    }
-
-    /// Forgets a machine that was destroyed.
-    ///
-    /// # Errors
-    /// [`StoreError::Query`].
-    pub async fn remove_vm(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM vms WHERE id = $1")
-            .bind(id.to_owned())
-            .execute(&self.pool)
-            .await
-            .map_err(query_error("remove_vm"))?;
-        Ok(())
-    }
-
-    /// The machines recorded for an orchestrator (to reap after a crash).
-    ///
-    /// # Errors
-    /// [`StoreError`].
-    pub async fn vms_of(&self, owner: &str) -> Result<Vec<VmRecord>, StoreError> {
-        let rows = sqlx::query("SELECT id, job_id, owner, pid, ssh_port, files FROM vms WHERE owner = $1 ORDER BY created_at")
-            .bind(owner.to_owned())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_error("vms_of"))?;
-        rows.iter()
-            .map(|row| {
-                let id: String = row.try_get(0).map_err(query_error("vms_of"))?;
-                let job_id: String = row.try_get(1).map_err(query_error("vms_of"))?;
-                let pid: Option<i64> = row.try_get(3).map_err(query_error("vms_of"))?;
-                let port: Option<i64> = row.try_get(4).map_err(query_error("vms_of"))?;
-                let files: String = row.try_get(5).map_err(query_error("vms_of"))?;
-                Ok(VmRecord {
-                    job_id: JobId::from_str(&job_id).map_err(|e| StoreError::Corrupt { id: id.clone(), what: e.to_string() })?,
-                    owner: row.try_get(2).map_err(query_error("vms_of"))?,
-                    pid: pid.and_then(|p| u32::try_from(p).ok()),
-                    ssh_port: port.and_then(|p| u16::try_from(p).ok()),
-                    files: serde_json::from_str(&files).unwrap_or_default(),
-                    id,
-                })
-            })
-            .collect()
-    }
 }
 
 
+
+/// The `result` and `final_event` columns of a job finished by `event`: its result
+/// (a failure for an event of another kind) and the event as JSON.
+pub(super) fn final_columns(event: &JobEvent) -> (JobResult, String) {
+    let result = match event.kind {
+        JobEventKind::JobFinished { result } => result,
+        _ => JobResult::Failure,
+    };
+    (result, serde_json::to_string(event).unwrap_or_default())
+}
 
 fn job_record(row: &AnyRow) -> Result<JobRecord, StoreError> {
     let get = query_error("job row");
