@@ -12,8 +12,8 @@ use std::time::Duration;
 use sqlx::Row;
 use time::OffsetDateTime;
 
-use super::{Store, StoreError, from_ms, now_ms, query_error};
-use crate::{JobEvent, JobEventKind, JobId, JobResult};
+use super::{Store, StoreError, final_columns, from_ms, now_ms, query_error};
+use crate::{JobEvent, JobId};
 
 /// What [`Store::claim_leased`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,12 +116,8 @@ impl Store {
     /// # Errors
     /// [`StoreError::Query`].
     pub async fn finish_leased(&self, event: &JobEvent, holder: &str) -> Result<bool, StoreError> {
-        let result = match event.kind {
-            JobEventKind::JobFinished { result } => result,
-            _ => JobResult::Failure,
-        };
+        let (result, text) = final_columns(event);
         let now = now_ms();
-        let text = serde_json::to_string(event).unwrap_or_default();
         let updated = sqlx::query(
             "UPDATE jobs SET state = 'finished', result = $1, final_event = $2, finished_at = $3, updated_at = $4, \
              lease_until = NULL WHERE id = $5 AND state <> 'finished' AND lease_holder = $6",
