@@ -14,7 +14,7 @@ use super::debug::{Declined, OnDestroyed, authorized_keys, install_script};
 use super::emit::Emitter;
 use super::EngineInner;
 use crate::{
-    error_chain, JobEventKind, JobRequest, JobResult, LogSink, LogStream, Machine, MachineAccess, MachineRequest, ScriptRun,
+    error_chain, JobEventKind, JobRequest, JobResult, LogSink, LogStream, Machine, OutputLine, MachineAccess, MachineRequest, ScriptRun,
     StepAction, StepCommand, StepExit,
 };
 
@@ -103,7 +103,7 @@ async fn provision_and_run(
     emitter
         .log(None, LogStream::System, &format!("Preparing a machine for `{}`", request.label))
         .await;
-    let (console, mut console_rx) = LogSink::channel(LOG_BUFFER);
+    let (console, console_rx) = LogSink::channel(LOG_BUFFER);
     #[cfg(feature = "_store")]
     let store_journal = engine.store.as_ref().map(|store| super::orphans::StoreJournal::new(store, job.id, &engine.name));
     #[cfg(feature = "_store")]
@@ -117,16 +117,9 @@ async fn provision_and_run(
         let console = console;
         engine.hypervisor.provision_recorded(&request, &console, cancel, journal).await
     };
-    let forward = async {
-        let mut lines = Vec::new();
-        while let Some(line) = console_rx.recv().await {
-            lines.push(line);
-        }
-        lines
-    };
     // Console lines are collected while the machine boots and logged after, because
     // the emitter is not shared between the two futures.
-    let (provisioned, console_lines) = tokio::join!(provision, forward);
+    let (provisioned, console_lines) = tokio::join!(provision, collect_lines(console_rx));
     for line in console_lines {
         emitter.log(None, line.stream, &line.line).await;
     }
@@ -289,20 +282,13 @@ async fn keep_for_debug(
         working_directory: None,
         path: Vec::new(),
     };
-    let (sink, mut rx) = LogSink::channel(64);
+    let (sink, rx) = LogSink::channel(64);
     let cancel = CancellationToken::new();
     let run = async {
         let sink = sink;
         tokio::time::timeout(KEY_INSTALL_LIMIT, engine.executor.run_script(&machine, &install, &sink, cancel.clone())).await
     };
-    let collect = async {
-        let mut lines = Vec::new();
-        while let Some(line) = rx.recv().await {
-            lines.push(line);
-        }
-        lines
-    };
-    let (installed, lines) = tokio::join!(run, collect);
+    let (installed, lines) = tokio::join!(run, collect_lines(rx));
     cancel.cancel();
     for line in lines {
         say(format!("Debug SSH: {}", line.line)).await;
@@ -560,6 +546,15 @@ async fn execute_step(
             (None, timed_out)
         }
     }
+}
+
+/// Every line sent to a sink until all its senders are gone.
+async fn collect_lines(mut lines: tokio::sync::mpsc::Receiver<OutputLine>) -> Vec<OutputLine> {
+    let mut collected = Vec::new();
+    while let Some(line) = lines.recv().await {
+        collected.push(line);
+    }
+    collected
 }
 
 /// The environment of a step before its own `env:`: GitHub's default variables, then
