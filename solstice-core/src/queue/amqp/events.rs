@@ -4,14 +4,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
+use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::types::ShortString;
-use lapin::{Acker as LapinAcker, Channel};
 
 use super::dead;
 use super::link::{AmqpError, Link, Session};
 use super::pump::{Handler, Subscription};
+use super::settle::Settler;
 use super::wire;
 use crate::{Acker, CancelConsumer, EventConsumer, EventDelivery, JobEvent, JobId, QueueError};
 
@@ -42,12 +42,13 @@ impl Handler for EventHandler {
                 let reason = format!("undecodable event: {}", crate::error_chain(&e));
                 tracing::error!(queue = %queue, %reason, "dead-lettering an event message");
                 let sent = dead::send(&self.link, "event", queue.as_str(), None, &reason, &delivery.data).await;
+                let settler = Settler::new(channel.clone(), delivery.acker);
                 let settled = match sent {
-                    Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
-                    Err(_) => delivery.acker.reject(BasicRejectOptions { requeue: false }).await,
+                    Ok(()) => settler.ack().await,
+                    Err(_) => settler.reject().await,
                 };
-                if let Err(e) = settled {
-                    tracing::warn!(error = %e, "could not settle an undecodable event message; it will come back");
+                if !settled {
+                    tracing::warn!("could not settle an undecodable event message; it will come back");
                 }
                 return Vec::new();
             }
@@ -55,8 +56,7 @@ impl Handler for EventHandler {
         let events: Arc<[JobEvent]> = events.into();
         let message = Arc::new(Message {
             link: self.link.clone(),
-            _channel: channel.clone(),
-            acker: tokio::sync::Mutex::new(Some(delivery.acker)),
+            settler: tokio::sync::Mutex::new(Some(Settler::new(channel.clone(), delivery.acker))),
             parts: AtomicUsize::new(events.len()),
             requeue: AtomicBool::new(false),
             queue,
@@ -78,10 +78,8 @@ impl Handler for EventHandler {
 #[derive(Debug)]
 struct Message {
     link: Arc<Link>,
-    /// Kept open until the message is settled.
-    _channel: Channel,
     /// `None` once settled.
-    acker: tokio::sync::Mutex<Option<LapinAcker>>,
+    settler: tokio::sync::Mutex<Option<Settler>>,
     /// Events not settled yet.
     parts: AtomicUsize,
     requeue: AtomicBool,
@@ -95,15 +93,18 @@ impl Message {
         if self.parts.fetch_sub(1, Ordering::AcqRel) != 1 {
             return Ok(());
         }
-        let Some(acker) = self.acker.lock().await.take() else { return Ok(()) };
+        let Some(settler) = self.settler.lock().await.take() else {
+            return Ok(());
+        };
         if self.requeue.load(Ordering::Acquire) {
-            let options = BasicNackOptions { requeue: true, multiple: false };
-            return acker.nack(options).await.map(drop).map_err(super::link::broker("basic.nack"));
+            // A message whose channel is gone is back in the queue already.
+            settler.requeue().await;
+            return Ok(());
         }
-        match acker.ack(BasicAckOptions::default()).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(channel_gone()),
-            Err(e) => Err(super::link::broker("basic.ack")(e)),
+        if settler.ack().await {
+            Ok(())
+        } else {
+            Err(channel_gone())
         }
     }
 }

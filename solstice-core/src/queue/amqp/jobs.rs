@@ -13,47 +13,24 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::types::ShortString;
-use lapin::{Acker as LapinAcker, Channel};
 
 use super::dead;
 use super::link::{AmqpError, Link, Session};
 use super::pump::{Handler, Subscription};
+use super::settle::Settler;
 use crate::{Acker, JobConsumer, JobDelivery, JobId, JobRequest, QueueError};
 
 /// How long the settlement of a job whose acknowledgement could not reach the broker is
 /// remembered, to settle its redelivery the same way.
 const SETTLED_TTL: Duration = Duration::from_secs(600);
 
-/// One copy of a delivered message and the channel that must stay open to settle it.
-#[derive(Debug)]
-struct Copy {
-    _channel: Channel,
-    acker: LapinAcker,
-}
-
-impl Copy {
-    async fn ack(&self) -> bool {
-        self.acker.usable() && matches!(self.acker.ack(BasicAckOptions::default()).await, Ok(true))
-    }
-
-    async fn requeue(&self) -> bool {
-        let options = BasicNackOptions { requeue: true, multiple: false };
-        self.acker.usable() && matches!(self.acker.nack(options).await, Ok(true))
-    }
-
-    async fn reject(&self) -> bool {
-        let options = BasicRejectOptions { requeue: false };
-        self.acker.usable() && matches!(self.acker.reject(options).await, Ok(true))
-    }
-}
-
 #[derive(Debug)]
 enum Slot {
     /// Handed to the engine; redeliveries are collected here.
-    Running(Vec<Copy>),
+    Running(Vec<Settler>),
     /// Acknowledged while no copy could be: redeliveries are acknowledged on arrival.
     Settled,
 }
@@ -72,11 +49,11 @@ pub(super) struct InFlight {
 
 enum Offer {
     /// A job not in flight: hand it to the engine.
-    New(Copy),
+    New(Settler),
     /// Taken into the running job's slot.
     Adopted,
     /// The job ended already: acknowledge this copy.
-    Settled(Copy),
+    Settled(Settler),
 }
 
 impl InFlight {
@@ -85,7 +62,7 @@ impl InFlight {
         self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn offer(&self, id: JobId, copy: Copy) -> Offer {
+    fn offer(&self, id: JobId, copy: Settler) -> Offer {
         let mut table = self.lock();
         let now = Instant::now();
         while let Some((at, old)) = table.settled.front().copied() {
@@ -111,7 +88,7 @@ impl InFlight {
     }
 
     /// Takes the redeliveries adopted for a job and forgets it.
-    fn take(&self, id: JobId) -> Vec<Copy> {
+    fn take(&self, id: JobId) -> Vec<Settler> {
         match self.lock().slots.remove(&id) {
             Some(Slot::Running(copies)) => copies,
             _ => Vec::new(),
@@ -156,7 +133,7 @@ impl Handler for JobHandler {
 impl JobHandler {
     async fn handle_one(&self, channel: &Channel, delivery: Delivery) -> Option<JobDelivery> {
         let Delivery { data, acker, redelivered, routing_key, .. } = delivery;
-        let copy = Copy { _channel: channel.clone(), acker };
+        let copy = Settler::new(channel.clone(), acker);
         let queue = self.link.topology.job_queue(routing_key.as_str());
         let job: JobRequest = match serde_json::from_slice(&data) {
             Ok(job) => job,
@@ -196,7 +173,7 @@ impl JobHandler {
 
 /// Publishes a dead letter, then acknowledges the copies; if the dead letter cannot be
 /// published, rejects them so the queue's own dead-letter exchange takes them.
-async fn dead_letter(link: &Link, queue: &str, id: Option<JobId>, reason: &str, body: &[u8], copies: &[Copy]) -> bool {
+async fn dead_letter(link: &Link, queue: &str, id: Option<JobId>, reason: &str, body: &[u8], copies: &[Settler]) -> bool {
     let published = dead::send(link, "job", queue, id, reason, body).await;
     let mut settled = false;
     for copy in copies {
@@ -214,11 +191,11 @@ struct JobAcker {
     queue: ShortString,
     body: Vec<u8>,
     /// `None` once settled.
-    first: Option<Copy>,
+    first: Option<Settler>,
 }
 
 impl JobAcker {
-    fn copies(&mut self) -> Vec<Copy> {
+    fn copies(&mut self) -> Vec<Settler> {
         let mut copies = self.inflight.take(self.id);
         copies.extend(self.first.take());
         copies
@@ -253,7 +230,7 @@ impl Acker for JobAcker {
         }
         tracing::warn!(job_id = %self.id, reason, "job dead-lettered");
         let settled = dead_letter(&self.link, self.queue.as_str(), Some(self.id), reason, &self.body, &copies).await;
-        if copies.iter().all(|c| !c.acker.usable()) {
+        if copies.iter().all(|c| !c.usable()) {
             self.inflight.remember_settled(self.id);
         }
         if settled {

@@ -21,6 +21,31 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// up behind more attempts (their own backoff paces the retries).
 const FAIL_FAST: Duration = Duration::from_millis(250);
 
+/// How long one exchange with the broker (opening a channel and declaring on it,
+/// subscribing, a publish and its confirm) may take before it counts as failed and is
+/// retried. A guard, not a tuning knob: an exchange caught by the connection failing
+/// must end with an error, and one lapin settlement was seen to hang instead (see
+/// `settle.rs`); nothing shows the other requests do, but a hang here would stall a
+/// job or a subscription for good, so they are bounded too.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `exchange`, failed as unavailable when it takes longer than [`EXCHANGE_TIMEOUT`].
+pub(super) async fn bounded<T>(
+    op: &'static str,
+    exchange: impl std::future::Future<Output = Result<T, QueueError>>,
+) -> Result<T, QueueError> {
+    match tokio::time::timeout(EXCHANGE_TIMEOUT, exchange).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(op, timeout = ?EXCHANGE_TIMEOUT, "RabbitMQ did not answer in time; retrying");
+            Err(QueueError::Unavailable(Box::new(AmqpError::Timeout {
+                op,
+                after: EXCHANGE_TIMEOUT,
+            })))
+        }
+    }
+}
+
 /// A RabbitMQ operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum AmqpError {
@@ -34,6 +59,9 @@ pub(super) enum AmqpError {
     /// Connecting did not finish in time.
     #[error("connecting to RabbitMQ timed out after {0:?}")]
     ConnectTimeout(Duration),
+    /// The broker did not answer in time.
+    #[error("RabbitMQ did not answer `{op}` within {after:?}")]
+    Timeout { op: &'static str, after: Duration },
     /// The last connection attempt failed a moment ago.
     #[error("RabbitMQ is unreachable (last attempt: {0})")]
     Unreachable(String),
@@ -142,7 +170,7 @@ impl Link {
         // Keep a connection whose publisher channel alone failed; otherwise reconnect.
         let connection = current.as_ref().map(|s| s.connection.clone()).filter(|c| c.status().connected());
         let fresh = connection.is_none();
-        match self.open(connection).await {
+        match bounded("open a session", self.open(connection)).await {
             Ok(session) => {
                 if fresh {
                     tracing::info!(connection = %self.name, "connected to RabbitMQ");
@@ -201,7 +229,15 @@ impl Link {
         let mut last = None;
         for _ in 0..2 {
             let session = self.session().await?;
-            match self.publish_on(&session, &exchange, &routing_key, body, properties.clone(), ensure).await {
+            let publish = self.publish_on(
+                &session,
+                &exchange,
+                &routing_key,
+                body,
+                properties.clone(),
+                ensure,
+            );
+            match bounded("publish", publish).await {
                 Ok(()) => return Ok(()),
                 Err(e @ QueueError::NotConfirmed) => return Err(e),
                 Err(e) => last = Some(e),

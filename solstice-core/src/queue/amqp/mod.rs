@@ -5,6 +5,7 @@ mod events;
 mod jobs;
 mod link;
 mod pump;
+mod settle;
 mod topology;
 mod wire;
 

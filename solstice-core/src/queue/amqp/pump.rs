@@ -13,7 +13,7 @@ use lapin::types::{FieldTable, ShortString};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::link::{Link, Session, broker};
+use super::link::{Link, Session, bounded, broker};
 use crate::error_chain;
 use crate::{Backoff, QueueError};
 
@@ -84,10 +84,9 @@ pub(super) async fn subscribe<H: Handler>(
 /// How often a subscription checks that its channel is still open. lapin ends a
 /// consumer's stream when its channel closes, but a connection the broker closes
 /// while shutting down goes through `Closing` first, which only marks the consumers
-/// as cancelling; should the close not complete cleanly, the stream can stay open
-/// with no deliveries coming. That fits the stall once seen in about one broker
-/// restart in five (an orchestrator kept waiting on its old job consumer), which the
-/// heartbeat alone is not certain to end: the pump checks the channel itself.
+/// as cancelling; should the close not complete cleanly, the stream could stay open
+/// with no deliveries coming. A guard: the stall once blamed on this turned out to be
+/// a settlement that never completed (see `settle.rs`).
 const LIVENESS_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct Pump<H: Handler> {
@@ -105,7 +104,7 @@ impl<H: Handler> Pump<H> {
         let mut failures = 0_u32;
         loop {
             let subscribed = tokio::select! {
-                s = self.open() => s,
+                s = bounded("subscribe", self.open()) => s,
                 () = self.stop.cancelled() => return,
             };
             let (channel, mut deliveries) = match subscribed {
