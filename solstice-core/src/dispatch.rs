@@ -1,61 +1,17 @@
 //! The runner-service side: jobs from a [`JobSource`] into the queue, events back.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{JobQueue, JobRequest, JobSource, QueueError, ReportOutcome, SourceMessage};
+use crate::{Backoff, JobQueue, JobRequest, JobSource, QueueError, ReportOutcome, SourceMessage, retry_while_unavailable};
 
 /// How many jobs [`serve_source`] has being published (awaiting the broker's confirm)
 /// at once.
 const PUBLISH_WINDOW: usize = 64;
-
-/// Capped exponential backoff for retrying an unreachable forge, queue or database.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    first: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    /// Starts at `first`, doubles after each failure, never waits longer than `max`.
-    pub fn new(first: Duration, max: Duration) -> Self {
-        Self { first, max, next: first }
-    }
-
-    /// The delay before the next try; each call doubles the following one.
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
-        delay
-    }
-
-    /// Back to the first delay, after a success.
-    pub fn reset(&mut self) {
-        self.next = self.first;
-    }
-
-    /// Sleeps for the next delay; returns `false` if `cancel` fired first.
-    pub async fn wait(&mut self, cancel: &CancellationToken) -> bool {
-        let delay = self.next_delay();
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => true,
-            _ = cancel.cancelled() => false,
-        }
-    }
-}
-
-impl Default for Backoff {
-    /// 250 ms, doubling up to 30 s.
-    fn default() -> Self {
-        Self::new(Duration::from_millis(250), Duration::from_secs(30))
-    }
-}
 
 /// Serves a job source: its jobs go into the queue, the events of its jobs go back to
 /// it, and the forge's cancellations reach the orchestrators.
@@ -67,13 +23,17 @@ impl Default for Backoff {
 /// Returns when the source has no more jobs (`next` gave `None`) or `stop` fired.
 ///
 /// # Errors
-/// [`QueueError`] when the event route cannot be opened.
+/// [`QueueError`] when the event route cannot be opened for a reason that is not
+/// transient; a broker that is down is waited for (see [`retry_while_unavailable`]).
 pub async fn serve_source(
     source: Arc<dyn JobSource>,
     queue: Arc<dyn JobQueue>,
     stop: CancellationToken,
 ) -> Result<(), QueueError> {
-    let mut events = queue.consume_events(source.name()).await?;
+    let consume = || queue.consume_events(source.name());
+    let Some(mut events) = retry_while_unavailable("consume events", &stop, consume).await? else {
+        return Ok(());
+    };
     let publish_stop = stop.clone();
     let reporter = {
         let source = source.clone();
@@ -98,6 +58,7 @@ pub async fn serve_source(
                     }
                 };
                 backoff.reset();
+                tracing::trace!(job_id = %delivery.event.job_id, attempt = delivery.event.attempt, seq = delivery.event.seq, "event from the queue");
                 loop {
                     match source.report(&delivery.event).await {
                         Ok(ReportOutcome::Continue) => break,
@@ -206,19 +167,5 @@ async fn publish_cancel(queue: &dyn JobQueue, id: crate::JobId, stop: &Cancellat
         if !backoff.wait(stop).await {
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_its_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
-        let delays: Vec<_> = (0..5).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(delays, [100, 200, 400, 500, 500]);
-        b.reset();
-        assert_eq!(b.next_delay().as_millis(), 100);
     }
 }

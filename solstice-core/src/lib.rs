@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod backoff;
 mod dispatch;
 mod engine;
 mod error_chain;
@@ -49,7 +50,8 @@ mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use dispatch::{Backoff, serve_source};
+pub use backoff::{Backoff, retry_while_unavailable};
+pub use dispatch::serve_source;
 pub use engine::{
     DEFAULT_DEBUG_PORTS, DEFAULT_DEBUG_TTL, DebugKeeper, DebugKeeperBuilder, DebugSshError, Engine, EngineBuilder, EngineError,
 };
@@ -79,4 +81,4 @@ pub use sink::{LogSink, OutputLine};
 pub use source::{JobSource, ReportOutcome, SourceError, SourceMessage};
 pub use translate::job_request_from_plan;
 #[cfg(feature = "_store")]
-pub use store::{Claim, JobRecord, Store, StoreError, VmRecord};
+pub use store::{Claim, JobRecord, LeaseRenewal, Store, StoreError, VmRecord};

@@ -11,7 +11,10 @@ use tokio_util::task::TaskTracker;
 use super::Engine;
 #[cfg(feature = "_store")]
 use crate::JobEventKind;
-use crate::{Backoff, JobDelivery, JobEvent, JobId, JobQueue, JobRequest, QueueError};
+use crate::{
+    Backoff, JobDelivery, JobEvent, JobId, JobQueue, JobRequest, QueueError,
+    retry_while_unavailable,
+};
 use time::OffsetDateTime;
 
 /// How many cancellations of jobs not (yet) running here are remembered, in case the
@@ -99,7 +102,9 @@ impl Engine {
     /// jobs ended; `abort` cancels the running jobs (they end as cancelled).
     ///
     /// # Errors
-    /// [`EngineError`](super::EngineError) when the queue cannot be opened.
+    /// [`EngineError`](super::EngineError) when the queue cannot be opened for a
+    /// reason that is not transient; a broker that is down or restarting is waited for
+    /// (see [`retry_while_unavailable`](crate::retry_while_unavailable)).
     pub async fn serve(
         &self,
         queue: Arc<dyn JobQueue>,
@@ -107,8 +112,22 @@ impl Engine {
         stop: CancellationToken,
         abort: CancellationToken,
     ) -> Result<(), super::EngineError> {
-        let mut consumer = queue.consume_jobs(labels, self.capacity()).await?;
-        let mut cancels = queue.consume_cancels().await?;
+        // A broker that is down or restarting when serving starts is waited for, like
+        // one that goes away later.
+        let capacity = self.capacity();
+        let Some(mut consumer) = retry_while_unavailable("consume jobs", &stop, || {
+            queue.consume_jobs(labels, capacity)
+        })
+        .await?
+        else {
+            return Ok(());
+        };
+        let Some(mut cancels) =
+            retry_while_unavailable("consume cancellations", &stop, || queue.consume_cancels())
+                .await?
+        else {
+            return Ok(());
+        };
         let running: Running = Arc::default();
         // Leases name this serving instance, not just the orchestrator: a restarted
         // orchestrator of the same name must not mistake its predecessor's lease for
@@ -260,7 +279,7 @@ impl Engine {
                 {
                     batch.push(event);
                 }
-                tracing::trace!(job_id = %job.id, events = batch.len(), "publishing a batch of events");
+                tracing::trace!(job_id = %job.id, first = batch[0].seq, events = batch.len(), "publishing a batch of events");
                 for event in &batch {
                     if !self.record(event, &holder).await {
                         lost.cancel();
@@ -280,6 +299,7 @@ impl Engine {
                     tracing::warn!(job_id = %job.id, seq = first, events = batch.len(), error = %e, "could not publish events; retrying");
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
+                tracing::trace!(job_id = %job.id, first = batch[0].seq, events = batch.len(), "batch of events confirmed");
                 backoff.reset();
                 batch.clear();
             }
@@ -371,8 +391,11 @@ impl Engine {
             loop {
                 tokio::time::sleep(lease / 3).await;
                 match store.renew_lease(id, holder, lease).await {
-                    Ok(true) => {}
-                    Ok(false) => {
+                    Ok(crate::LeaseRenewal::Renewed) => {}
+                    // This run recorded the job's end; its last events are still on
+                    // their way and must not be dropped.
+                    Ok(crate::LeaseRenewal::Finished) => break,
+                    Ok(crate::LeaseRenewal::Lost) => {
                         tracing::warn!(job_id = %id, "another orchestrator took this job over; stopping it here");
                         lost.cancel();
                         cancel.cancel();

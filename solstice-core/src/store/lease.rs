@@ -15,6 +15,21 @@ use time::OffsetDateTime;
 use super::{Store, StoreError, final_columns, from_ms, now_ms, query_error};
 use crate::{JobEvent, JobId};
 
+/// What [`Store::renew_lease`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeaseRenewal {
+    /// The holder still runs the job; its lease was extended.
+    Renewed,
+    /// The holder itself recorded the job's end: there is nothing left to renew, and
+    /// the job is still the holder's to report.
+    Finished,
+    /// The job is no longer the holder's (another instance took it over after the
+    /// lease expired, or the job is unknown): the holder must stop running it and
+    /// report nothing more.
+    Lost,
+}
+
 /// What [`Store::claim_leased`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -87,13 +102,21 @@ impl Store {
         Ok(Claim::Held { owner: owner.unwrap_or_default(), until: from_ms(until.unwrap_or(now)) })
     }
 
-    /// Extends `holder`'s lease on a job to `lease` from now. Returns `false` when the
-    /// holder no longer has the job (another instance took it over after the lease
-    /// expired, or it finished): the holder must stop running it.
+    /// Extends `holder`'s lease on a job to `lease` from now; see [`LeaseRenewal`] for
+    /// what else it may find.
+    ///
+    /// A renewal can race the holder's own end of the job (the final state is recorded
+    /// while the last events are still being delivered): that is
+    /// [`LeaseRenewal::Finished`], not a loss, so the holder goes on reporting.
     ///
     /// # Errors
     /// [`StoreError::Query`].
-    pub async fn renew_lease(&self, id: JobId, holder: &str, lease: Duration) -> Result<bool, StoreError> {
+    pub async fn renew_lease(
+        &self,
+        id: JobId,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<LeaseRenewal, StoreError> {
         let now = now_ms();
         let updated = sqlx::query(
             "UPDATE jobs SET lease_until = $1, updated_at = $2 WHERE id = $3 AND lease_holder = $4 AND state <> 'finished'",
@@ -105,7 +128,24 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(query_error("renew_lease"))?;
-        Ok(updated.rows_affected() == 1)
+        if updated.rows_affected() == 1 {
+            return Ok(LeaseRenewal::Renewed);
+        }
+        // Only the holder of the lease can finish a leased job (`finish_leased`), and a
+        // finished job is never claimed again: finished under this holder means by it.
+        let finished_here = sqlx::query(
+            "SELECT 1 FROM jobs WHERE id = $1 AND lease_holder = $2 AND state = 'finished'",
+        )
+        .bind(id.to_string())
+        .bind(holder.to_owned())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_error("renew_lease"))?;
+        Ok(if finished_here.is_some() {
+            LeaseRenewal::Finished
+        } else {
+            LeaseRenewal::Lost
+        })
     }
 
     /// As [`Store::finish_with_event`], but only while `holder` holds the job: an

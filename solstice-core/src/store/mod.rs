@@ -11,7 +11,7 @@ use crate::{JobEvent, JobEventKind, JobId, JobRequest, JobResult, JobState};
 mod lease;
 mod vms;
 
-pub use lease::Claim;
+pub use lease::{Claim, LeaseRenewal};
 
 /// How long a query waits for a pooled connection before failing.
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use solstice_core::{Claim, JobEvent, JobEventKind, JobId, JobRequest, JobResult, JobState, Store, VmRecord};
+use solstice_core::{Claim, JobEvent, JobEventKind, JobId, JobRequest, JobResult, JobState, LeaseRenewal, Store, VmRecord};
 
 use crate::support::StoreFixture;
 
@@ -188,15 +188,18 @@ pub async fn a_live_lease_holds_off_other_claims(fx: &StoreFixture) {
     }
     // Even the same orchestrator name from another process (a restart) is held.
     assert!(matches!(other.claim_leased(j.id, "orch-a", "orch-a/2", LONG).await.expect("claim"), Claim::Held { .. }));
-    assert!(fx.store.renew_lease(j.id, "orch-a/1", LONG).await.expect("renew"));
-    assert!(!other.renew_lease(j.id, "orch-b/1", LONG).await.expect("renew"), "only the holder renews");
+    assert_eq!(fx.store.renew_lease(j.id, "orch-a/1", LONG).await.expect("renew"), LeaseRenewal::Renewed);
+    assert_eq!(other.renew_lease(j.id, "orch-b/1", LONG).await.expect("renew"), LeaseRenewal::Lost, "only the holder renews");
     let record = fx.store.job(j.id).await.expect("read").expect("recorded");
     assert_eq!((record.attempt, record.owner.as_deref()), (1, Some("orch-a")), "held claims change nothing");
     assert!(!other.finish_leased(&finished(j.id, 1, JobResult::Success), "orch-b/1").await.expect("finish"));
     let end = finished(j.id, 1, JobResult::Failure);
     assert!(fx.store.finish_leased(&end, "orch-a/1").await.expect("finish"));
     assert_eq!(other.claim_leased(j.id, "orch-b", "orch-b/1", LONG).await.expect("claim"), Claim::Finished);
-    assert!(!fx.store.renew_lease(j.id, "orch-a/1", LONG).await.expect("renew"), "a finished job has no lease");
+    // A renewal racing the holder's own finish is not a loss: the holder still reports
+    // the job's last events.
+    assert_eq!(fx.store.renew_lease(j.id, "orch-a/1", LONG).await.expect("renew"), LeaseRenewal::Finished);
+    assert_eq!(other.renew_lease(j.id, "orch-b/1", LONG).await.expect("renew"), LeaseRenewal::Lost);
     let done = fx.store.job(j.id).await.expect("read").expect("recorded");
     assert_eq!(done.state, JobState::Finished(JobResult::Failure));
     let kept = fx.store.final_event(j.id).await.expect("read").expect("the final event is kept");
@@ -213,11 +216,12 @@ pub async fn an_expired_lease_is_taken_over(fx: &StoreFixture) {
     assert!(matches!(fx.store.claim_leased(j.id, "orch-b", "orch-b/1", LONG).await.expect("claim"), Claim::Held { .. }));
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert_eq!(fx.store.claim_leased(j.id, "orch-b", "orch-b/1", LONG).await.expect("claim"), Claim::Claimed { attempt: 2 });
-    assert!(!fx.store.renew_lease(j.id, "orch-a/1", LONG).await.expect("renew"), "the old holder lost the job");
+    assert_eq!(fx.store.renew_lease(j.id, "orch-a/1", LONG).await.expect("renew"), LeaseRenewal::Lost, "the old holder lost the job");
     assert!(!fx.store.finish_leased(&finished(j.id, 1, JobResult::Cancelled), "orch-a/1").await.expect("finish"));
     assert!(fx.store.finish_leased(&finished(j.id, 2, JobResult::Success), "orch-b/1").await.expect("finish"));
     let record = fx.store.job(j.id).await.expect("read").expect("recorded");
     assert_eq!((record.state, record.attempt, record.owner.as_deref()), (JobState::Finished(JobResult::Success), 2, Some("orch-b")));
+    assert_eq!(fx.store.renew_lease(j.id, "orch-a/1", LONG).await.expect("renew"), LeaseRenewal::Lost, "finished by the new holder");
 }
 
 /// Of many instances claiming one job at once, exactly one gets it.
