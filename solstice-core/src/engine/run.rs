@@ -117,12 +117,9 @@ async fn provision_and_run(
         let console = console;
         engine.hypervisor.provision_recorded(&request, &console, cancel, journal).await
     };
-    // Console lines are collected while the machine boots and logged after, because
-    // the emitter is not shared between the two futures.
-    let (provisioned, console_lines) = tokio::join!(provision, collect_lines(console_rx));
-    for line in console_lines {
-        emitter.log(None, line.stream, &line.line).await;
-    }
+    // The boot console goes to the job's log as it comes, so a slow boot (minutes for
+    // some guests under TCG) or one that hangs shows its progress.
+    let provisioned = log_while(provision, console_rx, emitter, None).await;
     let machine = match provisioned {
         Ok(machine) => machine,
         Err(e) => {
@@ -546,6 +543,33 @@ async fn execute_step(
             (None, timed_out)
         }
     }
+}
+
+/// Runs `work` while logging, as they come, the lines sent to its sink (as lines of
+/// `step`), then the rest until every sender of the sink is gone.
+async fn log_while<T>(
+    work: impl std::future::Future<Output = T>,
+    mut lines: tokio::sync::mpsc::Receiver<OutputLine>,
+    emitter: &mut Emitter,
+    step: Option<usize>,
+) -> T {
+    tokio::pin!(work);
+    let mut open = true;
+    let done = loop {
+        tokio::select! {
+            // Lines first: what was sent before `work` ended is logged before it ends.
+            biased;
+            line = lines.recv(), if open => match line {
+                Some(line) => emitter.log(step, line.stream, &line.line).await,
+                None => open = false,
+            },
+            done = &mut work => break done,
+        }
+    };
+    while let Some(line) = lines.recv().await {
+        emitter.log(step, line.stream, &line.line).await;
+    }
+    done
 }
 
 /// Every line sent to a sink until all its senders are gone.

@@ -238,3 +238,36 @@ async fn outputs_and_exported_env_reach_later_steps() {
     assert_eq!(step_lines(&events, 2).first().map(String::as_str), Some("got 42"));
     assert!(step_lines(&events, 3).contains(&"ran because of output".to_owned()));
 }
+
+/// The boot console reaches the job's log while the machine is still booting, not
+/// once it is ready: a guest that takes minutes to boot (or never comes up) shows its
+/// progress as it happens.
+#[tokio::test(start_paused = true)]
+async fn the_boot_console_streams_while_the_machine_boots() {
+    const BOOT: Duration = Duration::from_secs(30);
+    let (hv, ex) = (
+        CountingHypervisor::new().with_delay(BOOT),
+        ScriptedExecutor::new(),
+    );
+    let engine = engine(&hv, &ex);
+    let (tx, mut rx) = mpsc::channel(64);
+    let started = tokio::time::Instant::now();
+    let run = tokio::spawn(async move {
+        let job = job(vec![StepCommand::run("one", "echo hi")]);
+        engine.run_job(&job, tx, CancellationToken::new()).await
+    });
+    let mut console_seen_after = None;
+    while let Some(event) = rx.recv().await {
+        if let JobEventKind::Log { line, .. } = &event.kind
+            && line == "fake machine booting"
+        {
+            console_seen_after = Some(started.elapsed());
+        }
+    }
+    assert_eq!(run.await.expect("the job ran"), JobResult::Success);
+    let seen_after = console_seen_after.expect("the console line was logged");
+    assert!(
+        seen_after < BOOT,
+        "the console line arrived after {seen_after:?}, only once the {BOOT:?} boot was over"
+    );
+}
