@@ -80,7 +80,7 @@ impl Env {
         Command::new(env!("CARGO_BIN_EXE_scale-orchestrator"))
             .args(["--amqp-url", &amqp_url(), "--store-url", &self.store_url, "--prefix", &self.run])
             .args(["--name", name, "--capacity", &capacity.to_string(), "--lease-ms", &LEASE_MS.to_string()])
-            .env("RUST_LOG", "info,solstice_core=debug")
+            .env("RUST_LOG", "info,solstice_core=debug,solstice_core::engine::serve=trace")
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
@@ -97,7 +97,7 @@ impl Env {
         Command::new(env!("CARGO_BIN_EXE_scale-submitter"))
             .args(["--amqp-url", &amqp_url(), "--prefix", &self.run, "--run", &self.run])
             .args(["--jobs", &jobs.to_string(), "--sleep-ms", &sleep_ms.to_string(), "--deadline-secs", "90"])
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,solstice_core=debug,solstice_core::dispatch=trace")
             .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(true)
@@ -129,8 +129,10 @@ impl Env {
             let mut missing = Vec::new();
             if let Ok(partial) = serde_json::from_slice::<Report>(&output.stdout) {
                 for outcome in partial.jobs.iter().filter(|o| o.finishes.is_empty()) {
-                    let record = self.store.job(plan_job(&self.run, outcome.index, SLEEP_MS).id).await;
+                    let id = plan_job(&self.run, outcome.index, SLEEP_MS).id;
+                    let record = self.store.job(id).await;
                     missing.push(format!("job {}: accepted {:?}, store {record:?}", outcome.index, outcome.accepted));
+                    missing.extend(self.log_lines_naming(&id.to_string()).into_iter().take(60));
                 }
             }
             self.fail(&format!(
@@ -142,7 +144,26 @@ impl Env {
         serde_json::from_slice(&output.stdout).unwrap_or_else(|e| self.fail(&format!("unreadable report: {e}")))
     }
 
+    /// Every log line that names `needle`, prefixed with the log's name.
+    fn log_lines_naming(&self, needle: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        for entry in std::fs::read_dir(self.logs.path()).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            lines.extend(text.lines().filter(|l| l.contains(needle)).map(|l| format!("  {name}: {l}")));
+        }
+        lines
+    }
+
     fn fail(&self, why: &str) -> ! {
+        // The whole logs outlive the test's temporary directory, for a closer look.
+        let kept = std::env::temp_dir().join(format!("solstice-scale-{}", self.run));
+        if std::fs::create_dir_all(&kept).is_ok() {
+            for entry in std::fs::read_dir(self.logs.path()).into_iter().flatten().flatten() {
+                let _ = std::fs::copy(entry.path(), kept.join(entry.file_name()));
+            }
+            eprintln!("==== the full logs are kept in {}", kept.display());
+        }
         for entry in std::fs::read_dir(self.logs.path()).into_iter().flatten().flatten() {
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
             let tail: Vec<_> = text.lines().rev().take(40).collect();
