@@ -17,6 +17,8 @@ use crate::{QueueError, error_chain};
 
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long closing the connection may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// After a failed attempt, callers within this window fail at once instead of queueing
 /// up behind more attempts (their own backoff paces the retries).
 const FAIL_FAST: Duration = Duration::from_millis(250);
@@ -310,9 +312,15 @@ impl Link {
         let session = self.session.lock().await.take();
         if let Some(session) = session
             && session.connection.status().connected()
-            && let Err(e) = session.connection.close(200, "closing".into()).await
         {
-            tracing::debug!(error = %e, "closing the RabbitMQ connection failed");
+            // Bounded like every exchange: a close the broker does not answer must not
+            // keep a stopping service from exiting (the broker drops the connection,
+            // and requeues what it held, when the socket closes).
+            match tokio::time::timeout(CLOSE_TIMEOUT, session.connection.close(200, "closing".into())).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "closing the RabbitMQ connection failed"),
+                Err(_) => tracing::warn!(timeout = ?CLOSE_TIMEOUT, "RabbitMQ did not answer the connection close; leaving it"),
+            }
         }
     }
 }
