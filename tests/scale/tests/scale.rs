@@ -155,8 +155,8 @@ impl Env {
         lines
     }
 
-    fn fail(&self, why: &str) -> ! {
-        // The whole logs outlive the test's temporary directory, for a closer look.
+    /// Copies the logs out of the test's temporary directory, for a closer look.
+    fn keep_logs(&self) {
         let kept = std::env::temp_dir().join(format!("solstice-scale-{}", self.run));
         if std::fs::create_dir_all(&kept).is_ok() {
             for entry in std::fs::read_dir(self.logs.path()).into_iter().flatten().flatten() {
@@ -164,6 +164,10 @@ impl Env {
             }
             eprintln!("==== the full logs are kept in {}", kept.display());
         }
+    }
+
+    fn fail(&self, why: &str) -> ! {
+        self.keep_logs();
         for entry in std::fs::read_dir(self.logs.path()).into_iter().flatten().flatten() {
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
             let tail: Vec<_> = text.lines().rev().take(40).collect();
@@ -200,7 +204,12 @@ impl Env {
         }
     }
 
+    /// Deletes the test's queues and database; keeps the logs if
+    /// `SOLSTICE_TEST_KEEP_LOGS` is set.
     async fn cleanup(self) {
+        if std::env::var_os("SOLSTICE_TEST_KEEP_LOGS").is_some() {
+            self.keep_logs();
+        }
         let q = AmqpQueue::builder(amqp_url()).prefix(&self.run).connect().await.expect("connect");
         q.delete_namespace(&[solstice_scale::LABEL], &[&self.run]).await.expect("delete the namespace");
         q.close().await;
@@ -240,8 +249,12 @@ async fn terminate(mut child: Child) {
     if let Some(pid) = child.id() {
         let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     }
+    let asked = Instant::now();
     if tokio::time::timeout(Duration::from_secs(20), child.wait()).await.is_err() {
+        eprintln!("the orchestrator did not stop within 20 s of SIGTERM; killing it");
         let _ = child.kill().await;
+    } else {
+        eprintln!("the orchestrator stopped {:?} after SIGTERM", asked.elapsed());
     }
 }
 
