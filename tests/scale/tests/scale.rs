@@ -6,6 +6,8 @@
 //! `SOLSTICE_TEST_POSTGRES_URL`, defaulting to what that script sets up); fails with a
 //! clear message when they do not answer. The broker restart runs
 //! `SOLSTICE_TEST_AMQP_RESTART` (default: `rabbitmqctl stop_app` and `start_app`).
+//! A failing test keeps its processes' logs in the temporary directory and says where;
+//! `SOLSTICE_TEST_KEEP_LOGS=1` keeps them for passing tests too.
 
 use std::path::PathBuf;
 use std::process::Stdio;
