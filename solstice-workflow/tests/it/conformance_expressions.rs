@@ -2,7 +2,8 @@
 
 use solstice_workflow::{Expression, JobStatus};
 
-use crate::support::{conformance_dir, json_equal};
+use crate::conformance_data::conformance_files;
+use crate::support::json_equal;
 
 /// Cases we deliberately do not pass, as (file, expression, reason). Reviewed; the list may
 /// only shrink.
@@ -10,13 +11,7 @@ const SKIPPED: &[(&str, &str, &str)] = &[];
 
 #[test]
 fn github_expression_conformance() {
-    let dir = conformance_dir().join("expressions");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("expressions dir")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
+    let files = conformance_files("expressions", "json");
     let (mut passed, mut skipped) = (0usize, 0usize);
     let mut failures = Vec::new();
     for file in &files {

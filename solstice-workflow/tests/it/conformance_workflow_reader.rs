@@ -9,7 +9,7 @@
 use serde_json::Value;
 use solstice_workflow::parse_workflow;
 
-use crate::support::conformance_dir;
+use crate::conformance_data::conformance_files;
 
 /// Cases we deliberately do not pass, with the reason. Reviewed; the list may only shrink.
 const SKIPPED: &[(&str, &str)] = &[
@@ -150,13 +150,7 @@ fn compare(expected: &Value, workflow: &solstice_workflow::Workflow) -> Result<(
 
 #[test]
 fn github_workflow_reader_conformance() {
-    let dir = conformance_dir().join("workflow-reader");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("workflow-reader dir")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yml"))
-        .collect();
-    files.sort();
+    let files = conformance_files("workflow-reader", "yml");
     let (mut passed, mut skipped) = (0usize, 0usize);
     let mut failures = Vec::new();
     for file in &files {

@@ -1,5 +1,6 @@
 //! Integration tests of solstice-workflow: one test binary with topic modules.
 
+mod conformance_data;
 mod conformance_expressions;
 mod conformance_workflow_reader;
 mod corpus;
