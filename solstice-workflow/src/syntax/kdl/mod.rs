@@ -266,44 +266,33 @@ impl KdlReader<'_, '_> {
         }
     }
 
-    /// The one string argument of a node such as `name "CI"`.
-    fn single_string(&mut self, node: &KdlNode, example: &str) -> Option<(String, Pos)> {
-        let name = node.name().value().to_owned();
+    /// The one argument of a node that takes one and nothing else, with its position. Shared by
+    /// [`Self::single_string`] and [`Self::single_value`] so both report a wrong shape alike;
+    /// `kind` ("string", "value") names the argument in that error.
+    fn single_arg<'n>(&mut self, node: &'n KdlNode, example: &str, kind: &str) -> Option<(&'n KdlEntry, Pos)> {
         let hint = format!("write it as: {example}");
         self.no_props(node, &hint);
         self.no_children(node, &hint);
-        let args = self.args(node);
-        match args.as_slice() {
-            [one] => {
-                let pos = self.at(one.span().offset());
-                self.string(one, &format!("'{name}'")).map(|s| (s, pos))
-            }
+        match self.args(node).as_slice() {
+            [one] => Some((*one, self.at(one.span().offset()))),
             _ => {
                 let pos = self.node_pos(node);
-                self.error(pos, format!("'{name}' takes exactly one string; {hint}"));
+                self.error(pos, format!("'{}' takes exactly one {kind}; {hint}", node.name().value()));
                 None
             }
         }
     }
 
+    /// The one string argument of a node such as `name "CI"`.
+    fn single_string(&mut self, node: &KdlNode, example: &str) -> Option<(String, Pos)> {
+        let (one, pos) = self.single_arg(node, example, "string")?;
+        self.string(one, &format!("'{}'", node.name().value())).map(|s| (s, pos))
+    }
+
     /// The one argument of a node such as `timeout-minutes 30`, as JSON.
     fn single_value(&mut self, node: &KdlNode, example: &str) -> Option<(Value, Pos)> {
-        let name = node.name().value().to_owned();
-        let hint = format!("write it as: {example}");
-        self.no_props(node, &hint);
-        self.no_children(node, &hint);
-        let args = self.args(node);
-        match args.as_slice() {
-            [one] => {
-                let pos = self.at(one.span().offset());
-                self.scalar(one).map(|v| (v, pos))
-            }
-            _ => {
-                let pos = self.node_pos(node);
-                self.error(pos, format!("'{name}' takes exactly one value; {hint}"));
-                None
-            }
-        }
+        let (one, pos) = self.single_arg(node, example, "value")?;
+        self.scalar(one).map(|v| (v, pos))
     }
 
     /// `timeout-minutes`: a number or an expression.
