@@ -1,7 +1,7 @@
 //! Registration, OAuth, pool sessions and messages, job requests.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -278,15 +278,25 @@ fn decode_form(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Whether a new session for `agent_id` must be refused with 409, as the service allows one
+/// session per runner (pool and broker alike). Stale sessions expire first; a conflict a test
+/// asked for (`session_conflicts`) is used up here.
+fn session_conflict(data: &mut Data, agent_id: i64, timeout: Duration) -> bool {
+    data.expire_sessions(timeout);
+    if data.faults.session_conflicts > 0 || data.sessions.values().any(|sess| sess.agent_id == agent_id) {
+        data.faults.session_conflicts = data.faults.session_conflicts.saturating_sub(1);
+        return true;
+    }
+    false
+}
+
 pub(crate) async fn create_session(State(s): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     let mut data = s.data.lock().await;
     let agent_id = match runner(&data, &headers) {
         Ok(a) => a,
         Err(r) => return r,
     };
-    data.expire_sessions(s.config.session_timeout);
-    if data.faults.session_conflicts > 0 || data.sessions.values().any(|sess| sess.agent_id == agent_id) {
-        data.faults.session_conflicts = data.faults.session_conflicts.saturating_sub(1);
+    if session_conflict(&mut data, agent_id, s.config.session_timeout) {
         return wrapped(StatusCode::CONFLICT, "TaskAgentSessionConflictException", "A session for this runner already exists.");
     }
     let key = random::<32>();
@@ -451,9 +461,7 @@ pub(crate) async fn broker_session(State(s): State<Shared>, headers: HeaderMap) 
         Ok(a) => a,
         Err(r) => return r,
     };
-    data.expire_sessions(s.config.session_timeout);
-    if data.faults.session_conflicts > 0 || data.sessions.values().any(|sess| sess.agent_id == agent_id) {
-        data.faults.session_conflicts = data.faults.session_conflicts.saturating_sub(1);
+    if session_conflict(&mut data, agent_id, s.config.session_timeout) {
         return crate::jobs::broker_error(StatusCode::CONFLICT, "SessionConflict", "a session for this runner already exists");
     }
     let id = uuid::Uuid::new_v4().to_string();
