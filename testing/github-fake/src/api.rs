@@ -370,8 +370,16 @@ fn next_pool_message(s: &Shared, data: &mut Data, agent: i64) -> Option<PoolMess
     Some(message)
 }
 
-pub(crate) async fn get_message(State(s): State<Shared>, headers: HeaderMap, Query(q): Q) -> Response {
-    let session_id = q.get("sessionId").cloned().unwrap_or_default();
+/// A runner's long poll, as the pool and the broker both answer one: under the lock, now and
+/// again after every change (`notify`), the runner's token is checked (401 once it is not
+/// valid) and `answer` runs for its agent, until one gives a response or the poll window ends
+/// in 204. The wakeup is armed before the lock is taken, so a change made between a check and
+/// the wait is not missed.
+pub(crate) async fn long_poll(
+    s: &Shared,
+    headers: &HeaderMap,
+    mut answer: impl FnMut(&mut Data, i64) -> Option<Response>,
+) -> Response {
     let deadline = tokio::time::Instant::now() + s.config.poll_window;
     loop {
         let notified = s.notify.notified();
@@ -379,33 +387,41 @@ pub(crate) async fn get_message(State(s): State<Shared>, headers: HeaderMap, Que
         notified.as_mut().enable();
         {
             let mut data = s.data.lock().await;
-            let agent = match runner(&data, &headers) {
+            let agent = match runner(&data, headers) {
                 Ok(a) => a,
                 Err(r) => return r,
             };
-            let Some(session) = data.touch_session(&session_id, agent, s.config.session_timeout) else {
-                return wrapped(StatusCode::NOT_FOUND, "TaskAgentSessionExpiredException", "The session has expired.");
-            };
-            if let Some(status) = q.get("status")
-                && let Some(a) = data.agents.get_mut(&agent)
-            {
-                a.status = status.clone();
-            }
-            if data.faults.fail_polls > 0 {
-                data.faults.fail_polls -= 1;
-                return (StatusCode::BAD_GATEWAY, "upstream connection dropped").into_response();
-            }
-            if let Some(message) = next_pool_message(&s, &mut data, agent) {
-                let plain = message.body.as_bytes();
-                let (iv, body) = encrypt_body(&session.key, plain);
-                return Json(json!({"MessageId": message.id, "MessageType": message.message_type, "IV": iv, "Body": body}))
-                    .into_response();
+            if let Some(response) = answer(&mut data, agent) {
+                return response;
             }
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
             return StatusCode::NO_CONTENT.into_response();
         }
     }
+}
+
+pub(crate) async fn get_message(State(s): State<Shared>, headers: HeaderMap, Query(q): Q) -> Response {
+    let session_id = q.get("sessionId").cloned().unwrap_or_default();
+    long_poll(&s, &headers, |data, agent| {
+        let Some(session) = data.touch_session(&session_id, agent, s.config.session_timeout) else {
+            return Some(wrapped(StatusCode::NOT_FOUND, "TaskAgentSessionExpiredException", "The session has expired."));
+        };
+        if let Some(status) = q.get("status")
+            && let Some(a) = data.agents.get_mut(&agent)
+        {
+            a.status = status.clone();
+        }
+        if data.faults.fail_polls > 0 {
+            data.faults.fail_polls -= 1;
+            return Some((StatusCode::BAD_GATEWAY, "upstream connection dropped").into_response());
+        }
+        let message = next_pool_message(&s, data, agent)?;
+        let (iv, body) = encrypt_body(&session.key, message.body.as_bytes());
+        let reply = json!({"MessageId": message.id, "MessageType": message.message_type, "IV": iv, "Body": body});
+        Some(Json(reply).into_response())
+    })
+    .await
 }
 
 pub(crate) async fn delete_message(State(s): State<Shared>, Path((_pool, id)): Path<(i64, i64)>, headers: HeaderMap) -> Response {

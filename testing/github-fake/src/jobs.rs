@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::api::{Q, bearer, runner, unauthorized, wrapped};
+use crate::api::{Q, bearer, long_poll, runner, unauthorized, wrapped};
 use crate::model::{Data, JobState};
 use crate::{BlobStorage, Delivery, Shared};
 
@@ -61,59 +61,46 @@ fn random_message_id() -> i64 {
 
 pub(crate) async fn broker_message(State(s): State<Shared>, headers: HeaderMap, Query(q): Q) -> Response {
     let session_id = q.get("sessionId").cloned().unwrap_or_default();
-    let deadline = tokio::time::Instant::now() + s.config.poll_window;
-    loop {
-        let notified = s.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        {
-            let mut data = s.data.lock().await;
-            let agent = match runner(&data, &headers) {
-                Ok(a) => a,
-                Err(r) => return r,
-            };
-            if data.touch_session(&session_id, agent, s.config.session_timeout).is_none() {
-                return broker_error(StatusCode::NOT_FOUND, "RunnerSessionInvalid", "the session is invalid");
+    long_poll(&s, &headers, |data, agent| {
+        if data.touch_session(&session_id, agent, s.config.session_timeout).is_none() {
+            return Some(broker_error(StatusCode::NOT_FOUND, "RunnerSessionInvalid", "the session is invalid"));
+        }
+        if data.faults.fail_polls > 0 {
+            data.faults.fail_polls -= 1;
+            return Some((StatusCode::BAD_GATEWAY, "upstream connection dropped").into_response());
+        }
+        let base = s.base();
+        let busy = data.busy(agent);
+        let mut reply = None;
+        for id in data.job_order.clone() {
+            let Some(job) = data.jobs.get(&id) else { continue };
+            if job.spec.delivery != Delivery::Broker {
+                continue;
             }
-            if data.faults.fail_polls > 0 {
-                data.faults.fail_polls -= 1;
-                return (StatusCode::BAD_GATEWAY, "upstream connection dropped").into_response();
+            let mine = matches!(job.state, JobState::Assigned(a) | JobState::Offered(a) if a == agent);
+            if mine && job.cancel_requested && !job.cancel_delivered {
+                reply = Some(("JobCancellation", json!({"jobId": job.id, "timeout": "00:05:00"}), id, true));
+                break;
             }
-            let base = s.base();
-            let busy = data.busy(agent);
-            let mut reply = None;
-            for id in data.job_order.clone() {
-                let Some(job) = data.jobs.get(&id) else { continue };
-                if job.spec.delivery != Delivery::Broker {
-                    continue;
-                }
-                let mine = matches!(job.state, JobState::Assigned(a) | JobState::Offered(a) if a == agent);
-                if mine && job.cancel_requested && !job.cancel_delivered {
-                    reply = Some(("JobCancellation", json!({"jobId": job.id, "timeout": "00:05:00"}), id, true));
-                    break;
-                }
-                if job.state == JobState::Queued && !busy && data.matches(agent, job) {
-                    let body = json!({"id": job.id, "runner_request_id": job.runner_request_id,
-                        "run_service_url": format!("{base}/run"), "billing_owner_id": "O_fake", "should_acknowledge": true});
-                    reply = Some(("RunnerJobRequest", body, id, false));
-                    break;
-                }
-            }
-            if let Some((kind, body, id, cancel)) = reply {
-                if let Some(job) = data.jobs.get_mut(&id) {
-                    if cancel {
-                        job.cancel_delivered = true;
-                    } else {
-                        job.state = JobState::Offered(agent);
-                    }
-                }
-                return Json(json!({"messageId": random_message_id(), "messageType": kind, "body": body.to_string()})).into_response();
+            if job.state == JobState::Queued && !busy && data.matches(agent, job) {
+                let body = json!({"id": job.id, "runner_request_id": job.runner_request_id,
+                    "run_service_url": format!("{base}/run"), "billing_owner_id": "O_fake", "should_acknowledge": true});
+                reply = Some(("RunnerJobRequest", body, id, false));
+                break;
             }
         }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            return StatusCode::NO_CONTENT.into_response();
+        let (kind, body, id, cancel) = reply?;
+        if let Some(job) = data.jobs.get_mut(&id) {
+            if cancel {
+                job.cancel_delivered = true;
+            } else {
+                job.state = JobState::Offered(agent);
+            }
         }
-    }
+        let reply = json!({"messageId": random_message_id(), "messageType": kind, "body": body.to_string()});
+        Some(Json(reply).into_response())
+    })
+    .await
 }
 
 pub(crate) async fn acknowledge(State(s): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
