@@ -3,20 +3,28 @@
 # PostgreSQL, from the Debian packages (installed with apt-get when missing).
 #
 # No init system runs here (no systemd), so the daemons are started directly.
-# The script is idempotent and returns within a second when both already answer.
+# The script is idempotent and returns within a few seconds when both already answer.
 #
 # Progress goes to stderr; stdout carries only `export NAME=VALUE` lines, so
 #     eval "$(.ci/services.sh)"
 # exports:
-#     SOLSTICE_TEST_AMQP_URL      amqp://…  (RabbitMQ, default vhost)
+#     SOLSTICE_TEST_AMQP_URL      amqp://…  (RabbitMQ, the vhost `solstice-test`)
 #     SOLSTICE_TEST_POSTGRES_URL  postgres://…  (a database the tests may use; the
 #                                 role may also CREATE DATABASE for per-test databases)
 #     SOLSTICE_TEST_AMQP_RESTART  a shell command that restarts the broker (used by
 #                                 the broker-restart test)
+#
+# The tests get a virtual host of their own, so that what they leave behind (queues of
+# labels made up for one test, messages of a test that failed) stays out of the
+# default vhost. With SOLSTICE_SERVICES_FRESH_VHOST=1 (set by scripts/test) the vhost
+# is deleted and made anew first: a run of the suite starts on an empty broker, and
+# runs on a developer's machine do not pile up queues that every broker restart then
+# has to recover.
 set -euo pipefail
 
 AMQP_HOST=127.0.0.1
 AMQP_PORT=5672
+AMQP_VHOST=solstice-test
 PG_HOST=127.0.0.1
 PG_PORT=5432
 PG_VERSION=15
@@ -82,6 +90,18 @@ start_rabbitmq() {
     wait_for "RabbitMQ on $AMQP_HOST:$AMQP_PORT" port_open "$AMQP_HOST" "$AMQP_PORT"
 }
 
+# The tests' vhost, with the guest user allowed everything in it.
+ensure_vhost() {
+    if [[ ${SOLSTICE_SERVICES_FRESH_VHOST:-0} == 1 ]]; then
+        log "emptying RabbitMQ vhost $AMQP_VHOST"
+        rabbitmqctl -q delete_vhost "$AMQP_VHOST" >/dev/null 2>&1 || true
+    fi
+    if ! rabbitmqctl -q list_vhosts name 2>/dev/null | grep -qx "$AMQP_VHOST"; then
+        rabbitmqctl -q add_vhost "$AMQP_VHOST" >&2
+        rabbitmqctl -q set_permissions -p "$AMQP_VHOST" guest '.*' '.*' '.*' >&2
+    fi
+}
+
 pg_psql() { su postgres -c "psql -p $PG_PORT -v ON_ERROR_STOP=1 -qtAX $(printf '%q ' "$@")"; }
 
 start_postgres() {
@@ -107,9 +127,10 @@ start_postgres() {
 
 install_missing
 start_rabbitmq
+ensure_vhost
 start_postgres
 
-echo "export SOLSTICE_TEST_AMQP_URL=amqp://guest:guest@$AMQP_HOST:$AMQP_PORT/%2f"
+echo "export SOLSTICE_TEST_AMQP_URL=amqp://guest:guest@$AMQP_HOST:$AMQP_PORT/$AMQP_VHOST"
 echo "export SOLSTICE_TEST_POSTGRES_URL=postgres://$PG_USER:$PG_PASSWORD@$PG_HOST:$PG_PORT/$PG_DB"
 echo "export SOLSTICE_TEST_AMQP_RESTART='rabbitmqctl -q stop_app && rabbitmqctl -q start_app'"
 log "RabbitMQ and PostgreSQL are up"

@@ -38,7 +38,7 @@ pub async fn completes_soon<T>(f: impl Future<Output = T>) -> Option<T> {
 
 #[cfg_attr(not(feature = "amqp"), allow(dead_code))]
 pub fn amqp_url() -> String {
-    std::env::var("SOLSTICE_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+    std::env::var("SOLSTICE_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/solstice-test".to_owned())
 }
 
 #[cfg_attr(not(feature = "postgres"), allow(dead_code))]

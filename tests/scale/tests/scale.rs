@@ -28,7 +28,7 @@ const SLEEP_MS: u64 = 150;
 const LEASE_MS: u64 = 3000;
 
 fn amqp_url() -> String {
-    std::env::var("SOLSTICE_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+    std::env::var("SOLSTICE_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/solstice-test".to_owned())
 }
 
 fn postgres_url() -> String {

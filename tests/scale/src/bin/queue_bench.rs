@@ -42,7 +42,7 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     capacity: usize,
     /// RabbitMQ URL.
-    #[arg(long, env = "SOLSTICE_TEST_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(long, env = "SOLSTICE_TEST_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/solstice-test")]
     amqp_url: String,
     /// The kind of the job queue (and of the baseline's queue).
     #[arg(long, value_enum, default_value_t = Kind::Quorum)]
