@@ -1,11 +1,12 @@
 //! The in-process queue: the embedded default, for one process.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use tokio::sync::{Notify, broadcast};
 
+use super::ready::{Position, Ready};
 use super::{
     Acker, CancelConsumer, EventConsumer, EventDelivery, JobConsumer, JobDelivery, JobQueue,
     QueueError,
@@ -34,9 +35,9 @@ struct Inner {
 #[derive(Debug, Default)]
 struct State {
     /// Ready jobs by route label, oldest first, with their redelivered flag.
-    jobs: HashMap<String, VecDeque<(JobRequest, bool)>>,
-    /// Ready events by route.
-    events: HashMap<String, VecDeque<JobEvent>>,
+    jobs: HashMap<String, Ready<(JobRequest, bool)>>,
+    /// Ready events by route, oldest first.
+    events: HashMap<String, Ready<JobEvent>>,
     /// Jobs dead-lettered with their reason.
     dead: Vec<(JobRequest, String)>,
 }
@@ -49,7 +50,7 @@ impl MemoryQueue {
 
     /// Jobs waiting for a consumer, over all labels.
     pub fn pending_jobs(&self) -> usize {
-        self.inner.lock().jobs.values().map(VecDeque::len).sum()
+        self.inner.lock().jobs.values().map(Ready::len).sum()
     }
 
     /// Jobs that were nacked without requeue, with their reasons.
@@ -74,13 +75,13 @@ impl Inner {
 impl JobQueue for MemoryQueue {
     async fn waiting_jobs(&self, labels: &[String]) -> Result<Option<u64>, QueueError> {
         let state = self.inner.lock();
-        let waiting: usize = labels.iter().filter_map(|label| state.jobs.get(label)).map(VecDeque::len).sum();
+        let waiting: usize = labels.iter().filter_map(|label| state.jobs.get(label)).map(Ready::len).sum();
         Ok(Some(u64::try_from(waiting).unwrap_or(u64::MAX)))
     }
 
     async fn publish_job(&self, job: &JobRequest) -> Result<(), QueueError> {
         let label = job.route_label().to_owned();
-        self.inner.lock().jobs.entry(label).or_default().push_back((job.clone(), false));
+        self.inner.lock().jobs.entry(label).or_default().push((job.clone(), false));
         self.inner.jobs_changed.notify_waiters();
         Ok(())
     }
@@ -94,13 +95,18 @@ impl JobQueue for MemoryQueue {
     }
 
     async fn publish_event(&self, route: &str, event: &JobEvent) -> Result<(), QueueError> {
-        self.inner.lock().events.entry(route.to_owned()).or_default().push_back(event.clone());
+        self.inner.lock().events.entry(route.to_owned()).or_default().push(event.clone());
         self.inner.events_changed.notify_waiters();
         Ok(())
     }
 
     async fn publish_events(&self, route: &str, events: &[JobEvent]) -> Result<(), QueueError> {
-        self.inner.lock().events.entry(route.to_owned()).or_default().extend(events.iter().cloned());
+        let mut state = self.inner.lock();
+        let ready = state.events.entry(route.to_owned()).or_default();
+        for event in events {
+            ready.push(event.clone());
+        }
+        drop(state);
         self.inner.events_changed.notify_waiters();
         Ok(())
     }
@@ -138,12 +144,10 @@ impl JobConsumer for MemoryJobConsumer {
             {
                 let mut state = self.inner.lock();
                 for label in &self.labels {
-                    if let Some((job, redelivered)) =
-                        state.jobs.get_mut(label).and_then(VecDeque::pop_front)
-                    {
+                    if let Some((position, (job, redelivered))) = state.jobs.get_mut(label).and_then(Ready::pop) {
                         let acker = Box::new(MemoryJobAcker {
                             inner: self.inner.clone(),
-                            job: Some(job.clone()),
+                            job: Some((position, job.clone())),
                         });
                         return Ok(JobDelivery { job, redelivered, acker });
                     }
@@ -159,14 +163,15 @@ impl JobConsumer for MemoryJobConsumer {
 #[derive(Debug)]
 struct MemoryJobAcker {
     inner: Arc<Inner>,
-    job: Option<JobRequest>,
+    /// The job and where it stood in its queue; `None` once settled.
+    job: Option<(Position, JobRequest)>,
 }
 
 impl MemoryJobAcker {
     fn requeue(&mut self) {
-        if let Some(job) = self.job.take() {
+        if let Some((position, job)) = self.job.take() {
             let label = job.route_label().to_owned();
-            self.inner.lock().jobs.entry(label).or_default().push_front((job, true));
+            self.inner.lock().jobs.entry(label).or_default().requeue(position, (job, true));
             self.inner.jobs_changed.notify_waiters();
         }
     }
@@ -188,7 +193,7 @@ impl Acker for MemoryJobAcker {
     async fn nack(mut self: Box<Self>, requeue: bool, reason: &str) -> Result<(), QueueError> {
         if requeue {
             self.requeue();
-        } else if let Some(job) = self.job.take() {
+        } else if let Some((_, job)) = self.job.take() {
             tracing::warn!(job_id = %job.id, reason, "job dead-lettered");
             self.inner.lock().dead.push((job, reason.to_owned()));
         }
@@ -211,13 +216,11 @@ impl EventConsumer for MemoryEventConsumer {
             changed.as_mut().enable();
             {
                 let mut state = self.inner.lock();
-                if let Some(event) =
-                    state.events.get_mut(&self.route).and_then(VecDeque::pop_front)
-                {
+                if let Some((position, event)) = state.events.get_mut(&self.route).and_then(Ready::pop) {
                     let acker = Box::new(MemoryEventAcker {
                         inner: self.inner.clone(),
                         route: self.route.clone(),
-                        event: Some(event.clone()),
+                        event: Some((position, event.clone())),
                     });
                     return Ok(EventDelivery { event, acker });
                 }
@@ -231,13 +234,14 @@ impl EventConsumer for MemoryEventConsumer {
 struct MemoryEventAcker {
     inner: Arc<Inner>,
     route: String,
-    event: Option<JobEvent>,
+    /// The event and where it stood in its queue; `None` once settled.
+    event: Option<(Position, JobEvent)>,
 }
 
 impl MemoryEventAcker {
     fn requeue(&mut self) {
-        if let Some(event) = self.event.take() {
-            self.inner.lock().events.entry(self.route.clone()).or_default().push_front(event);
+        if let Some((position, event)) = self.event.take() {
+            self.inner.lock().events.entry(self.route.clone()).or_default().requeue(position, event);
             self.inner.events_changed.notify_waiters();
         }
     }
@@ -259,7 +263,7 @@ impl Acker for MemoryEventAcker {
     async fn nack(mut self: Box<Self>, requeue: bool, reason: &str) -> Result<(), QueueError> {
         if requeue {
             self.requeue();
-        } else if let Some(event) = self.event.take() {
+        } else if let Some((_, event)) = self.event.take() {
             tracing::warn!(job_id = %event.job_id, seq = event.seq, reason, "event dropped");
         }
         Ok(())

@@ -3,6 +3,7 @@
 #[cfg(feature = "amqp")]
 mod amqp;
 mod memory;
+mod ready;
 
 #[cfg(feature = "amqp")]
 pub use amqp::{AmqpQueue, AmqpQueueBuilder, DeadLetter, JobQueueKind};

@@ -54,3 +54,56 @@ async fn cancellations_reach_every_consumer() {
     assert_eq!(a.next().await.expect("a"), id);
     assert_eq!(b.next().await.expect("b"), id);
 }
+
+/// Deliveries handed back together come back in the order they were published, as
+/// RabbitMQ puts a requeued message back where it stood: a reporter that restarts
+/// sees a job's events in order.
+#[tokio::test]
+async fn unsettled_deliveries_come_back_in_their_order() {
+    use solstice_core::{JobEvent, JobEventKind, LogStream};
+
+    let q = MemoryQueue::new();
+    let j = job("l");
+    let event = |seq: u64| JobEvent {
+        job_id: j.id,
+        attempt: 1,
+        seq,
+        at: time::OffsetDateTime::now_utc(),
+        kind: JobEventKind::Log { step: None, stream: LogStream::System, line: format!("line {seq}") },
+    };
+    q.publish_events("src", &[event(1), event(2)]).await.expect("publish");
+    q.publish_event("src", &event(3)).await.expect("publish");
+    let mut reporter = q.consume_events("src").await.expect("consumer");
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(reporter.next().await.expect("event"));
+    }
+    // Settled as a dying reporter may leave them: the first one last.
+    held.pop().expect("third").acker.nack(true, "reporter stopping").await.expect("nack");
+    drop(held);
+    q.publish_event("src", &event(4)).await.expect("publish");
+    let mut seqs = Vec::new();
+    for _ in 0..4 {
+        let delivery = tokio::time::timeout(Duration::from_secs(1), reporter.next()).await.expect("in time").expect("event");
+        seqs.push(delivery.event.seq);
+        delivery.acker.ack().await.expect("ack");
+    }
+    assert_eq!(seqs, [1, 2, 3, 4]);
+
+    let jobs: Vec<_> = (0..3).map(|_| job("l")).collect();
+    for j in &jobs {
+        q.publish_job(j).await.expect("publish");
+    }
+    let mut orchestrator = q.consume_jobs(&["l".into()], 3).await.expect("consumer");
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        taken.push(orchestrator.next().await.expect("job"));
+    }
+    // Their orchestrator died: dropped unsettled, the first one first.
+    drop(taken);
+    for want in &jobs {
+        let again = orchestrator.next().await.expect("redelivered");
+        assert_eq!((again.job.id, again.redelivered), (want.id, true));
+        again.acker.ack().await.expect("ack");
+    }
+}
