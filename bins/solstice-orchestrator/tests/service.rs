@@ -129,19 +129,7 @@ async fn a_vm_label_from_rabbitmq_runs_in_a_fresh_vm() {
     let label = format!("orch-vm-{}", uuid::Uuid::new_v4().simple());
     let route = format!("orch-vm-source-{}", uuid::Uuid::new_v4());
     let state = tempfile::tempdir().expect("tempdir");
-    let config = state.path().join("orchestrator.toml");
-    std::fs::write(&config, format!("[vm_images]\n{label} = \"tiny-linux\"\n")).expect("config");
-    let child = Command::new(env!("CARGO_BIN_EXE_solstice-orchestrator"))
-        .args(["--config", &config.to_string_lossy()])
-        .env("SOLSTICE_QUEUE_URL", &url)
-        .env("SOLSTICE_STORE_URL", format!("sqlite://{}", state.path().join("state.db").display()))
-        .env("SOLSTICE_METRICS_LISTEN", "")
-        .env("SOLSTICE_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start solstice-orchestrator");
-    let _orchestrator = Orchestrator(child);
+    let _orchestrator = start_vm_orchestrator(&url, state.path(), &label, &label, 60);
 
     let queue: Arc<dyn JobQueue> = Arc::new(AmqpQueue::connect(&url).await.expect("RabbitMQ"));
     let mut events = queue.consume_events(&route).await.expect("event consumer");
@@ -233,64 +221,102 @@ async fn wait_until(what: &str, deadline: Duration, mut done: impl FnMut() -> bo
     }
 }
 
+/// A job whose step prints `waiting` and sleeps for ten minutes, published to a VM
+/// orchestrator of its own: how the machine-reaping and the shutdown tests begin.
+struct LongVmJob {
+    name: String,
+    label: String,
+    state: tempfile::TempDir,
+    events: Box<dyn EventConsumer>,
+    job: JobRequest,
+}
+
+impl LongVmJob {
+    /// Starts an orchestrator named `kind-…` with `grace` seconds of shutdown grace and
+    /// publishes the job to it.
+    async fn start(kind: &str, grace: u64) -> (Orchestrator, Self) {
+        let url = amqp_url();
+        let label = format!("{kind}-{}", uuid::Uuid::new_v4().simple());
+        let route = format!("{kind}-source-{}", uuid::Uuid::new_v4());
+        let name = format!("{kind}-{}", uuid::Uuid::new_v4().simple());
+        let state = tempfile::tempdir().expect("tempdir");
+        let orchestrator = start_vm_orchestrator(&url, state.path(), &name, &label, grace);
+        let queue: Arc<dyn JobQueue> = Arc::new(AmqpQueue::connect(&url).await.expect("RabbitMQ"));
+        let events = queue.consume_events(&route).await.expect("event consumer");
+        let mut job = JobRequest::new("long", vec![label.clone()], vec![StepCommand::run("wait", "echo waiting; sleep 600")]);
+        job.origin.source = route;
+        queue.publish_job(&job).await.expect("publish");
+        (orchestrator, Self { name, label, state, events, job })
+    }
+
+    /// Waits until the step runs; returns the machine it runs on and the log so far.
+    async fn wait_for_the_step(&mut self, deadline: tokio::time::Instant) -> (String, Vec<String>) {
+        let mut machine = None;
+        let mut lines = Vec::new();
+        loop {
+            match next_kind(&mut self.events, deadline, "the step starts").await {
+                JobEventKind::Log { line, .. } if line == "waiting" => {
+                    lines.push(line);
+                    break;
+                }
+                JobEventKind::Log { line, .. } => {
+                    machine = machine.or_else(|| booted_machine(&line));
+                    lines.push(line);
+                }
+                JobEventKind::JobFinished { result } => panic!("the job ended early: {result:?}\n{lines:#?}"),
+                _ => {}
+            }
+        }
+        (machine.expect("the log names the machine it booted"), lines)
+    }
+
+    /// The job's result once it ends, with the lines logged until then; `Accepted`
+    /// (the job running again) fails the test.
+    async fn wait_for_the_end(&mut self, deadline: tokio::time::Instant, lines: &mut Vec<String>) -> JobResult {
+        loop {
+            match next_kind(&mut self.events, deadline, "the job ends").await {
+                JobEventKind::Log { line, .. } => lines.push(line),
+                JobEventKind::JobFinished { result } => return result,
+                JobEventKind::Accepted { .. } => panic!("the job must not run again: {lines:#?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// The orchestrator's state store.
+    async fn store(&self) -> solstice_core::Store {
+        solstice_core::Store::connect(&format!("sqlite://{}", self.state.path().join("state.db").display()))
+            .await
+            .expect("open the orchestrator's store")
+    }
+}
+
 /// SIGKILL while a VM runs a job; the restarted orchestrator finds the machine in its
 /// store, removes what is left of it and fails the job with a line that says why.
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_sigkill_the_restarted_orchestrator_reaps_the_vm_and_the_job_gets_a_final_state() {
-    let url = amqp_url();
-    let label = format!("orch-orphan-{}", uuid::Uuid::new_v4().simple());
-    let route = format!("orch-orphan-source-{}", uuid::Uuid::new_v4());
-    let name = format!("orch-orphan-{}", uuid::Uuid::new_v4().simple());
-    let state = tempfile::tempdir().expect("tempdir");
-    let mut orchestrator = start_vm_orchestrator(&url, state.path(), &name, &label, 60);
-
-    let queue: Arc<dyn JobQueue> = Arc::new(AmqpQueue::connect(&url).await.expect("RabbitMQ"));
-    let mut events = queue.consume_events(&route).await.expect("event consumer");
-    let mut job = JobRequest::new("long", vec![label.clone()], vec![StepCommand::run("wait", "echo waiting; sleep 600")]);
-    job.origin.source = route.clone();
-    queue.publish_job(&job).await.expect("publish");
-
+    let (mut orchestrator, mut long) = LongVmJob::start("orch-orphan", 60).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
-    let mut machine = None;
-    loop {
-        let kind = next_kind(&mut events, deadline, "the step starts").await;
-        match kind {
-            JobEventKind::Log { line, .. } if line == "waiting" => break,
-            JobEventKind::Log { line, .. } => machine = machine.or_else(|| booted_machine(&line)),
-            JobEventKind::JobFinished { result } => panic!("the job ended early: {result:?}"),
-            _ => {}
-        }
-    }
-    let machine = machine.expect("the log names the machine it booted");
-    let store = solstice_core::Store::connect(&format!("sqlite://{}", state.path().join("state.db").display()))
-        .await
-        .expect("open the orchestrator's store");
+    let (machine, _) = long.wait_for_the_step(deadline).await;
+    let store = long.store().await;
     let recorded = store.all_vms().await.expect("list");
     assert_eq!(recorded.len(), 1, "the running machine is recorded: {recorded:?}");
-    assert_eq!((recorded[0].id.as_str(), recorded[0].owner.as_str()), (machine.as_str(), name.as_str()));
+    assert_eq!((recorded[0].id.as_str(), recorded[0].owner.as_str()), (machine.as_str(), long.name.as_str()));
     assert!(recorded[0].pid.is_some());
     assert!(!files_of(&machine).is_empty(), "the machine has files in {}", vm_run_dir().display());
 
     orchestrator.0.kill().expect("SIGKILL");
     let _ = orchestrator.0.wait();
-    let _restarted = start_vm_orchestrator(&url, state.path(), &name, &label, 60);
+    let _restarted = start_vm_orchestrator(&amqp_url(), long.state.path(), &long.name, &long.label, 60);
 
     let mut lines = Vec::new();
-    let result = loop {
-        let kind = next_kind(&mut events, deadline, "the job is finished").await;
-        match kind {
-            JobEventKind::Log { line, .. } => lines.push(line),
-            JobEventKind::JobFinished { result } => break result,
-            JobEventKind::Accepted { .. } => panic!("the job must not run again after its machine was reaped"),
-            _ => {}
-        }
-    };
+    let result = long.wait_for_the_end(deadline, &mut lines).await;
     assert_eq!(result, JobResult::Failure);
     assert!(lines.iter().any(|l| l.contains("stopped unexpectedly") && l.contains(&machine)), "{lines:#?}");
     wait_until("the machine's process is gone", Duration::from_secs(15), || processes_of(&machine).is_empty()).await;
     assert!(files_of(&machine).is_empty(), "files left: {:?}", files_of(&machine));
     assert!(store.all_vms().await.expect("list").is_empty(), "the record is gone");
-    let record = store.job(job.id).await.expect("query").expect("job");
+    let record = store.job(long.job.id).await.expect("query").expect("job");
     assert_eq!(record.state, solstice_core::JobState::Finished(JobResult::Failure));
 }
 
@@ -298,42 +324,14 @@ async fn after_a_sigkill_the_restarted_orchestrator_reaps_the_vm_and_the_job_get
 /// reported, the process exits, and neither QEMU nor a file of the machine is left.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_cancels_a_vm_job_after_the_grace_period_and_leaves_nothing_behind() {
-    let url = amqp_url();
-    let label = format!("orch-term-{}", uuid::Uuid::new_v4().simple());
-    let route = format!("orch-term-source-{}", uuid::Uuid::new_v4());
-    let name = format!("orch-term-{}", uuid::Uuid::new_v4().simple());
-    let state = tempfile::tempdir().expect("tempdir");
-    let orchestrator = start_vm_orchestrator(&url, state.path(), &name, &label, 2);
-
-    let queue: Arc<dyn JobQueue> = Arc::new(AmqpQueue::connect(&url).await.expect("RabbitMQ"));
-    let mut events = queue.consume_events(&route).await.expect("event consumer");
-    let mut job = JobRequest::new("long", vec![label.clone()], vec![StepCommand::run("wait", "echo waiting; sleep 600")]);
-    job.origin.source = route.clone();
-    queue.publish_job(&job).await.expect("publish");
-
+    let (mut orchestrator, mut long) = LongVmJob::start("orch-term", 2).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
-    let mut machine = None;
-    let mut lines = Vec::new();
-    let result = loop {
-        let kind = next_kind(&mut events, deadline, "the job ends").await;
-        match kind {
-            JobEventKind::Log { line, .. } if line == "waiting" => {
-                let pid = nix::unistd::Pid::from_raw(i32::try_from(orchestrator.0.id()).expect("pid"));
-                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-                lines.push(line);
-            }
-            JobEventKind::Log { line, .. } => {
-                machine = machine.or_else(|| booted_machine(&line));
-                lines.push(line);
-            }
-            JobEventKind::JobFinished { result } => break result,
-            _ => {}
-        }
-    };
+    let (machine, mut lines) = long.wait_for_the_step(deadline).await;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(orchestrator.0.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let result = long.wait_for_the_end(deadline, &mut lines).await;
     assert_eq!(result, JobResult::Cancelled, "{lines:#?}");
-    let machine = machine.expect("the log names the machine it booted");
     assert!(lines.iter().any(|l| l.contains("destroyed")), "{lines:#?}");
-    let mut orchestrator = orchestrator;
     let status = tokio::task::spawn_blocking(move || {
         let status = orchestrator.0.wait();
         (status, orchestrator)
@@ -343,10 +341,7 @@ async fn sigterm_cancels_a_vm_job_after_the_grace_period_and_leaves_nothing_behi
     assert_eq!(status.expect("wait").code(), Some(0));
     assert!(processes_of(&machine).is_empty(), "QEMU of {machine} is still running");
     assert!(files_of(&machine).is_empty(), "files left: {:?}", files_of(&machine));
-    let store = solstice_core::Store::connect(&format!("sqlite://{}", state.path().join("state.db").display()))
-        .await
-        .expect("open the orchestrator's store");
-    assert!(store.all_vms().await.expect("list").is_empty(), "no machine record is left");
+    assert!(long.store().await.all_vms().await.expect("list").is_empty(), "no machine record is left");
 }
 
 /// `--log-format json` (or SOLSTICE_LOG_FORMAT) writes one JSON object per line.
