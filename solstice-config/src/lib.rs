@@ -47,10 +47,12 @@
 //! ```
 #![warn(missing_docs)]
 
+mod github_runner;
 mod load;
 mod logging;
 mod orchestrator;
 
+pub use github_runner::{GITHUB_RUNNER_ENV, GithubRunnerConfig};
 pub use logging::{LogFormat, UnknownLogFormat, init_logging};
 pub use load::{BadValue, ConfigError, EnvOverride, EnvValue, Loaded, load, load_str, parse};
 pub use orchestrator::{

@@ -98,7 +98,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            let config = e.chain().any(|c| matches!(c.downcast_ref::<solstice_github::GithubError>(), Some(solstice_github::GithubError::Config(_))));
+            // A configuration file (or override) the shared loader refused is a bad configuration too.
+            let config = e.chain().any(|c| {
+                matches!(c.downcast_ref::<solstice_github::GithubError>(), Some(solstice_github::GithubError::Config(_)))
+                    || c.is::<solstice_config::ConfigError>()
+            });
             ExitCode::from(if config { 2 } else { 1 })
         }
     }
