@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use clap::{Subcommand, ValueEnum};
 use serde::Deserialize;
 use solstice_config::{
-    BadValue, DebugSshConfig, EnvOverride, MetricsConfig, OrchestratorConfig, QueueConfig, StoreConfig, VmLimitsConfig, load,
-    parse,
+    BadValue, DebugSshConfig, EnvOverride, GithubRunnerConfig, MetricsConfig, OrchestratorConfig, QueueConfig, StoreConfig,
+    VmLimitsConfig, load, parse,
 };
 use solstice_forgejo::{LabelSpec, RunnerConfig, RunnerSection};
 
@@ -161,10 +161,12 @@ pub enum ConfigCommand {
     /// Check a configuration file and say what is wrong and where (file:line:column).
     /// Environment overrides are not applied: this checks the file alone.
     Check {
-        /// The file: `solstice.toml`, an orchestrator or a Forgejo runner configuration.
+        /// The file: `solstice.toml`, an orchestrator, a Forgejo runner or a GitHub runner
+        /// configuration.
         file: PathBuf,
-        /// What the file configures. Default: guessed from its tables (`[queue]`: the
-        /// orchestrator, `[runner]`: the Forgejo runner, else `solstice serve`).
+        /// What the file configures. Default: guessed from its keys (`[queue]`: the
+        /// orchestrator, `[runner]`: the Forgejo runner, a top-level `dir`, `labels`,
+        /// `queue_url`, `engine` or `metrics_listen`: the GitHub runner, else `solstice serve`).
         #[arg(long, value_enum)]
         kind: Option<Kind>,
     },
@@ -179,6 +181,8 @@ pub enum Kind {
     Orchestrator,
     /// `solstice-forgejo-runner`'s file.
     ForgejoRunner,
+    /// `solstice-github-runner`'s file.
+    GithubRunner,
 }
 
 impl Kind {
@@ -187,17 +191,32 @@ impl Kind {
             Kind::Serve => "`solstice serve` configuration",
             Kind::Orchestrator => "`solstice-orchestrator` configuration",
             Kind::ForgejoRunner => "`solstice-forgejo-runner` configuration",
+            Kind::GithubRunner => "`solstice-github-runner` configuration",
         }
     }
 
-    /// Guesses from the top-level tables; a file that is not TOML is checked as
+    /// Guesses from the top-level keys; a file that is not TOML is checked as
     /// `solstice.toml`, which reports where the syntax breaks.
+    ///
+    /// A GitHub runner file is one with a top-level `dir`, `labels`, `queue_url`,
+    /// `metrics_listen`, or an `engine` that is not a table, and no `[runner]`, `[queue]`,
+    /// `[forgejo]` or `[github]`. None of those keys is a top-level key of the other three
+    /// kinds (they are `[github] dir`, `[github] labels`, `[runner] labels`, `host_labels`,
+    /// `[queue] url`, `[metrics] listen`; the Forgejo runner's `[engine]` is a table), and
+    /// those tables are not keys of a GitHub runner file, so no valid file of another kind
+    /// is taken for one; a file with both is guessed as the other kind, which then names
+    /// the stray key. A GitHub runner file with none of those keys (only `capacity` or
+    /// `[vm_images]`, say) is guessed as `solstice.toml`: pass `--kind github-runner`.
     fn guess(text: &str) -> Self {
         let table: toml::Table = toml::from_str(text).unwrap_or_default();
+        let github_runner = ["dir", "labels", "queue_url", "metrics_listen"].iter().any(|key| table.contains_key(*key))
+            || table.get("engine").is_some_and(|engine| !engine.is_table());
         if table.contains_key("runner") {
             Kind::ForgejoRunner
         } else if table.contains_key("queue") {
             Kind::Orchestrator
+        } else if github_runner && !table.contains_key("forgejo") && !table.contains_key("github") {
+            Kind::GithubRunner
         } else {
             Kind::Serve
         }
@@ -213,6 +232,7 @@ pub fn run(command: ConfigCommand) -> anyhow::Result<()> {
         Kind::Serve => check::<ServeConfig>(&text, &name, ServeConfig::check)?,
         Kind::Orchestrator => check::<OrchestratorConfig>(&text, &name, OrchestratorConfig::check)?,
         Kind::ForgejoRunner => check::<RunnerConfig>(&text, &name, check_forgejo_runner)?,
+        Kind::GithubRunner => check::<GithubRunnerConfig>(&text, &name, GithubRunnerConfig::check)?,
     }
     println!("{name}: a valid {}", kind.describe());
     Ok(())
@@ -229,6 +249,7 @@ pub fn store_url_of(path: &Path) -> anyhow::Result<String> {
             Ok(parse::<OrchestratorConfig>(&text, &name)?.check(OrchestratorConfig::check)?.into_value().store.url)
         }
         Kind::ForgejoRunner => anyhow::bail!("{name} configures a Forgejo runner, which has no state store"),
+        Kind::GithubRunner => anyhow::bail!("{name} configures a GitHub runner, which has no state store"),
     }
 }
 
@@ -321,5 +342,30 @@ mod tests {
         assert_eq!(Kind::guess("[queue]\nurl = \"memory\"\n"), Kind::Orchestrator);
         assert_eq!(Kind::guess("[forgejo]\n"), Kind::Serve);
         assert_eq!(Kind::guess("not toml ["), Kind::Serve);
+        assert_eq!(Kind::guess("engine = false\nqueue_url = \"amqp://x\"\n"), Kind::GithubRunner);
+        assert_eq!(Kind::guess("capacity = 2\nlabels = [\"host\"]\n"), Kind::GithubRunner);
+        // The Forgejo runner's `[engine]` is a table, not the GitHub runner's switch.
+        assert_eq!(Kind::guess("[engine]\nenabled = false\n"), Kind::Serve);
+        // A runner's keys next to another kind's tables: that kind, which names the stray key.
+        assert_eq!(Kind::guess("dir = \"/srv\"\n[github]\n"), Kind::Serve);
+        assert_eq!(Kind::guess("labels = [\"host\"]\n[runner]\n"), Kind::ForgejoRunner);
+        assert_eq!(Kind::guess("queue_url = \"amqp://x\"\n[queue]\n"), Kind::Orchestrator);
+    }
+
+    /// Every example file of the repository is guessed as what it configures.
+    #[test]
+    fn the_example_files_are_guessed_as_their_kind() {
+        for (file, text, kind) in [
+            ("docs/deploy/solstice.toml", include_str!("../../../docs/deploy/solstice.toml"), Kind::Serve),
+            (
+                "orchestrator.example.toml",
+                include_str!("../../solstice-orchestrator/orchestrator.example.toml"),
+                Kind::Orchestrator,
+            ),
+            ("docs/deploy/forgejo-runner.toml", include_str!("../../../docs/deploy/forgejo-runner.toml"), Kind::ForgejoRunner),
+            ("docs/deploy/github-runner.toml", include_str!("../../../docs/deploy/github-runner.toml"), Kind::GithubRunner),
+        ] {
+            assert_eq!(Kind::guess(text), kind, "{file}");
+        }
     }
 }

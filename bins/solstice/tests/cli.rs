@@ -130,6 +130,7 @@ fn config_check_accepts_the_examples_and_names_the_kind() {
         ("docs/deploy/solstice.toml", "`solstice serve` configuration"),
         ("bins/solstice-orchestrator/orchestrator.example.toml", "`solstice-orchestrator` configuration"),
         ("docs/deploy/forgejo-runner.toml", "`solstice-forgejo-runner` configuration"),
+        ("docs/deploy/github-runner.toml", "`solstice-github-runner` configuration"),
     ] {
         let path = format!("{root}/{file}");
         let out = solstice(&["config", "check", &path]);
@@ -169,6 +170,42 @@ fn config_check_says_what_is_wrong_and_where_and_exits_3() {
     let out = solstice(&["config", "check", "--kind", "serve", &orchestrator]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("orchestrator.toml:3:2: unknown field `queue`"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// GitHub runner files: guessed from their keys or named with `--kind github-runner`,
+/// checked with the runner's own schema and checks.
+#[test]
+fn config_check_checks_github_runner_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = write(&dir, "scale-out.toml", "queue_url = \"amqp://solstice@rabbitmq.internal/%2f\"\nengine = false\n");
+    let out = solstice(&["config", "check", &good]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).contains("scale-out.toml: a valid `solstice-github-runner` configuration"), "{}", stdout(&out));
+    // Nothing to guess from: --kind says it (guessed, it would be a serve file without runners).
+    let bare = write(&dir, "bare.toml", "capacity = 2\n");
+    let out = solstice(&["config", "check", "--kind", "github-runner", &bare]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).contains("`solstice-github-runner` configuration"), "{}", stdout(&out));
+    let cases = [
+        ("typo.toml", "dir = \"/srv/gh\"\ncapacty = 2\n", "typo.toml:2:1: unknown field `capacty`"),
+        ("type.toml", "labels = \"host\"\n", "type.toml:1:10: invalid type: string \"host\", expected a sequence"),
+        ("capacity.toml", "labels = [\"host\"]\ncapacity = 0\n", "capacity.toml:2:12: capacity: must be at least 1"),
+        ("labels.toml", "labels = []\n", "labels.toml:1:10: labels: is empty"),
+        ("queue.toml", "queue_url = \"rabbitmq.internal:5672\"\n", "queue.toml:1:13: queue_url: `rabbitmq.internal:5672` is not an amqp://"),
+        ("engine.toml", "dir = \".\"\nengine = false\n", "engine.toml:2:10: engine: is false but there is no queue_url"),
+    ];
+    for (name, text, expected) in cases {
+        let path = write(&dir, name, text);
+        let out = solstice(&["config", "check", &path]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{name}: {err}");
+        assert!(err.contains(expected), "{name}: expected `{expected}` in: {err}");
+    }
+    // A GitHub runner's file names no state store for `solstice vm`.
+    let out = solstice(&["vm", "list", "--config", &good]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("configures a GitHub runner, which has no state store"), "{err}");
 }
 
 /// `solstice.toml` takes `[debug_ssh]` with the orchestrator's keys.
