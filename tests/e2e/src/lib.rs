@@ -9,8 +9,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use solstice_core::{JobId, LogSink, Machine, MachineRequest, OutputLine};
-use solstice_vm::{AccelChoice, GuestProfile, PortAllocator, QemuHypervisor, QemuHypervisorBuilder, TestGuest};
+use solstice_core::{JobId, LogSink, Machine, MachineRequest, OutputLine, ScriptRun, StepExecutor, StepExit};
+use solstice_vm::{AccelChoice, GuestProfile, PortAllocator, QemuHypervisor, QemuHypervisorBuilder, SshExecutor, TestGuest};
 use tokio_util::sync::CancellationToken;
 
 /// The label the test guest serves.
@@ -88,6 +88,27 @@ pub async fn boot(hypervisor: &QemuHypervisor) -> (Machine, Vec<OutputLine>) {
             panic!("boot failed: {e:#?}\nconsole:\n{}", text.join("\n"))
         }
     }
+}
+
+/// Runs `script` with `sh` in `machine` over SSH, as a step would be run; returns its
+/// exit and its output lines (trailing whitespace trimmed).
+pub async fn run_shell(machine: &Machine, script: String) -> (StepExit, Vec<String>) {
+    let step = ScriptRun {
+        index: 0,
+        script,
+        shell: "sh {0}".into(),
+        env: Default::default(),
+        working_directory: None,
+        path: Vec::new(),
+    };
+    let (sink, mut rx) = LogSink::channel(256);
+    let exit = SshExecutor::new().run_script(machine, &step, &sink, CancellationToken::new()).await.expect("step");
+    drop(sink);
+    let mut lines = Vec::new();
+    while let Some(line) = rx.recv().await {
+        lines.push(line.line.trim_end().to_owned());
+    }
+    (exit, lines)
 }
 
 /// The tiny guest's profile (root, `/root/work`).

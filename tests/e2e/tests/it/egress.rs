@@ -5,11 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use solstice_core::{LogSink, ScriptRun, StepExecutor};
-use solstice_e2e::{boot, builder};
-use solstice_vm::{EgressProxy, SshExecutor};
+use solstice_e2e::{boot, builder, run_shell};
+use solstice_vm::EgressProxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 
 /// An HTTP server on the host's 127.0.0.1 that answers every request with `body` and
 /// counts the connections it saw.
@@ -57,21 +55,7 @@ async fn the_guest_gets_egress_only_through_the_proxy_and_only_to_allowed_destin
          printf 'CONNECT 127.0.0.1:{o} HTTP/1.1\\r\\n\\r\\n' | nc -w 10 10.0.2.100 3128\n\
          echo probe | nc -w 3 10.0.2.2 {o} && echo direct-reached || echo direct-refused\n"
     );
-    let step = ScriptRun {
-        index: 0,
-        script,
-        shell: "sh {0}".into(),
-        env: Default::default(),
-        working_directory: None,
-        path: Vec::new(),
-    };
-    let (sink, mut rx) = LogSink::channel(256);
-    let exit = SshExecutor::new().run_script(&machine, &step, &sink, CancellationToken::new()).await.expect("step");
-    drop(sink);
-    let mut lines = Vec::new();
-    while let Some(line) = rx.recv().await {
-        lines.push(line.line.trim_end().to_owned());
-    }
+    let (exit, lines) = run_shell(&machine, script).await;
     let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
     assert_eq!(exit.exit_code, Some(0), "{lines:?}");
     let url = "http://10.0.2.100:3128";

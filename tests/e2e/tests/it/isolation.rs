@@ -3,11 +3,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use solstice_core::{LogSink, ScriptRun, StepExecutor};
-use solstice_e2e::{boot, builder};
-use solstice_vm::{EgressConfig, SshExecutor};
+use solstice_e2e::{boot, builder, run_shell};
+use solstice_vm::EgressConfig;
 use tokio::io::AsyncWriteExt;
-use tokio_util::sync::CancellationToken;
 
 /// A server on the host's 127.0.0.1 that counts connections and greets each one.
 async fn host_service(greeting: &'static str) -> (u16, Arc<AtomicUsize>) {
@@ -36,21 +34,7 @@ async fn the_guest_cannot_reach_host_loopback_but_reaches_the_egress_proxy() {
          echo probe | nc -w 3 10.0.2.2 22 && echo ssh-reached || echo ssh-refused\n\
          echo hello | nc -w 5 10.0.2.100 3128 || echo proxy-failed\n"
     );
-    let step = ScriptRun {
-        index: 0,
-        script,
-        shell: "sh {0}".into(),
-        env: Default::default(),
-        working_directory: None,
-        path: Vec::new(),
-    };
-    let (sink, mut rx) = LogSink::channel(64);
-    let exit = SshExecutor::new().run_script(&machine, &step, &sink, CancellationToken::new()).await.expect("step");
-    drop(sink);
-    let mut lines = Vec::new();
-    while let Some(line) = rx.recv().await {
-        lines.push(line.line);
-    }
+    let (exit, lines) = run_shell(&machine, script).await;
     assert_eq!(exit.exit_code, Some(0), "{lines:?}");
     assert!(lines.contains(&"db-refused".to_owned()), "{lines:?}");
     assert!(!lines.iter().any(|l| l.contains("database-secret")), "the guest read a host loopback service: {lines:?}");
