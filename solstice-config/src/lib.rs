@@ -8,9 +8,11 @@
 //! libraries take plain `*Config` data and never read files or the environment (see
 //! `STYLE.md`, "Configuration is data"), while this crate exists only to be called by
 //! binaries. It depends on nothing but serde and toml, so any binary can use it without
-//! pulling a queue or store backend. It also holds the orchestrator's schema,
-//! [`OrchestratorConfig`], because two binaries read it: `solstice-orchestrator`, and
-//! `solstice` (`config check`, and `serve`, which embeds an orchestrator).
+//! pulling a queue or store backend. It also holds the schemas that two binaries
+//! read: the orchestrator's, [`OrchestratorConfig`] (`solstice-orchestrator`, and
+//! `solstice` for `config check` and `serve`, which embeds an orchestrator), and the
+//! GitHub runner's, [`GithubRunnerConfig`] (`solstice-github-runner`, and `solstice
+//! config check`).
 //!
 //! # Overview
 //! - [`load`] reads a file (or none: every key then has its default), deserializes it
