@@ -47,6 +47,7 @@ mod crypto;
 mod error;
 mod http;
 mod json;
+mod pause;
 mod protocol;
 mod recovery;
 mod registration;

@@ -7,10 +7,8 @@ use std::time::Duration;
 use solstice_core::{Engine, JobQueue, JobSource, MemoryQueue, serve_source};
 use tokio_util::sync::CancellationToken;
 
+use crate::pause::Pausable;
 use crate::{GithubError, GithubSource};
-
-/// How long a stopping runner waits for its running jobs to be reported.
-const DRAIN_LIMIT: Duration = Duration::from_secs(120);
 
 /// Runs `source` with `engine` in this process, over an in-process queue, until `stop`
 /// fires (running jobs are then cancelled and reported) or an ephemeral runner finished
@@ -38,6 +36,12 @@ pub async fn serve_all_in_one(
 /// routed to its labels; without, orchestrators elsewhere run them and their events
 /// come back through the queue. The session is deleted on the way out.
 ///
+/// When `stop` fires, no job is taken from GitHub any more; the jobs taken are then
+/// reported until they end, for at most the source's
+/// [`drain_limit`](crate::GithubSourceBuilder::drain_limit). This process's own
+/// `engine` cancels its running jobs at once; jobs running elsewhere end as their
+/// orchestrators decide (a grace period, for `solstice serve`).
+///
 /// # Errors
 /// [`GithubError::Config`] when the queue or the engine cannot start.
 ///
@@ -52,6 +56,7 @@ pub async fn serve_with_queue(
     let engine_stop = CancellationToken::new();
     let abort = CancellationToken::new();
     let source_stop = CancellationToken::new();
+    let fetching_paused = CancellationToken::new();
 
     let engine_task = engine.map(|(engine, labels)| {
         let queue = queue.clone();
@@ -59,7 +64,7 @@ pub async fn serve_with_queue(
         tokio::spawn(async move { engine.serve(queue, &labels, engine_stop, abort).await })
     });
     let source_task = {
-        let source: Arc<dyn JobSource> = Arc::new(source.clone());
+        let source: Arc<dyn JobSource> = Arc::new(Pausable { inner: source.clone(), paused: fetching_paused.clone() });
         let (queue, source_stop) = (queue.clone(), source_stop.clone());
         tokio::spawn(async move { serve_source(source, queue, source_stop).await })
     };
@@ -74,7 +79,8 @@ pub async fn serve_with_queue(
             }
         }
     }
-    tracing::info!("stopping: cancelling running jobs and reporting them");
+    tracing::info!("stopping: taking no more jobs; cancelling this process's running jobs and reporting them");
+    fetching_paused.cancel();
     engine_stop.cancel();
     abort.cancel();
     if let Some(engine_task) = engine_task {
@@ -84,8 +90,8 @@ pub async fn serve_with_queue(
             Err(e) => tracing::error!(error = %e, "the engine task failed"),
         }
     }
-    if !source.wait_idle(DRAIN_LIMIT).await {
-        tracing::warn!("some jobs could not be reported before stopping");
+    if !source.wait_idle(source.drain_limit()).await {
+        tracing::warn!(jobs = source.jobs_in_flight(), limit = ?source.drain_limit(), "some jobs were not reported before stopping");
     }
     source_stop.cancel();
     match source_task.await {

@@ -54,6 +54,7 @@ struct Options {
     labels: Vec<String>,
     journal: Option<Journal>,
     metrics: Option<solstice_core::EngineMetrics>,
+    drain_limit: Duration,
 }
 
 struct Inner {
@@ -120,6 +121,16 @@ impl GithubSourceBuilder {
     pub fn retry_delay(mut self, delay: Duration) -> Self {
         self.options.retry_delay = delay;
         self.options.timing.conflict_retry = delay;
+        self
+    }
+
+    /// How long a stopping runner ([`crate::serve_with_queue`]) waits for the jobs it
+    /// took to be reported, after it stopped taking new ones. Jobs still running then
+    /// are left to GitHub, which fails them when their lock expires. When the jobs run
+    /// elsewhere and get a grace period to finish (as in `solstice serve`), make this
+    /// longer than that grace. Default: 120 s.
+    pub fn drain_limit(mut self, limit: Duration) -> Self {
+        self.options.drain_limit = limit;
         self
     }
 
@@ -217,8 +228,15 @@ impl GithubSource {
                 labels,
                 journal: None,
                 metrics: None,
+                drain_limit: Duration::from_secs(120),
             },
         }
+    }
+
+    /// How long a stopping runner waits for its jobs to be reported
+    /// ([`GithubSourceBuilder::drain_limit`]).
+    pub fn drain_limit(&self) -> Duration {
+        self.inner.options.drain_limit
     }
 
     /// The number of jobs handed out and not yet reported complete.

@@ -61,8 +61,13 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         Some((builder, _)) => Some(builder.metrics(engine.metrics().clone()).build().map_err(|e| crate::CliError::Config(e.into()))?),
         None => None,
     };
+    // A stopping GitHub runner reports its jobs for as long as they may still run
+    // here (the grace period), plus a minute to send the last of it.
+    let github_drain = Duration::from_secs(config.shutdown_grace_seconds) + Duration::from_secs(60);
     let github = match github {
-        Some(builder) => Some(builder.metrics(engine.metrics().clone()).build().map_err(|e| crate::CliError::Config(e.into()))?),
+        Some(builder) => Some(
+            builder.metrics(engine.metrics().clone()).drain_limit(github_drain).build().map_err(|e| crate::CliError::Config(e.into()))?,
+        ),
         None => None,
     };
     let http = MetricsEndpoint::start(&config.metrics.listen, engine.metrics().clone()).await?;

@@ -5,4 +5,5 @@ mod broker;
 mod classic;
 mod debug_ssh;
 mod registration;
+mod shutdown;
 mod support;

@@ -1,0 +1,57 @@
+//! Stopping a runner whose jobs run elsewhere (RabbitMQ orchestrators, or the engine of
+//! `solstice serve` during its grace period).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use solstice_core::{Engine, HostExecutor, HostHypervisor, JobQueue, MemoryQueue};
+use solstice_github::GithubSource;
+use solstice_github_fake::{FakeConfig, FakeGithub, FakeJob};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{JOB_LIMIT, register};
+
+fn job(name: &str) -> FakeJob {
+    FakeJob::new(name).labels(&["self-hosted", "host"])
+}
+
+/// Once stopped, the runner takes no new job from GitHub (nothing would run it), and
+/// reports the job still running until it ends.
+#[tokio::test]
+async fn a_stopping_runner_takes_no_new_job_and_reports_the_running_one_to_its_end() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let (_dir, config) = register(&fake, "drain-1", false).await;
+    let source = GithubSource::builder(config)
+        .retry_delay(Duration::from_millis(100))
+        .drain_limit(JOB_LIMIT)
+        .build()
+        .expect("source");
+    let queue: Arc<dyn JobQueue> = Arc::new(MemoryQueue::new());
+    // Not the runner's engine: it lets its running job finish after the runner stops.
+    let engine = Engine::builder().hypervisor(HostHypervisor::new()).executor(HostExecutor::new()).build().expect("engine");
+    let engine_stop = CancellationToken::new();
+    let engine_task = {
+        let (queue, stop) = (queue.clone(), engine_stop.clone());
+        tokio::spawn(async move { engine.serve(queue, &["host".to_owned()], stop, CancellationToken::new()).await })
+    };
+    let stop = CancellationToken::new();
+    let runner = tokio::spawn(solstice_github::serve_with_queue(source, queue, None, stop.clone()));
+
+    let first = fake.enqueue(job("first").run("echo started\nsleep 3\necho done")).await;
+    fake.wait_for(&first, JOB_LIMIT, |j| j.feed.values().flatten().any(|l| l == "started")).await.expect("the first job runs");
+    stop.cancel();
+    engine_stop.cancel();
+    let second = fake.enqueue(job("second").run("echo must not be taken")).await;
+
+    tokio::time::timeout(JOB_LIMIT, runner)
+        .await
+        .expect("the runner stops once its job is reported")
+        .expect("join")
+        .expect("serve");
+    let first = fake.job(&first).await.expect("first job");
+    assert_eq!((first.state.as_str(), first.result.as_deref()), ("completed", Some("succeeded")));
+    assert!(first.all_logs().contains("done"), "the job was cut short: {}", first.all_logs());
+    let second = fake.job(&second).await.expect("second job");
+    assert_eq!(second.state, "queued", "a stopping runner took a job");
+    engine_task.await.expect("join").expect("engine");
+}
