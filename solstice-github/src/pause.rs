@@ -5,7 +5,9 @@
 //! asking GitHub for jobs at once (a job acquired now would never run), then report
 //! the jobs still running until they end. [`Pausable`] gives `next` a second reason
 //! to end: once paused, the wrapped source's `next` is cancelled (it ends cleanly on
-//! its token), and `next` then waits for the real stop instead of returning `None`.
+//! its token). Whenever the wrapped `next` ends without a job before the real stop
+//! (paused, or GitHub asked the runner to shut down), `next` waits for that stop
+//! instead of returning `None`.
 
 use async_trait::async_trait;
 use solstice_core::{JobEvent, JobSource, ReportOutcome, SourceError, SourceMessage};
@@ -40,8 +42,9 @@ impl<S: JobSource> JobSource for Pausable<S> {
             () = follow_stop => unreachable!("follow_stop never ends"),
         };
         match fetched {
-            Ok(None) if self.paused.is_cancelled() => {
-                // Paused, not stopped: fetch nothing more, but keep the reporting alive.
+            Ok(None) if !cancel.is_cancelled() => {
+                // Paused, or the source has nothing more to hand out (GitHub asked the
+                // runner to shut down), but not stopped: keep the reporting alive.
                 cancel.cancelled().await;
                 Ok(None)
             }

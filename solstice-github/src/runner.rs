@@ -68,12 +68,13 @@ pub async fn serve_with_queue(
         let (queue, source_stop) = (queue.clone(), source_stop.clone());
         tokio::spawn(async move { serve_source(source, queue, source_stop).await })
     };
-    // Either a stop request, or an ephemeral runner that is done.
+    // A stop request, GitHub asking the runner to shut down, or an ephemeral runner
+    // that is done.
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                if source.is_spent() && source.jobs_in_flight() == 0 {
+                if source.shutdown_requested() || (source.is_spent() && source.jobs_in_flight() == 0) {
                     break;
                 }
             }

@@ -266,7 +266,10 @@ impl GithubSource {
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
         let session = self.inner.session.lock().await.take();
-        if let Some(session) = session {
+        // After a RunnerShutdown the official runner leaves its session to GitHub.
+        if let Some(session) = session
+            && !self.shutdown_requested()
+        {
             self.inner.listener.delete_session(&session).await;
         }
         if self.inner.options.ephemeral
@@ -275,6 +278,13 @@ impl GithubSource {
         {
             tracing::warn!(error = %e, "could not delete the ephemeral runner's registration");
         }
+    }
+
+    /// Whether GitHub asked this runner to shut down (a `RunnerShutdown` message): it
+    /// takes no more jobs, and [`crate::serve_with_queue`] ends once the running ones
+    /// are reported.
+    pub fn shutdown_requested(&self) -> bool {
+        self.inner.shutdown_requested.load(Ordering::SeqCst)
     }
 
     /// Whether an ephemeral runner has finished its one job.

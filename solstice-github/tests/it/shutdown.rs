@@ -55,3 +55,26 @@ async fn a_stopping_runner_takes_no_new_job_and_reports_the_running_one_to_its_e
     assert_eq!(second.state, "queued", "a stopping runner took a job");
     engine_task.await.expect("join").expect("engine");
 }
+
+/// GitHub asks the runner to shut down (`RunnerShutdown`) while a job runs: the runner
+/// takes no more jobs, ends its running job with a final state reported to GitHub,
+/// and stops on its own, leaving its session to GitHub as the official runner does.
+#[tokio::test]
+async fn a_runner_shutdown_message_stops_the_runner_after_reporting_its_job() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let (_dir, runner) = crate::support::runner(&fake, "drain-2").await;
+    let first = fake.enqueue(job("first").run("echo started\nsleep 60")).await;
+    fake.wait_for(&first, JOB_LIMIT, |j| j.feed.values().flatten().any(|l| l == "started")).await.expect("the job runs");
+    fake.request_runner_shutdown("the runner was removed").await;
+    let second = fake.enqueue(job("second").run("echo must not be taken")).await;
+
+    tokio::time::timeout(JOB_LIMIT, runner.task)
+        .await
+        .expect("the runner stops on its own")
+        .expect("join")
+        .expect("serve");
+    let first = fake.job(&first).await.expect("first job");
+    assert_eq!((first.state.as_str(), first.result.as_deref()), ("completed", Some("canceled")));
+    assert_eq!(fake.job(&second).await.expect("second job").state, "queued", "a stopping runner took a job");
+    assert_eq!(fake.session_count().await, 1, "the session is left to GitHub");
+}

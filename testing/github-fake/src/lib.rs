@@ -45,7 +45,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Mutex, Notify};
 
 pub use model::RequestRecord;
-use model::{Data, Job, JobState};
+use model::{Data, Job, JobState, PoolMessage};
 
 /// How a job reaches the runner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -529,6 +529,22 @@ impl FakeGithub {
         drop(data);
         self.state.notify.notify_waiters();
         id
+    }
+
+    /// Asks every registered runner to shut down, with a `RunnerShutdown` pool message
+    /// (`{"reason": …}`), as GitHub does for hosted runners. The official runner exits
+    /// without deleting that message or its session.
+    pub async fn request_runner_shutdown(&self, reason: &str) {
+        let mut data = self.state.data.lock().await;
+        let agents: Vec<i64> = data.agents.keys().copied().collect();
+        for agent in agents {
+            let id = data.next();
+            let body = json!({ "reason": reason }).to_string();
+            let message = PoolMessage { id, message_type: "RunnerShutdown".to_owned(), body, job: None };
+            data.pool_messages.entry(agent).or_default().push(message);
+        }
+        drop(data);
+        self.state.notify.notify_waiters();
     }
 
     /// Requests cancellation of a job (delivered as `JobCancellation`).
