@@ -128,7 +128,8 @@ impl GithubSourceBuilder {
     /// took to be reported, after it stopped taking new ones. Jobs still running then
     /// are left to GitHub, which fails them when their lock expires. When the jobs run
     /// elsewhere and get a grace period to finish (as in `solstice serve`), make this
-    /// longer than that grace. Default: 120 s.
+    /// longer than that grace. The runner no longer polls GitHub while it drains, so a
+    /// cancellation sent meanwhile is not received. Default: 120 s.
     pub fn drain_limit(mut self, limit: Duration) -> Self {
         self.options.drain_limit = limit;
         self
