@@ -209,6 +209,9 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<RunnerConfig> {
     let mut table: toml::Table = match path {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("could not read {}", path.display()))?;
+            // The file alone first, through the shared loader, so that a mistake in it is
+            // reported at its file:line:column (as `solstice config check` does).
+            solstice_config::parse::<RunnerConfig>(&text, &path.display().to_string())?;
             toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?
         }
         None => toml::Table::new(),

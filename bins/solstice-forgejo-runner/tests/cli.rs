@@ -68,6 +68,20 @@ async fn register(fake: &FakeForgejo, dir: &std::path::Path, name: &str, labels:
     config
 }
 
+/// A mistake in the configuration file is reported at its file:line:column, and the
+/// runner exits 3 without doing anything.
+#[test]
+fn a_configuration_mistake_is_reported_where_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("runner.toml");
+    std::fs::write(&config, "[runner]\ncapacity = 2\nfetch_intervall = 5\n").unwrap();
+    let out = Command::new(BIN).args(["--config", config.to_str().unwrap(), "daemon"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(&format!("{}:3:1", config.display())), "{stderr}");
+    assert!(stderr.contains("fetch_intervall"), "{stderr}");
+}
+
 #[tokio::test]
 async fn an_invalid_registration_token_is_a_clear_error_and_a_nonzero_exit() {
     let fake = FakeForgejo::start().await.unwrap();
