@@ -208,8 +208,10 @@ async fn with_rabbitmq_jobs_go_to_a_separate_orchestrator_and_back() {
         let (queue, stop, labels) = (queue.clone(), stop.clone(), vec![label.clone()]);
         tokio::spawn(async move { engine.serve(queue, &labels, stop, CancellationToken::new()).await })
     };
+    let port = free_port();
     let daemon = Command::new(BIN)
         .args(["--config", config.to_str().unwrap(), "daemon"])
+        .env("SOLSTICE_FORGEJO__METRICS__LISTEN", format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -219,6 +221,14 @@ async fn with_rabbitmq_jobs_go_to_a_separate_orchestrator_and_back() {
     );
     let job = fake.enqueue(JobSpec::new("build", &payload).runs_on([label.as_str()]));
     let task = fake.wait_job_done(job, Duration::from_secs(60)).await;
+    // With its engine off, the runner serves /metrics still: the forge's errors count,
+    // the job metrics stay 0 (the job ran elsewhere), as docs/operator-guide.md says.
+    let samples = metrics_once(port, "solstice_forge_api_errors_total", 0.0).await;
+    assert_eq!(samples.get("solstice_forge_api_errors_total"), Some(&0.0), "{samples:?}");
+    assert_eq!(samples.get("solstice_jobs_finished_total{result=\"failure\"}"), Some(&0.0), "{samples:?}");
+    assert_eq!(samples.get("solstice_jobs_running"), Some(&0.0), "{samples:?}");
+    let (status, body) = tokio::task::spawn_blocking(move || get(port, "/healthz")).await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
     let _ = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
     let exit = tokio::task::spawn_blocking(move || daemon.wait_with_output().unwrap()).await.unwrap();
     stop.cancel();
