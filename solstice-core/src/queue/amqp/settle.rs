@@ -1,14 +1,16 @@
 //! Settling a delivery (ack, requeue, reject) without ever waiting forever.
 //!
-//! lapin (4.12) queues a settlement for its connection's internal task, which drops it
-//! unanswered when the delivery's channel has closed in the meantime: the caller's
-//! future then never completes. A broker restart closes every channel at once, so a
-//! job or event whose settlement raced the restart would hold its caller forever: the
-//! engine's slot for that job was never freed, and after a restart an orchestrator
-//! could stop taking jobs, or a runner service stop reporting events. So every
-//! settlement here checks the channel first and is bounded by a timeout. A settlement
-//! that did not reach the broker is harmless: the broker puts an unsettled message
-//! back in its queue when the channel closes.
+//! With lapin 4.12, a settlement made while the broker drops the connection (a
+//! restart) was seen never to complete: in the broker-restart test, acknowledgements
+//! sent just after the connection reset were still pending when a 5 s bound released
+//! them (four in one run of fifteen). lapin queues settlements for its connection's
+//! internal task and means to fail them when the channel is gone; which path misses
+//! that was not pinned down. Unbounded, such a wait held its caller forever: the
+//! engine's slot for that job was never freed, so an orchestrator stopped taking jobs
+//! after a restart, or a runner service stopped reporting events. So every settlement
+//! here checks the channel first and is bounded by a timeout. A settlement that did
+//! not reach the broker is harmless: the broker puts an unsettled message back in its
+//! queue when the channel closes.
 
 use std::time::Duration;
 
