@@ -49,11 +49,13 @@
 //! ```
 #![warn(missing_docs)]
 
+mod cache;
 mod github_runner;
 mod load;
 mod logging;
 mod orchestrator;
 
+pub use cache::default_cache_dir;
 pub use github_runner::{GITHUB_RUNNER_ENV, GithubRunnerConfig};
 pub use logging::{LogFormat, UnknownLogFormat, init_logging};
 pub use load::{BadValue, ConfigError, EnvOverride, EnvValue, Loaded, load, load_str, parse};

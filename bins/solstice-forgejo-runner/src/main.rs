@@ -164,9 +164,7 @@ async fn daemon(config: RunnerConfig) -> Result<(), Failure> {
 
 /// The host for `name:host` labels, QEMU VMs for `name:vm[:image]` labels.
 async fn machines(config: &RunnerConfig, specs: &[LabelSpec], host_labels: Vec<String>) -> anyhow::Result<Machines> {
-    let cache = config.engine.cache_dir.clone().unwrap_or_else(|| {
-        std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache/solstice")
-    });
+    let cache = config.engine.cache_dir.clone().unwrap_or_else(solstice_config::default_cache_dir);
     let catalog = config.engine.image_catalog.as_deref().map(ImageCatalog::load).transpose()?.unwrap_or_default();
     let mut setup = MachineSetup::new(cache).catalog(catalog);
     if let Some(dir) = &config.engine.work_dir {

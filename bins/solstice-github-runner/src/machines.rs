@@ -1,6 +1,5 @@
 //! The machines jobs run in: this host, or fresh QEMU VMs.
 
-use std::path::PathBuf;
 
 use anyhow::Context as _;
 use solstice_vm::{ImageCatalog, MachineSetup, Machines};
@@ -9,9 +8,7 @@ use crate::config::RunnerFileConfig;
 
 /// The host for plain labels, QEMU VMs for the labels in `vm_images`.
 pub(crate) async fn machines(config: &RunnerFileConfig) -> anyhow::Result<Machines> {
-    let cache = config.cache_dir.clone().unwrap_or_else(|| {
-        std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache/solstice")
-    });
+    let cache = config.cache_dir.clone().unwrap_or_else(solstice_config::default_cache_dir);
     let catalog = config.image_catalog.as_deref().map(ImageCatalog::load).transpose()?.unwrap_or_default();
     let mut setup = MachineSetup::new(cache).catalog(catalog);
     for label in &config.labels {

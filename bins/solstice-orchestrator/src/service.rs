@@ -67,9 +67,7 @@ pub async fn run(config: OrchestratorConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cache_dir`, else `~/.cache/solstice` (under the temporary directory without `$HOME`).
+/// `cache_dir`, else [`solstice_config::default_cache_dir`].
 fn cache_dir(config: &OrchestratorConfig) -> PathBuf {
-    config.cache_dir.clone().unwrap_or_else(|| {
-        std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache/solstice")
-    })
+    config.cache_dir.clone().unwrap_or_else(solstice_config::default_cache_dir)
 }

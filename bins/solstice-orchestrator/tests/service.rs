@@ -153,7 +153,7 @@ async fn a_vm_label_from_rabbitmq_runs_in_a_fresh_vm() {
 
 /// Where the orchestrator keeps its machines' files: `run/` in its cache directory.
 fn vm_run_dir() -> std::path::PathBuf {
-    std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache/solstice/run")
+    solstice_config::default_cache_dir().join("run")
 }
 
 /// Processes whose command line mentions `machine` (QEMU is started with `-name`).

@@ -8,10 +8,7 @@ use solstice_vm::{ImageCatalog, MachineSetup, Machines, TINY_LINUX};
 
 /// Where `solstice` caches images, the test guest and the accelerator verdict.
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("SOLSTICE_CACHE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/solstice")))
-        .unwrap_or_else(|| std::env::temp_dir().join("solstice-cache"))
+    solstice_config::default_cache_dir()
 }
 
 /// Sets up what the `needed` labels require: `host_labels` run on the host; the others

@@ -110,10 +110,7 @@ fn assert_nothing_left_of(machine: &str, store: &str) {
         std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(machine))
     });
     assert!(!qemu_left, "a process still names {machine}");
-    let cache = std::env::var_os("SOLSTICE_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::var_os("HOME").map(PathBuf::from).unwrap().join(".cache/solstice"));
-    let run = cache.join("run");
+    let run = solstice_config::default_cache_dir().join("run");
     let files_left = std::fs::read_dir(&run).map(|d| d.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().starts_with(machine)));
     assert!(!files_left.unwrap_or(false), "files of {machine} are left in {}", run.display());
 }
