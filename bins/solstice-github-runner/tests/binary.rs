@@ -169,6 +169,53 @@ async fn run_serves_the_engine_metrics_and_health() {
     let _ = child.wait().await;
 }
 
+/// With its engine off (jobs go to orchestrators through RabbitMQ), `run` still serves
+/// `/metrics` and `/healthz`: the forge's errors are counted, the job metrics stay 0
+/// (operator guide, "Metrics"); SIGTERM stops it cleanly.
+#[tokio::test]
+async fn with_rabbitmq_and_the_engine_off_run_serves_metrics_and_health() {
+    let amqp = std::env::var("SOLSTICE_TEST_AMQP_URL").unwrap_or_else(|_| {
+        panic!("SOLSTICE_TEST_AMQP_URL is not set: start RabbitMQ with `eval \"$(.ci/services.sh)\"` (scripts/test does)")
+    });
+    let label = format!("gh-metrics-{}", uuid::Uuid::new_v4().simple());
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("runner.toml");
+    std::fs::write(&config, format!("labels = [{label:?}]\nqueue_url = {amqp:?}\nengine = false\n")).expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let url = fake.repo_url();
+    let (ok, log) = run(&["--config", &config, "register", "--url", &url, "--name", "mq-metrics", "--labels", &label], dir.path(), Some("AREGTOKEN")).await;
+    assert!(ok, "register failed:\n{log}");
+    let port = free_port();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["--config", &config, "run"])
+        .env("SOLSTICE_GITHUB_DIR", dir.path())
+        .env_remove("SOLSTICE_GITHUB_CONFIG")
+        .env("SOLSTICE_GITHUB_METRICS_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    // Until the endpoint is up.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "no /metrics on port {port}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = get(port, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    let metrics = solstice_orchestrator::parse_metrics_text(&body).unwrap_or_else(|e| panic!("{e}:\n{body}"));
+    assert_eq!(metrics.get("solstice_forge_api_errors_total"), Some(&0.0), "{metrics:?}");
+    assert_eq!(metrics.get("solstice_jobs_running"), Some(&0.0), "{metrics:?}");
+    assert_eq!(metrics.get("solstice_jobs_finished_total{result=\"success\"}"), Some(&0.0), "{metrics:?}");
+    assert_eq!(get(port, "/healthz").await, (200, "ok\n".to_owned()));
+    let pid = child.id().expect("pid").to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("stops after SIGTERM").expect("wait");
+    assert!(status.success(), "{status:?}");
+}
+
 #[test]
 fn help_lists_the_commands_and_exit_codes() {
     let out = std::process::Command::new(BIN).arg("--help").output().expect("run");
