@@ -40,6 +40,17 @@ async fn metrics_once(port: u16, series: &str, want: f64) -> std::collections::B
     }
 }
 
+/// Starts `daemon` with `config`, serving `/metrics` on `metrics_port` if given; its
+/// stderr is piped, for the test to show.
+fn spawn_daemon(config: &std::path::Path, metrics_port: Option<u16>) -> std::process::Child {
+    let mut command = Command::new(BIN);
+    command.args(["--config", config.to_str().unwrap(), "daemon"]).stdout(Stdio::null()).stderr(Stdio::piped());
+    if let Some(port) = metrics_port {
+        command.env("SOLSTICE_FORGEJO__METRICS__LISTEN", format!("127.0.0.1:{port}"));
+    }
+    command.spawn().unwrap()
+}
+
 /// Writes a configuration (`[runner]` polling fast, plus `extra` TOML) in `dir` and
 /// registers the binary with the fake under `name` and `labels`; returns the
 /// configuration's path.
@@ -119,13 +130,7 @@ async fn register_then_daemon_runs_a_job_and_stops_on_sigterm() {
     }
 
     let port = free_port();
-    let daemon = Command::new(BIN)
-        .args(["--config", config.to_str().unwrap(), "daemon"])
-        .env("SOLSTICE_FORGEJO__METRICS__LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let daemon = spawn_daemon(&config, Some(port));
     let payload = "on: push\njobs:\n  build:\n    runs-on: host\n    steps:\n      - run: echo from the binary\n";
     let job = fake.enqueue(JobSpec::new("build", payload));
     let task = fake.wait_job_done(job, Duration::from_secs(60)).await;
@@ -156,12 +161,7 @@ async fn a_vm_label_runs_the_task_in_a_fresh_vm() {
     let fake = FakeForgejo::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = register(&fake, dir.path(), "vm-runner", "tiny:vm:tiny-linux", "").await;
-    let daemon = Command::new(BIN)
-        .args(["--config", config.to_str().unwrap(), "daemon"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let daemon = spawn_daemon(&config, None);
     let payload = "on: push\njobs:\n  build:\n    runs-on: tiny\n    steps:\n      - run: echo \"inside $(uname -n)\"\n";
     let job = fake.enqueue(JobSpec::new("build", payload).runs_on(["tiny"]));
     let task = fake.wait_job_done(job, Duration::from_secs(120)).await;
@@ -209,13 +209,7 @@ async fn with_rabbitmq_jobs_go_to_a_separate_orchestrator_and_back() {
         tokio::spawn(async move { engine.serve(queue, &labels, stop, CancellationToken::new()).await })
     };
     let port = free_port();
-    let daemon = Command::new(BIN)
-        .args(["--config", config.to_str().unwrap(), "daemon"])
-        .env("SOLSTICE_FORGEJO__METRICS__LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let daemon = spawn_daemon(&config, Some(port));
     let payload = format!(
         "on: push\njobs:\n  build:\n    runs-on: {label}\n    steps:\n      - run: echo \"ran by $SOLSTICE_MACHINE\"\n      - run: exit 5\n"
     );

@@ -125,6 +125,22 @@ async fn get(port: u16, path: &str) -> (u16, String) {
     (status, body.to_owned())
 }
 
+/// Starts `run` (with `options` before it) on the runner in `dir`, serving `/metrics`
+/// on `port`; killed when dropped.
+fn spawn_run(dir: &std::path::Path, options: &[&str], port: u16) -> tokio::process::Child {
+    tokio::process::Command::new(BIN)
+        .args(options)
+        .arg("run")
+        .env("SOLSTICE_GITHUB_DIR", dir)
+        .env_remove("SOLSTICE_GITHUB_CONFIG")
+        .env("SOLSTICE_GITHUB_METRICS_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn")
+}
+
 /// `run` serves `/metrics` (the in-process engine's, as Prometheus text) and `/healthz`
 /// on `metrics_listen`, here set through SOLSTICE_GITHUB_METRICS_LISTEN.
 #[tokio::test]
@@ -136,16 +152,7 @@ async fn run_serves_the_engine_metrics_and_health() {
     assert!(ok, "register failed:\n{log}");
     let id = fake.enqueue(FakeJob::new("metrics").labels(&["host"]).run("echo counted")).await;
     let port = free_port();
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["run"])
-        .env("SOLSTICE_GITHUB_DIR", dir.path())
-        .env_remove("SOLSTICE_GITHUB_CONFIG")
-        .env("SOLSTICE_GITHUB_METRICS_LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_run(dir.path(), &[], port);
     let view = fake.wait_for(&id, Duration::from_secs(60), |j| j.result.is_some()).await.expect("job");
     assert_eq!(view.result.as_deref(), Some("succeeded"), "{}", view.all_logs());
 
@@ -169,34 +176,33 @@ async fn run_serves_the_engine_metrics_and_health() {
     let _ = child.wait().await;
 }
 
-/// With its engine off (jobs go to orchestrators through RabbitMQ), `run` still serves
-/// `/metrics` and `/healthz`: the forge's errors are counted, the job metrics stay 0
-/// (operator guide, "Metrics"); SIGTERM stops it cleanly.
-#[tokio::test]
-async fn with_rabbitmq_and_the_engine_off_run_serves_metrics_and_health() {
+/// A runner named `name`, registered with a fake GitHub for a label of its own, whose
+/// configuration hands its jobs to RabbitMQ (`engine = false`): the fake, the runner's
+/// directory, the configuration's path and the label.
+async fn register_for_rabbitmq(name: &str) -> (FakeGithub, tempfile::TempDir, String, String) {
     let amqp = std::env::var("SOLSTICE_TEST_AMQP_URL").unwrap_or_else(|_| {
         panic!("SOLSTICE_TEST_AMQP_URL is not set: start RabbitMQ with `eval \"$(.ci/services.sh)\"` (scripts/test does)")
     });
-    let label = format!("gh-metrics-{}", uuid::Uuid::new_v4().simple());
+    let label = format!("gh-{}", uuid::Uuid::new_v4().simple());
     let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("runner.toml");
     std::fs::write(&config, format!("labels = [{label:?}]\nqueue_url = {amqp:?}\nengine = false\n")).expect("config");
     let config = config.to_string_lossy().into_owned();
     let url = fake.repo_url();
-    let (ok, log) = run(&["--config", &config, "register", "--url", &url, "--name", "mq-metrics", "--labels", &label], dir.path(), Some("AREGTOKEN")).await;
+    let (ok, log) = run(&["--config", &config, "register", "--url", &url, "--name", name, "--labels", &label], dir.path(), Some("AREGTOKEN")).await;
     assert!(ok, "register failed:\n{log}");
+    (fake, dir, config, label)
+}
+
+/// With its engine off (jobs go to orchestrators through RabbitMQ), `run` still serves
+/// `/metrics` and `/healthz`: the forge's errors are counted, the job metrics stay 0
+/// (operator guide, "Metrics"); SIGTERM stops it cleanly.
+#[tokio::test]
+async fn with_rabbitmq_and_the_engine_off_run_serves_metrics_and_health() {
+    let (_fake, dir, config, _label) = register_for_rabbitmq("mq-metrics").await;
     let port = free_port();
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["--config", &config, "run"])
-        .env("SOLSTICE_GITHUB_DIR", dir.path())
-        .env_remove("SOLSTICE_GITHUB_CONFIG")
-        .env("SOLSTICE_GITHUB_METRICS_LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_run(dir.path(), &["--config", &config], port);
     // Until the endpoint is up.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -254,18 +260,8 @@ async fn with_rabbitmq_jobs_go_to_a_separate_orchestrator_and_back() {
     use std::sync::Arc;
     use tokio_util::sync::CancellationToken;
 
-    let amqp = std::env::var("SOLSTICE_TEST_AMQP_URL").unwrap_or_else(|_| {
-        panic!("SOLSTICE_TEST_AMQP_URL is not set: start RabbitMQ with `eval \"$(.ci/services.sh)\"` (scripts/test does)")
-    });
-    let label = format!("gh-{}", uuid::Uuid::new_v4().simple());
-    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("runner.toml");
-    std::fs::write(&config, format!("labels = [{label:?}]\nqueue_url = {amqp:?}\nengine = false\n")).expect("config");
-    let config = config.to_string_lossy().into_owned();
-    let url = fake.repo_url();
-    let (ok, log) = run(&["--config", &config, "register", "--url", &url, "--name", "mq-1", "--labels", &label], dir.path(), Some("AREGTOKEN")).await;
-    assert!(ok, "register failed:\n{log}");
+    let (fake, dir, config, label) = register_for_rabbitmq("mq-1").await;
+    let amqp = std::env::var("SOLSTICE_TEST_AMQP_URL").expect("checked when registering");
 
     let queue: Arc<dyn JobQueue> = Arc::new(AmqpQueue::connect(&amqp).await.expect("RabbitMQ"));
     let engine = Engine::builder()

@@ -139,6 +139,17 @@ fn config_check_accepts_the_examples_and_names_the_kind() {
     }
 }
 
+/// Each `(file name, text, expected message)`: `config check` exits 3 and says it.
+fn assert_config_check_refuses(dir: &tempfile::TempDir, cases: &[(&str, &str, &str)]) {
+    for &(name, text, expected) in cases {
+        let path = write(dir, name, text);
+        let out = solstice(&["config", "check", &path]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{name}: {err}");
+        assert!(err.contains(expected), "{name}: expected `{expected}` in: {err}");
+    }
+}
+
 #[test]
 fn config_check_says_what_is_wrong_and_where_and_exits_3() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -155,13 +166,7 @@ fn config_check_says_what_is_wrong_and_where_and_exits_3() {
         ("ports.toml", "[forgejo]\n[debug_ssh]\nlisten = \"127.0.0.1\"\nfirst_port = 3000\nlast_port = 2999\n", "ports.toml:5:13: debug_ssh.last_port: "),
         ("debugkey.toml", "[forgejo]\n[debug_ssh]\nport = 22\n", "debugkey.toml:3:1: unknown field `port`"),
     ];
-    for (name, text, expected) in cases {
-        let path = write(&dir, name, text);
-        let out = solstice(&["config", "check", &path]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(3), "{name}: {err}");
-        assert!(err.contains(expected), "{name}: expected `{expected}` in: {err}");
-    }
+    assert_config_check_refuses(&dir, &cases);
     let missing = solstice(&["config", "check", &dir.path().join("absent.toml").to_string_lossy()]);
     assert_eq!(missing.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("could not read"));
@@ -194,13 +199,7 @@ fn config_check_checks_github_runner_files() {
         ("queue.toml", "queue_url = \"rabbitmq.internal:5672\"\n", "queue.toml:1:13: queue_url: `rabbitmq.internal:5672` is not an amqp://"),
         ("engine.toml", "dir = \".\"\nengine = false\n", "engine.toml:2:10: engine: is false but there is no queue_url"),
     ];
-    for (name, text, expected) in cases {
-        let path = write(&dir, name, text);
-        let out = solstice(&["config", "check", &path]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(3), "{name}: {err}");
-        assert!(err.contains(expected), "{name}: expected `{expected}` in: {err}");
-    }
+    assert_config_check_refuses(&dir, &cases);
     // A GitHub runner's file names no state store for `solstice vm`.
     let out = solstice(&["vm", "list", "--config", &good]);
     let err = String::from_utf8_lossy(&out.stderr);
