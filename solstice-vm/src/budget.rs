@@ -110,7 +110,7 @@ mod tests {
     async fn machines_wait_for_memory_and_get_it_when_another_is_gone() {
         let budget = Budget::new(Some(1024), Some(4));
         let cancel = CancellationToken::new();
-        let first = budget.reserve(768, 2, &cancel).await.ok().expect("fits");
+        let first = budget.reserve(768, 2, &cancel).await.expect("fits");
         let waiting = {
             let budget = budget.clone();
             let cancel = cancel.clone();
@@ -126,7 +126,7 @@ mod tests {
     async fn vcpus_are_a_budget_of_their_own() {
         let budget = Budget::new(None, Some(4));
         let cancel = CancellationToken::new();
-        let _a = budget.reserve(100_000, 4, &cancel).await.ok().expect("memory is unlimited");
+        let _a = budget.reserve(100_000, 4, &cancel).await.expect("memory is unlimited");
         let child = cancel.child_token();
         let waiting = tokio::spawn({
             let budget = budget.clone();

@@ -92,7 +92,7 @@ async fn a_machine_is_recorded_while_it_lives_and_forgotten_once_destroyed() {
 /// A process whose command line names the machine, as QEMU's `-name` does; returns
 /// once it has exec'd (before that, its command line is still this test's).
 async fn machine_process(machine_id: &str) -> std::process::Child {
-    let child = std::process::Command::new("sh")
+    let mut child = std::process::Command::new("sh")
         .args(["-c", "while :; do sleep 1; done", machine_id])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -105,6 +105,8 @@ async fn machine_process(machine_id: &str) -> std::process::Child {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the machine's stand-in process never started");
 }
 
@@ -188,7 +190,7 @@ async fn reaping_stops_the_process_removes_the_files_and_fails_the_job_once() {
 
     // A second start finds nothing more to reap and reports nothing twice.
     assert!(engine.reap_orphans(Some(&queue as &dyn JobQueue)).await.expect("reap").is_empty());
-    assert!(tokio::time::timeout(Duration::from_millis(300), events.next()).await.is_err());
+    tokio::time::timeout(Duration::from_millis(300), events.next()).await.expect_err("no second final event");
 }
 
 #[tokio::test]
@@ -219,5 +221,5 @@ async fn a_job_taken_over_by_another_orchestrator_is_left_to_it() {
 #[tokio::test]
 async fn reaping_needs_a_store() {
     let engine = Engine::builder().hypervisor(HostHypervisor::new()).executor(HostExecutor::new()).build().expect("engine");
-    assert!(engine.reap_orphans(None).await.is_err());
+    engine.reap_orphans(None).await.expect_err("reaping needs a store");
 }

@@ -125,7 +125,7 @@ mod tests {
         let removed = prune_machine_dirs(run.path()).expect("prune");
         let _ = process.kill();
         let _ = process.wait();
-        assert_eq!(removed.iter().map(|d| d.path.clone()).collect::<Vec<_>>(), [old.clone()]);
+        assert_eq!(removed.iter().map(|d| d.path.clone()).collect::<Vec<_>>(), std::slice::from_ref(&old));
         assert!(!old.exists() && live.exists());
         assert_eq!(machine_dirs(&run.path().join("absent")).expect("missing dir"), []);
     }
