@@ -3,6 +3,7 @@
 
 mod condition;
 mod debug;
+mod debug_slot;
 mod emit;
 mod forward;
 #[cfg(feature = "_store")]

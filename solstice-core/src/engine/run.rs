@@ -11,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::condition::{JobStatus, evaluate_condition, interpolate};
 use super::debug::{Declined, OnDestroyed, authorized_keys, install_script};
+use super::debug_slot::{SharedSlot, SlotRefused};
 use super::emit::Emitter;
 use super::EngineInner;
 use crate::{
-    error_chain, JobEventKind, JobRequest, JobResult, LogSink, LogStream, Machine, OutputLine, MachineAccess, MachineRequest, ScriptRun,
+    error_chain, JobEventKind, JobId, JobRequest, JobResult, LogSink, LogStream, Machine, OutputLine, MachineAccess, MachineRequest, ScriptRun,
     StepAction, StepCommand, StepExit,
 };
 
@@ -248,10 +249,13 @@ async fn keep_for_debug(
     // Without a known repository, the job's source stands in for it: still one
     // machine at a time for whatever the jobs have in common.
     let repository = job.origin.repository.clone().unwrap_or_else(|| job.origin.source.clone());
+    let busy = |holder: JobId| {
+        format!("##[warning]Debug SSH declined: the repository {repository} already has a machine kept for debugging (job {holder}); only one at a time. This machine is removed now.")
+    };
     let mut reservation = match keeper.reserve(&repository, job.id) {
         Ok(reservation) => reservation,
         Err(Declined::Busy(holder)) => {
-            say(format!("##[warning]Debug SSH declined: the repository {repository} already has a machine kept for debugging (job {holder}); only one at a time. This machine is removed now.")).await;
+            say(busy(holder)).await;
             return Debug::Destroy(machine, None);
         }
         Err(Declined::ShuttingDown) => {
@@ -259,10 +263,23 @@ async fn keep_for_debug(
             return Debug::Destroy(machine, None);
         }
     };
+    // The same rule across the orchestrators that share the store.
+    let slot = match SharedSlot::claim(engine, &repository, job.id, keeper.ttl()).await {
+        Ok(slot) => slot,
+        Err(SlotRefused::Busy(holder)) => {
+            say(busy(holder)).await;
+            return Debug::Destroy(machine, None);
+        }
+        Err(SlotRefused::Unavailable) => {
+            say("##[warning]Debug SSH is unavailable right now (the job state store did not answer). The machine is removed now.".to_owned()).await;
+            return Debug::Destroy(machine, None);
+        }
+    };
     let port = match reservation.bind().await {
         Ok(port) => port,
         Err(e) => {
             tracing::error!(job_id = %job.id, error = %error_chain(&e), "no debug SSH port");
+            slot.release().await;
             say("##[warning]Debug SSH is unavailable right now (no free port on the orchestrator). The machine is removed now.".to_owned()).await;
             return Debug::Destroy(machine, None);
         }
@@ -298,6 +315,7 @@ async fn keep_for_debug(
     };
     if let Some(why) = failure {
         tracing::warn!(job_id = %job.id, machine = %machine.id, %why, "could not install debug SSH keys");
+        slot.release().await;
         say(format!("##[warning]Debug SSH: the keys could not be installed in the machine ({why}). The machine is removed now.")).await;
         return Debug::Destroy(machine, None);
     }
@@ -305,7 +323,16 @@ async fn keep_for_debug(
     let target = access.addr;
     let user = access.user.clone();
     let host_key = access.host_key.clone();
-    let kept = match reservation.keep(machine, target, engine.hypervisor.clone(), forget_later()) {
+    // Once the machine is gone (at the end of its time, or at once if keeping fails),
+    // its records go, and then the repository's slot.
+    let forget = forget_later();
+    let on_destroyed: OnDestroyed = Box::pin(async move {
+        if let Some(forget) = forget {
+            forget.await;
+        }
+        slot.release().await;
+    });
+    let kept = match reservation.keep(machine, target, engine.hypervisor.clone(), Some(on_destroyed)) {
         Ok(kept) => kept,
         Err(refused) => {
             let (machine, forget) = *refused;

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use crate::{JobEvent, JobEventKind, JobId, JobRequest, JobResult, JobState};
 
+mod debug_slots;
 mod lease;
 mod vms;
 

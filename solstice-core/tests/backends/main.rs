@@ -61,6 +61,7 @@ macro_rules! store_cases {
             a_live_lease_holds_off_other_claims,
             an_expired_lease_is_taken_over,
             concurrent_leased_claims_have_one_winner,
+            a_repository_has_one_debug_slot_across_orchestrators,
         );
     };
 }

@@ -248,3 +248,22 @@ pub async fn concurrent_leased_claims_have_one_winner(fx: &StoreFixture) {
     }
     assert_eq!(won, 1, "exactly one of 8 concurrent claims wins the lease");
 }
+
+/// One debug machine per repository across orchestrators: a second claim is declined
+/// and names the holder; the holder's own claim again is fine; a released or expired
+/// slot can be claimed by another job; another repository is independent.
+pub async fn a_repository_has_one_debug_slot_across_orchestrators(fx: &StoreFixture) {
+    let other: Store = fx.reconnect().await;
+    let (a, b) = (JobId::new(), JobId::new());
+    assert_eq!(fx.store.claim_debug_slot("org/app", a, "orch-a", LONG).await.expect("claim"), None);
+    assert_eq!(other.claim_debug_slot("org/app", b, "orch-b", LONG).await.expect("claim"), Some(a), "held by a");
+    assert_eq!(fx.store.claim_debug_slot("org/app", a, "orch-a", LONG).await.expect("claim"), None, "a again");
+    assert_eq!(other.claim_debug_slot("org/lib", b, "orch-b", LONG).await.expect("claim"), None, "another repository");
+    other.release_debug_slot("org/app", b).await.expect("release");
+    assert_eq!(other.claim_debug_slot("org/app", b, "orch-b", LONG).await.expect("claim"), Some(a), "only the holder releases");
+    fx.store.release_debug_slot("org/app", a).await.expect("release");
+    assert_eq!(other.claim_debug_slot("org/app", b, "orch-b", Duration::from_millis(200)).await.expect("claim"), None);
+    // b's orchestrator dies without releasing: the slot frees itself.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(fx.store.claim_debug_slot("org/app", a, "orch-a", LONG).await.expect("claim"), None, "expired");
+}

@@ -222,3 +222,37 @@ async fn without_a_keeper_an_opted_in_job_is_told_so_and_its_machine_destroyed()
     assert!(log.iter().any(|l| l.contains("this orchestrator does not offer debug SSH")), "{log:#?}");
     assert_eq!(vms.destroyed.lock().expect("lock").len(), 1);
 }
+
+/// Two orchestrators on one store: while one keeps a machine of a repository, the
+/// other declines a second one (its own keeper holds nothing); once the first machine
+/// is gone, the repository may have one again.
+#[tokio::test]
+async fn one_debug_machine_per_repository_across_orchestrators_sharing_a_store() {
+    let (_dir, store, vms, shell, keeper_a, engine_a) = setup(Duration::from_millis(1500)).await;
+    let keeper_b = DebugKeeper::builder().host("ci.example.org").ports(47600..47800).ttl(Duration::from_secs(600)).build().expect("keeper");
+    let engine_b = Engine::builder()
+        .hypervisor(vms.clone())
+        .executor(shell.clone())
+        .store(store.clone())
+        .name("orch-b")
+        .debug_keeper(keeper_b.clone())
+        .build()
+        .expect("engine");
+    let (_, first) = engine_a.run_job_collect(job(true, 1, &[USER_KEY])).await;
+    assert!(lines(&first).last().is_some_and(|l| l.starts_with("ssh -p ")), "{:#?}", lines(&first));
+    let (_, second) = engine_b.run_job_collect(job(true, 1, &[USER_KEY])).await;
+    let log = lines(&second);
+    assert!(log.iter().any(|l| l.contains("Debug SSH declined: the repository org/app already has a machine kept")), "{log:#?}");
+    assert_eq!((keeper_a.held(), keeper_b.held()), (1, 0));
+
+    let gone = async {
+        while keeper_a.held() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), gone).await.expect("destroyed at its time");
+    let (_, third) = engine_b.run_job_collect(job(true, 1, &[USER_KEY])).await;
+    assert!(lines(&third).last().is_some_and(|l| l.starts_with("ssh -p ")), "the slot came back: {:#?}", lines(&third));
+    assert_eq!(keeper_b.held(), 1);
+    keeper_b.shutdown().await;
+}
