@@ -214,6 +214,7 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<RunnerConfig> {
         }
         None => toml::Table::new(),
     };
+    let mut applied = Vec::new();
     for (name, value) in std::env::vars() {
         let Some(key) = name.strip_prefix("SOLSTICE_FORGEJO__") else { continue };
         let Some((section, field)) = key.to_lowercase().split_once("__").map(|(s, f)| (s.to_owned(), f.to_owned())) else { continue };
@@ -221,7 +222,14 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<RunnerConfig> {
         let entry = table.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         if let toml::Value::Table(section) = entry {
             section.insert(field, parsed.unwrap_or(toml::Value::String(value)));
+            applied.push(name);
         }
     }
-    toml::Value::Table(table).try_into().context("invalid configuration")
+    // The file alone was fine (checked above), so a mistake now is in an override:
+    // name them, since the error itself only knows the key.
+    applied.sort();
+    toml::Value::Table(table).try_into().with_context(|| match applied.as_slice() {
+        [] => "invalid configuration".to_owned(),
+        names => format!("invalid configuration from the environment ({})", names.join(", ")),
+    })
 }

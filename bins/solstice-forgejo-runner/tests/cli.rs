@@ -91,6 +91,18 @@ fn a_configuration_mistake_is_reported_where_it_is() {
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains(&format!("{}:3:1", config.display())), "{stderr}");
     assert!(stderr.contains("fetch_intervall"), "{stderr}");
+
+    // A bad value from the environment names the variables it came from.
+    std::fs::write(&config, "[runner]\ncapacity = 2\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "daemon"])
+        .env("SOLSTICE_FORGEJO__RUNNER__CAPACITY", "\"two\"")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("from the environment (SOLSTICE_FORGEJO__RUNNER__CAPACITY)"), "{stderr}");
+    assert!(stderr.contains("runner.capacity"), "{stderr}");
 }
 
 #[tokio::test]
