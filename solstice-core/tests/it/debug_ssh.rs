@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use solstice_core::{
-    CheckoutSource, CheckoutStep, DebugKeeper, Engine, ExecError, Hypervisor, HypervisorError, JobEvent, JobEventKind,
+    CheckoutSource, CheckoutStep, DebugKeeper, Engine, ExecError, Hypervisor, HypervisorError, JobEventKind,
     JobRequest, JobResult, LogSink, LogStream, Machine, MachineAccess, MachineFootprint, MachineJournal, MachineRequest,
     ScriptRun, Secret, SshAccess, StepCommand, StepExecutor, StepExit, Store,
 };
 use tokio::io::AsyncWriteExt;
+
+use crate::support::log_lines;
 use tokio_util::sync::CancellationToken;
 
 const JOB_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nam9iLWtleS1ib2R5LXRoYXQtbXVzdC1uZXZlci1sZWFr\n-----END OPENSSH PRIVATE KEY-----\n";
@@ -107,14 +109,16 @@ fn job(debug: bool, code: i32, keys: &[&str]) -> JobRequest {
     job
 }
 
-fn lines(events: &[JobEvent]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            JobEventKind::Log { line, .. } => Some(line.clone()),
-            _ => None,
-        })
-        .collect()
+/// An engine named `name` on the fakes and `store`, keeping machines with `keeper`.
+fn engine(name: &str, vms: &FakeVms, shell: &FakeShell, store: &Store, keeper: &DebugKeeper) -> Engine {
+    Engine::builder()
+        .hypervisor(vms.clone())
+        .executor(shell.clone())
+        .store(store.clone())
+        .name(name)
+        .debug_keeper(keeper.clone())
+        .build()
+        .expect("engine")
 }
 
 async fn setup(ttl: Duration) -> (tempfile::TempDir, Store, FakeVms, FakeShell, DebugKeeper, Engine) {
@@ -123,14 +127,7 @@ async fn setup(ttl: Duration) -> (tempfile::TempDir, Store, FakeVms, FakeShell, 
     let vms = FakeVms { ssh: greeter().await, destroyed: Arc::default() };
     let shell = FakeShell::default();
     let keeper = DebugKeeper::builder().host("ci.example.org").ports(47400..47600).ttl(ttl).build().expect("keeper");
-    let engine = Engine::builder()
-        .hypervisor(vms.clone())
-        .executor(shell.clone())
-        .store(store.clone())
-        .name("orch")
-        .debug_keeper(keeper.clone())
-        .build()
-        .expect("engine");
+    let engine = engine("orch", &vms, &shell, &store, &keeper);
     (dir, store, vms, shell, keeper, engine)
 }
 
@@ -138,7 +135,7 @@ async fn setup(ttl: Duration) -> (tempfile::TempDir, Store, FakeVms, FakeShell, 
 async fn a_kept_machine_keeps_its_store_record_until_the_keeper_destroys_it() {
     let (_dir, store, vms, shell, keeper, engine) = setup(Duration::from_millis(1500)).await;
     let (result, events) = engine.run_job_collect(job(true, 1, &[USER_KEY])).await;
-    let log = lines(&events);
+    let log = log_lines(&events);
     let dump = log.join("\n");
     assert_eq!(result, JobResult::Failure);
     assert!(matches!(events.last().map(|e| &e.kind), Some(JobEventKind::JobFinished { result: JobResult::Failure })));
@@ -188,7 +185,7 @@ async fn only_failed_opted_in_jobs_with_keys_keep_their_machine_and_the_log_says
     ];
     for (n, (name, job, says)) in cases.into_iter().enumerate() {
         let (_, events) = engine.run_job_collect(job).await;
-        let log = lines(&events);
+        let log = log_lines(&events);
         let dump = log.join("\n");
         assert_eq!(vms.destroyed.lock().expect("lock").len(), n + 1, "{name}: destroyed at once\n{dump}");
         assert!(log.last().is_some_and(|l| l.ends_with(" destroyed")), "{name}\n{dump}");
@@ -203,9 +200,9 @@ async fn only_failed_opted_in_jobs_with_keys_keep_their_machine_and_the_log_says
 
     // A second failing job of the same repository while the first is kept: declined.
     let (_, first) = engine.run_job_collect(job(true, 1, &[USER_KEY])).await;
-    assert!(lines(&first).last().is_some_and(|l| l.starts_with("ssh -p ")));
+    assert!(log_lines(&first).last().is_some_and(|l| l.starts_with("ssh -p ")));
     let (_, second) = engine.run_job_collect(job(true, 1, &[USER_KEY])).await;
-    let log = lines(&second);
+    let log = log_lines(&second);
     assert!(log.iter().any(|l| l.contains("Debug SSH declined: the repository org/app already has a machine kept")), "{log:#?}");
     assert_eq!((keeper.held(), vms.destroyed.lock().expect("lock").len()), (1, 5));
     keeper.shutdown().await;
@@ -218,7 +215,7 @@ async fn without_a_keeper_an_opted_in_job_is_told_so_and_its_machine_destroyed()
     let vms = FakeVms { ssh: greeter().await, destroyed: Arc::default() };
     let engine = Engine::builder().hypervisor(vms.clone()).executor(FakeShell::default()).build().expect("engine");
     let (_, events) = engine.run_job_collect(job(true, 1, &[USER_KEY])).await;
-    let log = lines(&events);
+    let log = log_lines(&events);
     assert!(log.iter().any(|l| l.contains("this orchestrator does not offer debug SSH")), "{log:#?}");
     assert_eq!(vms.destroyed.lock().expect("lock").len(), 1);
 }
@@ -230,18 +227,11 @@ async fn without_a_keeper_an_opted_in_job_is_told_so_and_its_machine_destroyed()
 async fn one_debug_machine_per_repository_across_orchestrators_sharing_a_store() {
     let (_dir, store, vms, shell, keeper_a, engine_a) = setup(Duration::from_millis(1500)).await;
     let keeper_b = DebugKeeper::builder().host("ci.example.org").ports(47600..47800).ttl(Duration::from_secs(600)).build().expect("keeper");
-    let engine_b = Engine::builder()
-        .hypervisor(vms.clone())
-        .executor(shell.clone())
-        .store(store.clone())
-        .name("orch-b")
-        .debug_keeper(keeper_b.clone())
-        .build()
-        .expect("engine");
+    let engine_b = engine("orch-b", &vms, &shell, &store, &keeper_b);
     let (_, first) = engine_a.run_job_collect(job(true, 1, &[USER_KEY])).await;
-    assert!(lines(&first).last().is_some_and(|l| l.starts_with("ssh -p ")), "{:#?}", lines(&first));
+    assert!(log_lines(&first).last().is_some_and(|l| l.starts_with("ssh -p ")), "{:#?}", log_lines(&first));
     let (_, second) = engine_b.run_job_collect(job(true, 1, &[USER_KEY])).await;
-    let log = lines(&second);
+    let log = log_lines(&second);
     assert!(log.iter().any(|l| l.contains("Debug SSH declined: the repository org/app already has a machine kept")), "{log:#?}");
     assert_eq!((keeper_a.held(), keeper_b.held()), (1, 0));
 
@@ -252,7 +242,7 @@ async fn one_debug_machine_per_repository_across_orchestrators_sharing_a_store()
     };
     tokio::time::timeout(Duration::from_secs(10), gone).await.expect("destroyed at its time");
     let (_, third) = engine_b.run_job_collect(job(true, 1, &[USER_KEY])).await;
-    assert!(lines(&third).last().is_some_and(|l| l.starts_with("ssh -p ")), "the slot came back: {:#?}", lines(&third));
+    assert!(log_lines(&third).last().is_some_and(|l| l.starts_with("ssh -p ")), "the slot came back: {:#?}", log_lines(&third));
     assert_eq!(keeper_b.held(), 1);
     keeper_b.shutdown().await;
 }
