@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::condition::{JobStatus, evaluate_condition, interpolate};
-use super::debug::{Declined, OnDestroyed, authorized_keys, install_script};
+use super::debug::{Declined, DebugKeeper, OnDestroyed, Reservation, authorized_keys, install_script};
 use super::debug_slot::{SharedSlot, SlotRefused};
 use super::emit::Emitter;
 use super::EngineInner;
@@ -249,29 +249,10 @@ async fn keep_for_debug(
     // Without a known repository, the job's source stands in for it: still one
     // machine at a time for whatever the jobs have in common.
     let repository = job.origin.repository.clone().unwrap_or_else(|| job.origin.source.clone());
-    let busy = |holder: JobId| {
-        format!("##[warning]Debug SSH declined: the repository {repository} already has a machine kept for debugging (job {holder}); only one at a time. This machine is removed now.")
-    };
-    let mut reservation = match keeper.reserve(&repository, job.id) {
-        Ok(reservation) => reservation,
-        Err(Declined::Busy(holder)) => {
-            say(busy(holder)).await;
-            return Debug::Destroy(machine, None);
-        }
-        Err(Declined::ShuttingDown) => {
-            say("##[warning]Debug SSH declined: the orchestrator is shutting down. The machine is removed now.".to_owned()).await;
-            return Debug::Destroy(machine, None);
-        }
-    };
-    // The same rule across the orchestrators that share the store.
-    let slot = match SharedSlot::claim(engine, &repository, job.id, keeper.ttl()).await {
-        Ok(slot) => slot,
-        Err(SlotRefused::Busy(holder)) => {
-            say(busy(holder)).await;
-            return Debug::Destroy(machine, None);
-        }
-        Err(SlotRefused::Unavailable) => {
-            say("##[warning]Debug SSH is unavailable right now (the job state store did not answer). The machine is removed now.".to_owned()).await;
+    let (mut reservation, slot) = match reserve_debug_slot(engine, keeper, &repository, job.id).await {
+        Ok(held) => held,
+        Err(why) => {
+            say(why).await;
             return Debug::Destroy(machine, None);
         }
     };
@@ -358,6 +339,33 @@ async fn keep_for_debug(
     say("Debug SSH: connect with".to_owned()).await;
     say(format!("ssh -p {} {user}@{}", kept.port, kept.host)).await;
     Debug::Kept
+}
+
+/// The repository's one debug machine, claimed for `job` in this orchestrator's keeper
+/// and then in the store (the same rule across the orchestrators sharing it); or the
+/// line telling the user why not.
+async fn reserve_debug_slot(
+    engine: &EngineInner,
+    keeper: &DebugKeeper,
+    repository: &str,
+    job: JobId,
+) -> Result<(Reservation, SharedSlot), String> {
+    let busy = |holder: JobId| {
+        format!("##[warning]Debug SSH declined: the repository {repository} already has a machine kept for debugging (job {holder}); only one at a time. This machine is removed now.")
+    };
+    let reservation = keeper.reserve(repository, job).map_err(|declined| match declined {
+        Declined::Busy(holder) => busy(holder),
+        Declined::ShuttingDown => {
+            "##[warning]Debug SSH declined: the orchestrator is shutting down. The machine is removed now.".to_owned()
+        }
+    })?;
+    let slot = SharedSlot::claim(engine, repository, job, keeper.ttl()).await.map_err(|refused| match refused {
+        SlotRefused::Busy(holder) => busy(holder),
+        SlotRefused::Unavailable => {
+            "##[warning]Debug SSH is unavailable right now (the job state store did not answer). The machine is removed now.".to_owned()
+        }
+    })?;
+    Ok((reservation, slot))
 }
 
 async fn run_steps(
