@@ -2,14 +2,16 @@
 //!
 //! Every fenced block in `docs/*.md` whose info string is `yaml` must be a complete
 //! Actions workflow that `solstice-workflow` plans without errors; every block fenced as
-//! `yaml-invalid` must be rejected (it shows what Solstice CI refuses). Other fences
-//! (`toml`, `sh`, `text`, ...) are not checked here; YAML that is not a workflow belongs
-//! in a `text` fence. Relative links in the pages this test owns must point at files that
+//! `yaml-invalid` must be rejected (it shows what Solstice CI refuses). The `toml`
+//! blocks of `docs/github.md` are GitHub runner files (the other pages' TOML is checked
+//! by the crates whose schemas it shows); other fences (`sh`, `text`, ...) are not
+//! checked; YAML that is not a workflow belongs in a `text` fence. Relative links in the pages this test owns must point at files that
 //! exist.
 
 use std::path::{Path, PathBuf};
 
 use solstice::workflow::{PlanOptions, plan_workflow};
+use solstice_config::{GithubRunnerConfig, parse};
 
 /// A fenced block: the page, its 1-based index among the page's checked blocks, the
 /// line its fence opens on, its info string and its text.
@@ -94,6 +96,25 @@ fn the_snippet_extractor_finds_yaml_blocks_and_skips_others() {
     assert_eq!((found[0].index, found[0].line, found[0].text.as_str()), (1, 2, "on: push\n"));
     assert_eq!((found[1].info.as_str(), found[1].text.as_str()), ("yaml-invalid", "jobs: [\n```\nstill inside\n"));
     assert_eq!((found[2].index, found[2].info.as_str()), (3, "yaml"));
+}
+
+/// Every `toml` block of docs/github.md is a valid `solstice-github-runner` file on
+/// its own, schema and checks.
+#[test]
+fn the_toml_blocks_of_the_github_page_are_runner_files() {
+    let configs: Vec<GithubRunnerConfig> = all_snippets()
+        .iter()
+        .filter(|s| s.file == "docs/github.md" && s.info == "toml")
+        .map(|s| {
+            let name = format!("{} (block at line {})", s.file, s.line);
+            parse::<GithubRunnerConfig>(&s.text, &name)
+                .and_then(|c| c.check(GithubRunnerConfig::check))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .into_value()
+        })
+        .collect();
+    assert!(configs.len() >= 2, "the page shows a runner file and its scale-out keys: did it change?");
+    assert!(configs.iter().any(|c| c.queue_url.is_some() && !c.engine), "the scale-out block is gone");
 }
 
 #[test]

@@ -147,35 +147,6 @@ mod tests {
         assert_eq!(config.metrics_listen, "127.0.0.1:9466");
     }
 
-    /// Every `toml` block of docs/github.md is a valid runner file on its own.
-    #[test]
-    fn the_toml_blocks_of_the_github_page_are_runner_files() {
-        let page = include_str!("../../docs/github.md");
-        let mut blocks = Vec::new();
-        let mut block: Option<(usize, String)> = None;
-        for (n, line) in page.lines().enumerate() {
-            match &mut block {
-                None if line.trim_start().starts_with("```toml") => block = Some((n + 1, String::new())),
-                None => {}
-                Some((start, body)) if line.trim_start().starts_with("```") => {
-                    let name = format!("docs/github.md (block at line {start})");
-                    let config = parse::<GithubRunnerConfig>(body, &name)
-                        .and_then(|c| c.check(GithubRunnerConfig::check))
-                        .unwrap_or_else(|e| panic!("{e}"))
-                        .into_value();
-                    blocks.push(config);
-                    block = None;
-                }
-                Some((_, body)) => {
-                    body.push_str(line);
-                    body.push('\n');
-                }
-            }
-        }
-        assert!(blocks.len() >= 2, "the page shows a runner file and its scale-out keys: did it change?");
-        assert!(blocks.iter().any(|c| c.queue_url.is_some() && !c.engine), "the scale-out block is gone");
-    }
-
     #[test]
     fn environment_overrides_keep_their_names_and_meanings() {
         let text = "labels = [\"omnios\"]\nqueue_url = \"amqp://file\"\nmetrics_listen = \"127.0.0.1:1\"\n";
