@@ -7,7 +7,10 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Backoff, JobQueue, JobRequest, JobSource, QueueError, ReportOutcome, SourceMessage, retry_while_unavailable};
+use crate::service::Ledger;
+use crate::{
+    Backoff, JobEvent, JobQueue, JobRequest, JobSource, QueueError, ReportOutcome, SourceMessage, retry_while_unavailable,
+};
 
 /// How many jobs [`serve_source`] has being published (awaiting the broker's confirm)
 /// at once.
@@ -30,8 +33,38 @@ pub async fn serve_source(
     queue: Arc<dyn JobQueue>,
     stop: CancellationToken,
 ) -> Result<(), QueueError> {
+    let halves = Halves {
+        fetch_stop: stop.clone(),
+        stop,
+        ledger: None,
+        fetch_ended: CancellationToken::new(),
+        report_after_fetch: false,
+    };
+    dispatch(source, queue, halves).await
+}
+
+/// How [`dispatch`] stops, and what it tells its caller.
+pub(crate) struct Halves {
+    /// Stops fetching: no new job is taken from the source (a source that can
+    /// [`pause`](JobSource::pause) is paused and still yields cancellations until `stop`).
+    pub(crate) fetch_stop: CancellationToken,
+    /// Stops everything, reporting included.
+    pub(crate) stop: CancellationToken,
+    /// Where the jobs issued and the events reported are counted, if anyone asks.
+    pub(crate) ledger: Option<Arc<Ledger>>,
+    /// Fired when the fetching half ended: `fetch_stop`, or the source had no more jobs.
+    pub(crate) fetch_ended: CancellationToken,
+    /// Whether reporting goes on after fetching ended, until `stop`; otherwise
+    /// everything ends with the fetching.
+    pub(crate) report_after_fetch: bool,
+}
+
+/// [`serve_source`] with fetching and reporting stopped apart (see [`Halves`]).
+pub(crate) async fn dispatch(source: Arc<dyn JobSource>, queue: Arc<dyn JobQueue>, halves: Halves) -> Result<(), QueueError> {
+    let Halves { fetch_stop, stop, ledger, fetch_ended, report_after_fetch } = halves;
     let consume = || queue.consume_events(source.name());
     let Some(mut events) = retry_while_unavailable("consume events", &stop, consume).await? else {
+        fetch_ended.cancel();
         return Ok(());
     };
     let publish_stop = stop.clone();
@@ -39,6 +72,7 @@ pub async fn serve_source(
         let source = source.clone();
         let queue = queue.clone();
         let stop = stop.clone();
+        let ledger = ledger.clone();
         async move {
             let mut backoff = Backoff::default();
             loop {
@@ -59,24 +93,11 @@ pub async fn serve_source(
                 };
                 backoff.reset();
                 tracing::trace!(job_id = %delivery.event.job_id, attempt = delivery.event.attempt, seq = delivery.event.seq, "event from the queue");
-                loop {
-                    match source.report(&delivery.event).await {
-                        Ok(ReportOutcome::Continue) => break,
-                        Ok(ReportOutcome::CancelRequested) => {
-                            publish_cancel(queue.as_ref(), delivery.event.job_id, &stop).await;
-                            break;
-                        }
-                        Err(e) if e.is_transient() => {
-                            tracing::warn!(job_id = %delivery.event.job_id, error = %e, "reporting failed; retrying");
-                            if !backoff.wait(&stop).await {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!(job_id = %delivery.event.job_id, seq = delivery.event.seq, error = %e, "event refused by the source; dropping it");
-                            break;
-                        }
-                    }
+                if !report_event(source.as_ref(), queue.as_ref(), &delivery.event, &stop, &mut backoff).await {
+                    return;
+                }
+                if let Some(ledger) = &ledger {
+                    ledger.reported(&delivery.event);
                 }
                 backoff.reset();
                 if let Err(e) = delivery.acker.ack().await {
@@ -90,31 +111,11 @@ pub async fn serve_source(
     // instead of costing one round trip per job. A cancellation waits until the jobs
     // fetched before it are queued.
     let (outgoing, mut to_publish) = mpsc::channel::<SourceMessage>(PUBLISH_WINDOW);
-    let fetcher = async move {
-        let mut backoff = Backoff::default();
-        loop {
-            let message = match source.next(&stop).await {
-                Ok(Some(message)) => message,
-                Ok(None) => return,
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(source = source.name(), error = %e, "source unavailable; retrying");
-                    if !backoff.wait(&stop).await {
-                        return;
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(source = source.name(), error = %e, "source failed; retrying");
-                    if !backoff.wait(&stop).await {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            backoff.reset();
-            if outgoing.send(message).await.is_err() {
-                return;
-            }
+    let fetcher = {
+        let (stop, fetch_ended) = (stop.clone(), fetch_ended.clone());
+        async move {
+            fetch(source.as_ref(), &fetch_stop, &stop, ledger.as_deref(), &outgoing).await;
+            fetch_ended.cancel();
         }
     };
     let publisher = async {
@@ -136,11 +137,103 @@ pub async fn serve_source(
             }
         }
     };
+    // Fetching may end long before reporting does (a paused source, an ephemeral
+    // runner's one job): the reporter goes on until `stop`.
+    let fetching = async {
+        tokio::join!(fetcher, publisher);
+        if report_after_fetch {
+            stop.cancelled().await;
+        }
+    };
     tokio::select! {
-        ((), ()) = async { tokio::join!(fetcher, publisher) } => {}
+        () = fetching => {}
         () = reporter => {}
     }
+    fetch_ended.cancel();
     Ok(())
+}
+
+/// Takes messages from `source` until `fetch_stop` (or the source has nothing more),
+/// then, if the source can pause, only its cancellations until `stop`.
+async fn fetch(
+    source: &dyn JobSource,
+    fetch_stop: &CancellationToken,
+    stop: &CancellationToken,
+    ledger: Option<&Ledger>,
+    outgoing: &mpsc::Sender<SourceMessage>,
+) {
+    let mut backoff = Backoff::default();
+    let mut paused = false;
+    loop {
+        if fetch_stop.is_cancelled() && !paused {
+            if !source.pause() {
+                return;
+            }
+            paused = true;
+        }
+        // Awaited to its end, never dropped: a `next` cut off halfway could lose a job
+        // it was acquiring. Its token tells it to finish.
+        let token = if paused { stop } else { fetch_stop };
+        let message = match source.next(token).await {
+            Ok(Some(message)) => message,
+            Ok(None) if token.is_cancelled() && !paused => continue,
+            Ok(None) => return,
+            Err(e) => {
+                if e.is_transient() {
+                    tracing::warn!(source = source.name(), error = %e, "source unavailable; retrying");
+                } else {
+                    tracing::error!(source = source.name(), error = %e, "source failed; retrying");
+                }
+                if !backoff.wait(token).await && paused {
+                    return;
+                }
+                continue;
+            }
+        };
+        backoff.reset();
+        if let SourceMessage::Job(job) = &message {
+            if paused {
+                // A paused source must not hand out jobs; this one would never run.
+                tracing::error!(source = source.name(), job_id = %job.id, "a paused source issued a job; it is not queued");
+                continue;
+            }
+            if let Some(ledger) = ledger {
+                ledger.issued(job.id);
+            }
+        }
+        if outgoing.send(message).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Passes one event to the source until it is taken, refused, or `stop` fires (false).
+async fn report_event(
+    source: &dyn JobSource,
+    queue: &dyn JobQueue,
+    event: &JobEvent,
+    stop: &CancellationToken,
+    backoff: &mut Backoff,
+) -> bool {
+    loop {
+        match source.report(event).await {
+            Ok(ReportOutcome::Continue) => return true,
+            Ok(ReportOutcome::CancelRequested) => {
+                publish_cancel(queue, event.job_id, stop).await;
+                return true;
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(job_id = %event.job_id, error = %e, "reporting failed; retrying");
+                if !backoff.wait(stop).await {
+                    return false;
+                }
+            }
+            Err(e) => {
+                tracing::error!(job_id = %event.job_id, seq = event.seq, error = %e, "event refused by the source; dropping it");
+                return true;
+            }
+        }
+    }
 }
 
 /// Publishes a job, retrying with backoff until the broker confirms it or `stop` fires.

@@ -42,6 +42,7 @@ mod model;
 mod queue;
 mod reap;
 mod route;
+mod service;
 mod sink;
 mod source;
 mod translate;
@@ -77,6 +78,7 @@ pub use queue::{
     MemoryQueue, QueueError,
 };
 pub use route::{ExecutorByAccess, HypervisorSet};
+pub use service::{NOT_STARTED_MESSAGE, RunnerService, RunnerServiceBuilder, ServiceError, Shutdown};
 pub use sink::{LogSink, OutputLine};
 pub use source::{JobSource, ReportOutcome, SourceError, SourceMessage};
 pub use translate::job_request_from_plan;

@@ -108,7 +108,41 @@ pub trait JobSource: Send + Sync + 'static {
 
     /// Passes an event of one of this source's jobs to the forge.
     ///
+    /// A job that ends [`Cancelled`](crate::JobResult::Cancelled) although this source
+    /// never asked for it (no [`SourceMessage::Cancel`], no
+    /// [`ReportOutcome::CancelRequested`]) was stopped by the shutdown of the process
+    /// running it: report it as the forge's own runner reports a job its shutdown
+    /// interrupted.
+    ///
     /// # Errors
     /// [`SourceError`]; transient ones are retried by the caller with the same event.
     async fn report(&self, event: &JobEvent) -> Result<ReportOutcome, SourceError>;
+
+    /// Called once by [`RunnerService`](crate::RunnerService) before the first
+    /// [`next`](JobSource::next): announce the runner to the forge (Forgejo's
+    /// `Declare`), check its credentials. The default does nothing.
+    ///
+    /// # Errors
+    /// [`SourceError`]: transient ones are retried with backoff,
+    /// [`SourceError::Unauthorized`] stops the service.
+    async fn open(&self) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    /// Stops taking new jobs while reporting goes on: afterwards [`next`](JobSource::next)
+    /// yields only cancellations of jobs already issued. Returns whether the source can
+    /// do that; the default cannot, and the service then stops calling `next` at once
+    /// when it stops taking jobs (so the forge's cancellations of running jobs no longer
+    /// arrive through `next`).
+    fn pause(&self) -> bool {
+        false
+    }
+
+    /// Called once by [`RunnerService`](crate::RunnerService) after the last event was
+    /// passed to [`report`](JobSource::report): send what is still buffered within
+    /// `limit`, then release what the source holds at the forge (a session). The
+    /// default does nothing.
+    async fn close(&self, limit: std::time::Duration) {
+        let _ = limit;
+    }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use solstice_core::{Engine, EngineError, JobQueue, JobSource, QueueError, serve_source};
+use solstice_core::{Engine, EngineError, JobQueue, QueueError, RunnerService, ServiceError, Shutdown, SourceError};
 use tokio_util::sync::CancellationToken;
 
 use crate::{ForgeError, ForgejoSource};
@@ -25,6 +25,9 @@ pub enum DaemonError {
     /// A service task panicked.
     #[error("a runner task panicked")]
     Panicked,
+    /// The runner-service loop failed otherwise.
+    #[error("the runner service failed")]
+    Service(#[source] ServiceError),
 }
 
 /// How the service runs.
@@ -52,83 +55,44 @@ impl std::fmt::Debug for Service {
 }
 
 /// Runs the service until `shutdown` fires: `Declare`, then tasks from Forgejo into the
-/// queue, events back. On `shutdown` it stops fetching, lets the engine finish its jobs
-/// (`abort` cancels them), reports jobs that never started as failed (in-process
-/// engine only: with a shared queue other orchestrators may still run them), waits up to the
-/// grace period for every task to be reported, then returns.
+/// queue, events back, through [`solstice_core::RunnerService`] and its stop behaviour:
+/// on `shutdown` no task is fetched any more and running jobs may finish within
+/// `grace` (`abort` cancels them at once), jobs that never started are reported failed
+/// (in-process engine only), and every task is reported before it returns.
 ///
 /// # Errors
 /// [`DaemonError`].
 pub async fn run_service(service: Service, shutdown: CancellationToken, abort: CancellationToken) -> Result<(), DaemonError> {
     let Service { source, queue, engine, grace } = service;
-    source.declare().await.map_err(DaemonError::Declare)?;
-    let serve_stop = CancellationToken::new();
-    let engine_stop = CancellationToken::new();
-    let serving = tokio::spawn(serve_source(
-        Arc::new(source.clone()) as Arc<dyn JobSource>,
-        queue.clone(),
-        serve_stop.clone(),
-    ));
-    let in_process = engine.is_some();
-    let mut engine_task = engine.map(|(engine, labels)| {
-        let queue = queue.clone();
-        let stop = engine_stop.clone();
-        let abort = abort.clone();
-        tokio::spawn(async move { engine.serve(queue, &labels, stop, abort).await })
-    });
-    let mut serving = serving;
-
-    // Runs until shutdown, unless the engine or the source stop on their own (an error).
-    let mut outcome = Ok(());
-    let engine_ended = tokio::select! {
-        () = shutdown.cancelled() => None,
-        r = async {
-            match engine_task.as_mut() {
-                Some(task) => task.await,
-                None => std::future::pending().await,
-            }
-        } => Some(r),
-        r = &mut serving => {
-            return match r {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(DaemonError::Queue(e)),
-                Err(_) => Err(DaemonError::Panicked),
-            };
-        }
+    let mut builder = RunnerService::builder(queue).source(Arc::new(source)).grace(grace).report_limit(grace);
+    if let Some((engine, labels)) = engine {
+        builder = builder.engine(engine, labels);
+    }
+    let stop = Shutdown::new();
+    let bridge = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            stop.drain();
+            abort.cancelled().await;
+            stop.abort();
+        })
     };
-    match engine_ended {
-        Some(r) => {
-            tracing::error!("the engine stopped on its own; stopping");
-            engine_task = None;
-            outcome = engine_outcome(r);
-        }
-        None => tracing::info!("stopping: no new tasks; finishing running jobs"),
-    }
-    source.pause();
-    engine_stop.cancel();
-    if in_process {
-        if let Some(task) = engine_task {
-            outcome = engine_outcome(task.await);
-        }
-        // Jobs still queued in this process will never run.
-        source.fail_unstarted("The runner stopped before the job started.");
-    }
-    if !source.close(grace).await {
-        tracing::warn!("some tasks could not be fully reported before shutdown");
-    }
-    serve_stop.cancel();
-    match serving.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => outcome = outcome.and(Err(DaemonError::Queue(e))),
-        Err(_) => outcome = outcome.and(Err(DaemonError::Panicked)),
-    }
-    outcome
+    let result = builder.build().run(stop).await;
+    bridge.abort();
+    result.map_err(DaemonError::from)
 }
 
-fn engine_outcome(result: Result<Result<(), EngineError>, tokio::task::JoinError>) -> Result<(), DaemonError> {
-    match result {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(DaemonError::Engine(e)),
-        Err(_) => Err(DaemonError::Panicked),
+impl From<ServiceError> for DaemonError {
+    fn from(error: ServiceError) -> Self {
+        match error {
+            ServiceError::Open { source: SourceError::Unauthorized(Some(cause)), .. } => match cause.downcast::<ForgeError>() {
+                Ok(forge) => DaemonError::Declare(*forge),
+                Err(_) => DaemonError::Panicked,
+            },
+            ServiceError::Queue(e) => DaemonError::Queue(e),
+            ServiceError::Engine(e) => DaemonError::Engine(e),
+            other => DaemonError::Service(other),
+        }
     }
 }

@@ -70,6 +70,9 @@ pub enum GithubError {
     /// A job message could not be understood.
     #[error("the job message is invalid: {0}")]
     JobMessage(String),
+    /// The runner-service loop failed (the queue, the engine).
+    #[error("the runner service failed")]
+    Service(#[source] Box<solstice_core::ServiceError>),
 }
 
 impl GithubError {

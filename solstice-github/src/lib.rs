@@ -47,7 +47,6 @@ mod crypto;
 mod error;
 mod http;
 mod json;
-mod pause;
 mod protocol;
 mod recovery;
 mod registration;

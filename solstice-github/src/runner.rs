@@ -4,10 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use solstice_core::{Engine, JobQueue, JobSource, MemoryQueue, serve_source};
+use solstice_core::{Engine, JobQueue, MemoryQueue, RunnerService, Shutdown};
 use tokio_util::sync::CancellationToken;
 
-use crate::pause::Pausable;
 use crate::{GithubError, GithubSource};
 
 /// Runs `source` with `engine` in this process, over an in-process queue, until `stop`
@@ -53,53 +52,20 @@ pub async fn serve_with_queue(
     engine: Option<(Engine, Vec<String>)>,
     stop: CancellationToken,
 ) -> Result<(), GithubError> {
-    let engine_stop = CancellationToken::new();
-    let abort = CancellationToken::new();
-    let source_stop = CancellationToken::new();
-    let fetching_paused = CancellationToken::new();
-
-    let engine_task = engine.map(|(engine, labels)| {
-        let queue = queue.clone();
-        let (engine_stop, abort) = (engine_stop.clone(), abort.clone());
-        tokio::spawn(async move { engine.serve(queue, &labels, engine_stop, abort).await })
-    });
-    let source_task = {
-        let source: Arc<dyn JobSource> = Arc::new(Pausable { inner: source.clone(), paused: fetching_paused.clone() });
-        let (queue, source_stop) = (queue.clone(), source_stop.clone());
-        tokio::spawn(async move { serve_source(source, queue, source_stop).await })
+    let limit = source.drain_limit();
+    let mut builder = RunnerService::builder(queue).source(Arc::new(source)).grace(Duration::ZERO).report_limit(limit);
+    if let Some((engine, labels)) = engine {
+        builder = builder.engine(engine, labels);
+    }
+    let shutdown = Shutdown::new();
+    let bridge = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            shutdown.abort();
+        })
     };
-    // A stop request, GitHub asking the runner to shut down, or an ephemeral runner
-    // that is done.
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                if source.shutdown_requested() || (source.is_spent() && source.jobs_in_flight() == 0) {
-                    break;
-                }
-            }
-        }
-    }
-    tracing::info!("stopping: taking no more jobs; cancelling this process's running jobs and reporting them");
-    fetching_paused.cancel();
-    engine_stop.cancel();
-    abort.cancel();
-    if let Some(engine_task) = engine_task {
-        match engine_task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "the engine failed"),
-            Err(e) => tracing::error!(error = %e, "the engine task failed"),
-        }
-    }
-    if !source.wait_idle(source.drain_limit()).await {
-        tracing::warn!(jobs = source.jobs_in_flight(), limit = ?source.drain_limit(), "some jobs were not reported before stopping");
-    }
-    source_stop.cancel();
-    match source_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "the source failed"),
-        Err(e) => tracing::error!(error = %e, "the source task failed"),
-    }
-    source.shutdown().await;
-    Ok(())
+    let result = builder.build().run(shutdown).await;
+    bridge.abort();
+    result.map_err(|e| GithubError::Service(Box::new(e)))
 }

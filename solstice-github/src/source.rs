@@ -68,6 +68,9 @@ struct Inner {
     jobs: Mutex<HashMap<JobId, Arc<tokio::sync::Mutex<Running>>>>,
     by_external: Mutex<HashMap<String, JobId>>,
     done: Mutex<HashSet<JobId>>,
+    /// Jobs GitHub (or a lost lock) asked to cancel: a cancelled job that is not here
+    /// was interrupted by the shutdown of the process running it.
+    cancelled_by_forge: Mutex<HashSet<JobId>>,
     pending: Mutex<VecDeque<SourceMessage>>,
     wake: Notify,
     idle: Notify,
@@ -81,6 +84,10 @@ struct Inner {
     /// `None` if its HTTP client could not be built (those jobs then get no keys).
     keys: Option<UserKeys>,
 }
+
+/// The line GitHub's runner ends a job with when its shutdown interrupted the job.
+const SHUTDOWN_MESSAGE: &str = "##[error]The runner has received a shutdown signal. This can happen when the runner service is \
+                                stopped, or a manually started runner is canceled.";
 
 /// A registered GitHub runner, serving jobs as a [`JobSource`].
 ///
@@ -194,6 +201,7 @@ impl GithubSourceBuilder {
                 jobs: Mutex::default(),
                 by_external: Mutex::default(),
                 done: Mutex::default(),
+                cancelled_by_forge: Mutex::default(),
                 pending: Mutex::default(),
                 wake: Notify::new(),
                 idle: Notify::new(),
@@ -308,7 +316,27 @@ impl GithubSource {
         *self.inner.session.lock().await = None;
     }
 
+    /// `event` as GitHub's runner would report it. A job that ends cancelled although
+    /// GitHub never asked for it was stopped by the shutdown of the runner (or of the
+    /// orchestrator running it): GitHub's runner reports such a job failed, with its
+    /// shutdown message.
+    fn as_github_reports<'e>(&self, event: &'e JobEvent) -> std::borrow::Cow<'e, JobEvent> {
+        let JobEventKind::JobFinished { result: JobResult::Cancelled } = event.kind else {
+            return std::borrow::Cow::Borrowed(event);
+        };
+        if lock(&self.inner.cancelled_by_forge).contains(&event.job_id) {
+            return std::borrow::Cow::Borrowed(event);
+        }
+        tracing::info!(job_id = %event.job_id, "the job was interrupted by a shutdown; reporting it failed, as GitHub's runner does");
+        let mut failed = event.clone();
+        failed.kind = JobEventKind::JobFinished { result: JobResult::Failure };
+        std::borrow::Cow::Owned(failed)
+    }
+
     fn push(&self, message: SourceMessage) {
+        if let SourceMessage::Cancel(id) = &message {
+            lock(&self.inner.cancelled_by_forge).insert(*id);
+        }
         lock(&self.inner.pending).push_back(message);
         self.inner.wake.notify_one();
     }
@@ -686,6 +714,14 @@ impl JobSource for GithubSource {
         &self.inner.name
     }
 
+    /// Waits for the jobs in flight to be reported complete, then ends the session.
+    async fn close(&self, limit: Duration) {
+        if !self.wait_idle(limit).await {
+            tracing::warn!(jobs = self.jobs_in_flight(), ?limit, "some jobs were not reported before stopping");
+        }
+        self.shutdown().await;
+    }
+
     async fn next(&self, cancel: &CancellationToken) -> Result<Option<SourceMessage>, SourceError> {
         tokio::select! {
             _ = self.inner.recovered.get_or_init(|| self.recover()) => {}
@@ -735,6 +771,11 @@ impl JobSource for GithubSource {
             return Err(SourceError::UnknownJob(event.job_id));
         };
         let mut running = running.lock().await;
+        let event = self.as_github_reports(event);
+        if matches!(event, std::borrow::Cow::Owned(_)) && !running.report.is_completed() {
+            running.report.push_job_line(SHUTDOWN_MESSAGE);
+        }
+        let event = event.as_ref();
         match running.report.apply(event).await {
             Ok(()) => {
                 if running.report.is_completed() {

@@ -7,5 +7,6 @@ mod host;
 mod memory_queue;
 mod orphans;
 mod serve;
+mod service;
 mod store;
 mod support;

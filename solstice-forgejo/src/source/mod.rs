@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use solstice_core::{JobEvent, JobId, JobResult, JobSource, ReportOutcome, SourceError, SourceMessage};
+use solstice_core::{JobEvent, JobEventKind, JobId, JobResult, JobSource, ReportOutcome, SourceError, SourceMessage};
 use solstice_forge_keys::UserKeys;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
@@ -461,8 +461,38 @@ fn source_error(e: ForgeError) -> SourceError {
     }
 }
 
+/// The last line of a job its runner's shutdown interrupted.
+const SHUTDOWN_MESSAGE: &str = "The runner was stopped before the job ended.";
+
+/// A job that ends cancelled although Forgejo never asked for it was stopped by the
+/// shutdown of the runner (or of the orchestrator running it): Forgejo's runner reports
+/// such a job failed, its unfinished steps cancelled. `None` for any other event.
+fn interrupted_as_failure(event: &JobEvent, cancel_requested: bool) -> Option<JobEvent> {
+    match event.kind {
+        JobEventKind::JobFinished { result: JobResult::Cancelled } if !cancel_requested => {
+            let mut failed = event.clone();
+            failed.kind = JobEventKind::JobFinished { result: JobResult::Failure };
+            Some(failed)
+        }
+        _ => None,
+    }
+}
+
 #[async_trait]
 impl JobSource for ForgejoSource {
+    async fn open(&self) -> Result<(), SourceError> {
+        self.declare().await.map(drop).map_err(source_error)
+    }
+
+    fn pause(&self) -> bool {
+        ForgejoSource::pause(self);
+        true
+    }
+
+    async fn close(&self, limit: Duration) {
+        ForgejoSource::close(self, limit).await;
+    }
+
     fn name(&self) -> &str {
         &self.inner.name
     }
@@ -518,7 +548,15 @@ impl JobSource for ForgejoSource {
         };
         let (mut pending, finished) = {
             let mut progress = entry.progress();
-            progress.apply(event);
+            match interrupted_as_failure(event, entry.cancel_requested.load(Ordering::SeqCst)) {
+                Some(failed) => {
+                    if !progress.finished() {
+                        progress.push_row(event.at, SHUTDOWN_MESSAGE);
+                    }
+                    progress.apply(&failed)
+                }
+                None => progress.apply(event),
+            };
             (progress.pending_rows(), progress.finished())
         };
         if finished || pending >= inner.settings.rows_per_update {

@@ -261,6 +261,12 @@ impl JobReport {
         self.push_line(self.job_level, line);
     }
 
+    /// A line of the runner's own in the job-level log (before the final event).
+    pub(crate) fn push_job_line(&mut self, line: &str) {
+        let index = self.job_level;
+        self.push_line(index, line);
+    }
+
     fn push_line(&mut self, index: usize, line: &str) {
         let mut line = line.to_owned();
         for re in &self.regex_masks {
