@@ -19,6 +19,11 @@
 //! # Ok(()) }
 //! # tokio::runtime::Runtime::new().unwrap().block_on(run()).unwrap();
 //! ```
+//!
+//! # Optional features
+//! - `sqlite` (default): the job state store on SQLite (`core::Store`).
+//! - `postgres`: the job state store on PostgreSQL.
+//! - `amqp`: the RabbitMQ job queue (`core::AmqpQueue`).
 #![warn(missing_docs)]
 
 pub use solstice_core as core;

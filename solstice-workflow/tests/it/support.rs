@@ -2,17 +2,15 @@
 
 use std::path::PathBuf;
 
-/// GitHub's conformance data (`shared/conformance/github-actions` beside the repository).
-/// `SOLSTICE_CONFORMANCE_DIR` overrides the location. A missing directory fails the test:
-/// conformance must never be skipped silently.
+/// GitHub's conformance data, vendored in `tests/conformance/github-actions` (its README names the source commit).
+/// It is read from there only, so a plain clone passes. A missing directory fails the test rather than skipping it:
+/// conformance must never be skipped silently. The published crate leaves the data out (see `exclude` in
+/// Cargo.toml), so these tests run from the repository.
 pub fn conformance_dir() -> PathBuf {
-    let dir = match std::env::var_os("SOLSTICE_CONFORMANCE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/github-actions"),
-    };
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/github-actions");
     assert!(
         dir.is_dir(),
-        "GitHub conformance data not found at {} (set SOLSTICE_CONFORMANCE_DIR)",
+        "GitHub conformance data not found at {}; it is part of the repository, not of the published crate",
         dir.display()
     );
     dir
