@@ -72,7 +72,7 @@ pub struct MachineFootprint {
 
 /// Where a hypervisor writes down a machine's [`MachineFootprint`] before and while it
 /// starts, so that nothing it makes can outlive a crash unnoticed. The engine gives one
-/// backed by its state store (see [`Hypervisor::provision_recorded`]).
+/// backed by its state store, through [`ProvisionContext::journal`].
 #[async_trait]
 pub trait MachineJournal: Send + Sync {
     /// Records (or updates) what the machine has left on the host so far. Call it
@@ -87,6 +87,47 @@ pub struct NoJournal;
 #[async_trait]
 impl MachineJournal for NoJournal {
     async fn record(&self, _footprint: &MachineFootprint) {}
+}
+
+/// Everything [`Hypervisor::provision`] gets besides the [`MachineRequest`]: where the
+/// boot console goes, when to give up, and where to journal what the machine leaves on
+/// the host.
+///
+/// Build one with [`ProvisionContext::new`] (no journal) and add the engine's journal
+/// with [`ProvisionContext::with_journal`]. Hypervisors read the fields.
+#[derive(Clone, Copy)]
+#[non_exhaustive]
+pub struct ProvisionContext<'a> {
+    /// Boot console output, sent as it appears.
+    pub console: &'a LogSink,
+    /// Fires when the machine is no longer wanted (the job was cancelled or timed out).
+    pub cancel: &'a CancellationToken,
+    /// Where the machine's [`MachineFootprint`] is written before anything that can
+    /// outlive this process is started. [`NoJournal`] unless the caller gave one.
+    pub journal: &'a dyn MachineJournal,
+}
+
+impl<'a> ProvisionContext<'a> {
+    /// A context without a journal: for callers with no state store (tests, `solstice
+    /// run`), whose machines die with the process anyway.
+    pub fn new(console: &'a LogSink, cancel: &'a CancellationToken) -> Self {
+        Self { console, cancel, journal: &NoJournal }
+    }
+
+    /// The same context, journaling to `journal`.
+    #[must_use]
+    pub fn with_journal(self, journal: &'a dyn MachineJournal) -> Self {
+        Self { journal, ..self }
+    }
+}
+
+impl std::fmt::Debug for ProvisionContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProvisionContext")
+            .field("console", &self.console)
+            .field("cancelled", &self.cancel.is_cancelled())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a hypervisor could not give or take back a machine.
@@ -137,21 +178,28 @@ impl HypervisorError {
 /// - [`provision`](Hypervisor::provision) returns only when the machine is reachable
 ///   through its [`MachineAccess`]. If it fails or is cancelled, it has already released
 ///   everything it made: no process, file or port is left behind.
+/// - Before it starts anything that can outlive this process (a VM process, files, a
+///   port forward), `provision` writes the machine's [`MachineFootprint`] to
+///   [`ProvisionContext::journal`], and again once the footprint grows (the pid is
+///   known). That record is how a restarted engine [`reap`](Hypervisor::reap)s what a
+///   crash left. Machines that die with the process (host workspaces) need not record.
+///   A wrapper around another hypervisor passes the context on unchanged.
 /// - [`destroy`](Hypervisor::destroy) stops the machine and removes every file of it.
 ///   It is idempotent and is called exactly once for every machine `provision` returned,
 ///   whatever happened to the job (the engine guarantees this, also after a panic in an
 ///   executor).
-/// - Boot console output goes to `console` as it appears.
+/// - Boot console output goes to [`ProvisionContext::console`] as it appears.
 ///
 /// # Example
 /// ```
-/// use solstice_core::{Hypervisor, HostHypervisor, MachineRequest, LogSink, JobId};
+/// use solstice_core::{Hypervisor, HostHypervisor, MachineRequest, LogSink, JobId, ProvisionContext};
 /// use tokio_util::sync::CancellationToken;
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let hypervisor = HostHypervisor::new();
 /// let (console, _lines) = LogSink::channel(64);
+/// let cancel = CancellationToken::new();
 /// let request = MachineRequest { job_id: JobId::new(), label: "host".into(), debug_ssh: false };
-/// let machine = hypervisor.provision(&request, &console, &CancellationToken::new()).await?;
+/// let machine = hypervisor.provision(&request, &ProvisionContext::new(&console, &cancel)).await?;
 /// assert!(std::path::Path::new(&machine.workspace).is_dir());
 /// hypervisor.destroy(&machine).await?;
 /// assert!(!std::path::Path::new(&machine.workspace).exists());
@@ -163,46 +211,22 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Whether this hypervisor can make machines for `label`.
     fn serves(&self, label: &str) -> bool;
 
-    /// Makes, starts and waits for a machine.
+    /// Makes, starts and waits for a machine, journaling its footprint to `ctx.journal`
+    /// before anything that can outlive this process is started (see the contract above).
     ///
     /// # Errors
     /// [`HypervisorError`]; on error nothing is left behind.
     ///
     /// # Cancel safety
-    /// When `cancel` fires, returns [`HypervisorError::Cancelled`] promptly after
+    /// When `ctx.cancel` fires, returns [`HypervisorError::Cancelled`] promptly after
     /// tearing down what it had started.
-    async fn provision(
-        &self,
-        request: &MachineRequest,
-        console: &LogSink,
-        cancel: &CancellationToken,
-    ) -> Result<Machine, HypervisorError>;
+    async fn provision(&self, request: &MachineRequest, ctx: &ProvisionContext<'_>) -> Result<Machine, HypervisorError>;
 
     /// Stops the machine and removes everything it used.
     ///
     /// # Errors
     /// [`HypervisorError`] when something could not be removed; the engine logs it.
     async fn destroy(&self, machine: &Machine) -> Result<(), HypervisorError>;
-
-    /// [`provision`](Hypervisor::provision), writing the machine's footprint to
-    /// `journal` before anything that could outlive this process is started.
-    ///
-    /// The default provisions and records nothing: right for hypervisors whose machines
-    /// cannot outlive the process (the engine's host machines). A hypervisor that
-    /// starts processes or writes files overrides it.
-    ///
-    /// # Errors
-    /// As [`provision`](Hypervisor::provision).
-    async fn provision_recorded(
-        &self,
-        request: &MachineRequest,
-        console: &LogSink,
-        cancel: &CancellationToken,
-        journal: &dyn MachineJournal,
-    ) -> Result<Machine, HypervisorError> {
-        let _ = journal;
-        self.provision(request, console, cancel).await
-    }
 
     /// Removes what a machine recorded by a process that is gone left behind: stops
     /// its process (only if that process still names the machine) and deletes its

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use solstice_core::{
-    Hypervisor, HypervisorError, LogSink, LogStream, Machine, MachineAccess, MachineFootprint, MachineJournal, MachineRequest,
-    NoJournal, SshAccess,
+    Hypervisor, HypervisorError, LogStream, Machine, MachineAccess, MachineFootprint, MachineRequest,
+    ProvisionContext, SshAccess,
 };
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -511,34 +511,17 @@ impl QemuHypervisor {
             .clone()
     }
 
-    /// Makes and boots a machine for `request`, like [`Hypervisor::provision`].
+    /// Makes and boots a machine for `request`, like [`Hypervisor::provision`]: the
+    /// machine's footprint (its directory, then QEMU's pid and SSH port) goes to
+    /// `ctx.journal` before QEMU starts and once it has.
     ///
     /// # Errors
     /// [`VmError`]; nothing is left behind on error.
     ///
     /// # Cancel safety
     /// Dropping the future kills QEMU and removes the machine's files.
-    pub async fn boot(
-        &self,
-        request: &MachineRequest,
-        console: &LogSink,
-        cancel: &CancellationToken,
-    ) -> Result<Machine, VmError> {
-        self.boot_recorded(request, console, cancel, &NoJournal).await
-    }
-
-    /// [`boot`](QemuHypervisor::boot), writing the machine's footprint (its directory,
-    /// then QEMU's pid and SSH port) to `journal` before QEMU starts and once it has.
-    ///
-    /// # Errors
-    /// As [`boot`](QemuHypervisor::boot).
-    pub async fn boot_recorded(
-        &self,
-        request: &MachineRequest,
-        console: &LogSink,
-        cancel: &CancellationToken,
-        journal: &dyn MachineJournal,
-    ) -> Result<Machine, VmError> {
+    pub async fn boot(&self, request: &MachineRequest, ctx: &ProvisionContext<'_>) -> Result<Machine, VmError> {
+        let ProvisionContext { console, cancel, journal, .. } = *ctx;
         let config = &self.inner.config;
         let entry = config.catalog.lookup(&request.label).cloned().ok_or_else(|| VmError::UnknownLabel(request.label.clone()))?;
         let profile = entry.guest_profile().map_err(|e| VmError::Image { label: request.label.clone(), source: e })?;
@@ -770,23 +753,8 @@ impl Hypervisor for QemuHypervisor {
         self.inner.config.catalog.lookup(label).is_some()
     }
 
-    async fn provision(
-        &self,
-        request: &MachineRequest,
-        console: &LogSink,
-        cancel: &CancellationToken,
-    ) -> Result<Machine, HypervisorError> {
-        Ok(self.boot(request, console, cancel).await?)
-    }
-
-    async fn provision_recorded(
-        &self,
-        request: &MachineRequest,
-        console: &LogSink,
-        cancel: &CancellationToken,
-        journal: &dyn MachineJournal,
-    ) -> Result<Machine, HypervisorError> {
-        Ok(self.boot_recorded(request, console, cancel, journal).await?)
+    async fn provision(&self, request: &MachineRequest, ctx: &ProvisionContext<'_>) -> Result<Machine, HypervisorError> {
+        Ok(self.boot(request, ctx).await?)
     }
 
     async fn destroy(&self, machine: &Machine) -> Result<(), HypervisorError> {
@@ -800,6 +768,7 @@ impl Hypervisor for QemuHypervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use solstice_core::LogSink;
 
     #[tokio::test]
     async fn a_hypervisor_starts_one_egress_proxy_and_reuses_it() {
@@ -831,7 +800,8 @@ mod tests {
         let hypervisor = QemuHypervisor::builder().catalog(catalog).run_dir(run_dir.path()).memory_budget_mib(2048).build();
         let request = MachineRequest { job_id: solstice_core::JobId::new(), label: "big".into(), debug_ssh: false };
         let (console, _lines) = LogSink::channel(16);
-        let error = hypervisor.boot(&request, &console, &CancellationToken::new()).await.expect_err("over budget");
+        let cancel = CancellationToken::new();
+        let error = hypervisor.boot(&request, &ProvisionContext::new(&console, &cancel)).await.expect_err("over budget");
         assert!(matches!(error, VmError::OverBudget { .. }), "{error:?}");
         assert!(!error.is_transient(), "waiting would never help");
         assert_eq!(std::fs::read_dir(run_dir.path()).expect("read").count(), 0, "nothing was made");

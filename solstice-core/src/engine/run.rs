@@ -15,8 +15,8 @@ use super::debug_slot::{SharedSlot, SlotRefused};
 use super::emit::Emitter;
 use super::EngineInner;
 use crate::{
-    error_chain, JobEventKind, JobId, JobRequest, JobResult, LogSink, LogStream, Machine, OutputLine, MachineAccess, MachineRequest, ScriptRun,
-    StepAction, StepCommand, StepExit,
+    error_chain, JobEventKind, JobId, JobRequest, JobResult, LogSink, LogStream, Machine, OutputLine, MachineAccess, MachineRequest,
+    ProvisionContext, ScriptRun, StepAction, StepCommand, StepExit,
 };
 
 /// Steps that still run after a cancellation (`if: always()` or `cancelled()`) get at
@@ -116,7 +116,7 @@ async fn provision_and_run(
     let journal = &crate::NoJournal;
     let provision = async {
         let console = console;
-        engine.hypervisor.provision_recorded(&request, &console, cancel, journal).await
+        engine.hypervisor.provision(&request, &ProvisionContext::new(&console, cancel).with_journal(journal)).await
     };
     // The boot console goes to the job's log as it comes, so a slow boot (minutes for
     // some guests under TCG) or one that hangs shows its progress.
@@ -281,7 +281,7 @@ async fn keep_for_debug(
     let cancel = CancellationToken::new();
     let run = async {
         let sink = sink;
-        tokio::time::timeout(KEY_INSTALL_LIMIT, engine.executor.run_script(&machine, &install, &sink, cancel.clone())).await
+        tokio::time::timeout(KEY_INSTALL_LIMIT, engine.executor.run_script(&machine, &install, &sink, &cancel)).await
     };
     let (installed, lines) = tokio::join!(run, collect_lines(rx));
     cancel.cancel();
@@ -547,14 +547,14 @@ async fn execute_step(
                         working_directory: step.working_directory.clone(),
                         path: added_path.to_vec(),
                     };
-                    engine.executor.run_script(machine, &run, &sink, cancel.clone()).await.map_err(|e| error_chain(&e))
+                    engine.executor.run_script(machine, &run, &sink, &cancel).await.map_err(|e| error_chain(&e))
                 }
                 Err(e) => Err(format!("the step's script has an expression that could not be evaluated: {e}")),
             },
             StepAction::Checkout(checkout) => match &job.checkout {
                 Some(source) => engine
                     .executor
-                    .checkout(machine, source, checkout, &sink, cancel.clone())
+                    .checkout(machine, source, checkout, &sink, &cancel)
                     .await
                     .map_err(|e| error_chain(&e)),
                 None => Err("this job has no repository to check out".to_owned()),

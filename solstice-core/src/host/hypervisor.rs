@@ -3,9 +3,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use tokio_util::sync::CancellationToken;
-
-use crate::{Hypervisor, HypervisorError, LogSink, Machine, MachineAccess, MachineRequest};
+use crate::{Hypervisor, HypervisorError, Machine, MachineAccess, MachineRequest, ProvisionContext};
 
 /// A [`Hypervisor`] whose "machines" are fresh temporary directories on this host.
 ///
@@ -57,16 +55,13 @@ impl Hypervisor for HostHypervisor {
         self.labels.iter().any(|l| l == label)
     }
 
-    async fn provision(
-        &self,
-        request: &MachineRequest,
-        _console: &LogSink,
-        cancel: &CancellationToken,
-    ) -> Result<Machine, HypervisorError> {
+    /// Host workspaces are temporary directories that go with the process, so nothing is
+    /// journaled.
+    async fn provision(&self, request: &MachineRequest, ctx: &ProvisionContext<'_>) -> Result<Machine, HypervisorError> {
         if !self.serves(&request.label) {
             return Err(HypervisorError::UnknownLabel(request.label.clone()));
         }
-        if cancel.is_cancelled() {
+        if ctx.cancel.is_cancelled() {
             return Err(HypervisorError::Cancelled);
         }
         let prefix = format!("solstice-{}-", request.job_id);

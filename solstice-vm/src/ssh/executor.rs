@@ -111,7 +111,7 @@ impl StepExecutor for SshExecutor {
         machine: &Machine,
         step: &ScriptRun,
         output: &LogSink,
-        cancel: CancellationToken,
+        cancel: &CancellationToken,
     ) -> Result<StepExit, ExecError> {
         let session = self.session(machine).await?;
         let command = shell_command(&step.shell, step.index);
@@ -158,7 +158,7 @@ impl StepExecutor for SshExecutor {
             argv = argv.join(" "),
         );
         let code = session
-            .exec_streaming(&remote, output, &cancel)
+            .exec_streaming(&remote, output, cancel)
             .await
             .map_err(|e| connection_error(machine, e))?;
         if cancel.is_cancelled() {
@@ -186,14 +186,14 @@ impl StepExecutor for SshExecutor {
         source: &CheckoutSource,
         step: &CheckoutStep,
         output: &LogSink,
-        cancel: CancellationToken,
+        cancel: &CancellationToken,
     ) -> Result<StepExit, ExecError> {
         let dest = Self::resolve_dir(machine, Some(step.path.as_str()));
         match source {
             CheckoutSource::LocalDir { path } => {
                 output.send(LogStream::System, format!("Uploading {path} into {dest}")).await;
                 let session = self.session(machine).await?;
-                upload_tree(&session, std::path::Path::new(path), &dest, &cancel).await
+                upload_tree(&session, std::path::Path::new(path), &dest, cancel).await
             }
             CheckoutSource::Git { url, rev, token } => {
                 let rev = step.git_ref.as_deref().unwrap_or(rev);
@@ -228,7 +228,7 @@ impl StepExecutor for SshExecutor {
                 }
                 let session = self.session(machine).await?;
                 output.send(LogStream::System, format!("Uploading the checkout into {dest}")).await;
-                upload_tree(&session, clone.path(), &dest, &cancel).await
+                upload_tree(&session, clone.path(), &dest, cancel).await
             }
         }
     }
