@@ -16,8 +16,9 @@ pub struct ScriptRun {
     pub script: String,
     /// The shell command line with `{0}` for the script path (GitHub's convention).
     pub shell: String,
-    /// The complete environment for the step (the executor adds `GITHUB_OUTPUT`,
-    /// `GITHUB_ENV` and `GITHUB_PATH`, pointing at files it reads back).
+    /// The complete environment for the step, the machine's included
+    /// ([`Machine::step_env`]; the executor adds `GITHUB_OUTPUT`, `GITHUB_ENV` and
+    /// `GITHUB_PATH`, pointing at files it reads back).
     pub env: BTreeMap<String, String>,
     /// Working directory: relative to the workspace, or absolute.
     pub working_directory: Option<String>,

@@ -1,5 +1,6 @@
 //! The [`Hypervisor`] seam: machines that jobs run in.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -53,6 +54,120 @@ pub struct Machine {
     pub workspace: String,
     /// How to reach it.
     pub access: MachineAccess,
+    /// What the machine says about itself to the job: the `runner` context and the
+    /// `RUNNER_*` variables.
+    pub runner: RunnerInfo,
+    /// Variables every step on the machine gets, under the job's and the step's own (for
+    /// example the egress proxy's `http_proxy` on VMs with egress). Usually empty.
+    pub env: BTreeMap<String, String>,
+}
+
+impl Machine {
+    /// The variables a step on this machine starts from: [`RunnerInfo::env`], then
+    /// [`Machine::env`]. The engine puts the job's and the step's variables over them.
+    pub fn step_env(&self) -> BTreeMap<String, String> {
+        let mut env = self.runner.env();
+        env.extend(self.env.clone());
+        env
+    }
+}
+
+/// What a machine tells a job's steps about itself: GitHub's `runner` context and the
+/// `RUNNER_*` variables.
+///
+/// Hypervisors fill it in for every [`Machine`]; the engine evaluates `runner.*` against
+/// it when a step runs and gives every step its [`RunnerInfo::env`]. Values follow
+/// GitHub's spelling where GitHub has one (see [`RunnerInfo::os_name`] and
+/// [`RunnerInfo::arch_name`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerInfo {
+    /// `runner.os`, `RUNNER_OS`: `Linux`, `macOS` or `Windows` as GitHub spells them,
+    /// otherwise what the system's own `uname -s` says (`FreeBSD`, `OpenBSD`, `NetBSD`,
+    /// `DragonFly`, `SunOS` for illumos and Solaris, `Haiku`).
+    pub os: String,
+    /// `runner.arch`, `RUNNER_ARCH`: `X64`, `ARM64`, `X86`, `ARM` (GitHub's spellings), or
+    /// another architecture's name in capitals.
+    pub arch: String,
+    /// `runner.name`, `RUNNER_NAME`: the machine's name (its id).
+    pub name: String,
+    /// `runner.temp`, `RUNNER_TEMP`: absolute path of a directory for temporary files,
+    /// empty when the job starts. It exists by the time a step runs.
+    pub temp: String,
+    /// `runner.tool_cache`, `RUNNER_TOOL_CACHE`: absolute path of the directory tool
+    /// installers use. It exists by the time a step runs.
+    pub tool_cache: String,
+}
+
+impl RunnerInfo {
+    /// This host's `runner.os`: [`std::env::consts::OS`] through [`RunnerInfo::os_name`].
+    pub fn host_os() -> String {
+        Self::os_name(std::env::consts::OS)
+    }
+
+    /// This host's `runner.arch`: [`std::env::consts::ARCH`] through [`RunnerInfo::arch_name`].
+    pub fn host_arch() -> String {
+        Self::arch_name(std::env::consts::ARCH)
+    }
+
+    /// The `runner.os` of a system Rust calls `os` (the values of [`std::env::consts::OS`]):
+    /// GitHub's `Linux`, `macOS`, `Windows`; otherwise what the system's `uname -s` says
+    /// (`FreeBSD`, `OpenBSD`, `NetBSD`, `DragonFly`, `SunOS` for `illumos` and `solaris`,
+    /// `Haiku`). A name not in that list is returned as it is.
+    ///
+    /// ```
+    /// use solstice_core::RunnerInfo;
+    /// assert_eq!(RunnerInfo::os_name("linux"), "Linux");
+    /// assert_eq!(RunnerInfo::os_name("illumos"), "SunOS");
+    /// ```
+    pub fn os_name(os: &str) -> String {
+        match os {
+            "linux" | "android" => "Linux",
+            "macos" => "macOS",
+            "windows" => "Windows",
+            "freebsd" => "FreeBSD",
+            "openbsd" => "OpenBSD",
+            "netbsd" => "NetBSD",
+            "dragonfly" => "DragonFly",
+            "illumos" | "solaris" => "SunOS",
+            "haiku" => "Haiku",
+            other => other,
+        }
+        .to_owned()
+    }
+
+    /// The `runner.arch` of an architecture Rust calls `arch` (the values of
+    /// [`std::env::consts::ARCH`]): GitHub's `X64`, `ARM64`, `X86`, `ARM`; any other in
+    /// capitals (`RISCV64`, `S390X`).
+    ///
+    /// ```
+    /// use solstice_core::RunnerInfo;
+    /// assert_eq!(RunnerInfo::arch_name("x86_64"), "X64");
+    /// assert_eq!(RunnerInfo::arch_name("aarch64"), "ARM64");
+    /// ```
+    pub fn arch_name(arch: &str) -> String {
+        match arch {
+            "x86_64" => "X64".to_owned(),
+            "aarch64" => "ARM64".to_owned(),
+            "x86" => "X86".to_owned(),
+            "arm" => "ARM".to_owned(),
+            other => other.to_ascii_uppercase(),
+        }
+    }
+
+    /// The `RUNNER_OS`, `RUNNER_ARCH`, `RUNNER_NAME`, `RUNNER_TEMP` and
+    /// `RUNNER_TOOL_CACHE` variables.
+    pub fn env(&self) -> BTreeMap<String, String> {
+        [
+            ("RUNNER_OS", &self.os),
+            ("RUNNER_ARCH", &self.arch),
+            ("RUNNER_NAME", &self.name),
+            ("RUNNER_TEMP", &self.temp),
+            ("RUNNER_TOOL_CACHE", &self.tool_cache),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.clone()))
+        .collect()
+    }
 }
 
 /// What a machine leaves on the host while it lives: enough for a restarted

@@ -165,7 +165,13 @@ mod tests {
     #[tokio::test]
     async fn steps_go_to_the_executor_for_the_access_kind() {
         let exec = ExecutorByAccess::new(Some(Arc::new(HostExecutor::new())), None);
-        let local = Machine { id: "m".into(), label: "l".into(), workspace: "/".into(), access: MachineAccess::Local };
+        let local = Machine {
+            id: "m".into(),
+            label: "l".into(),
+            workspace: "/".into(),
+            access: MachineAccess::Local,
+            runner: crate::RunnerInfo { os: "Linux".into(), arch: "X64".into(), name: "m".into(), temp: "/tmp".into(), tool_cache: "/tmp".into() }, env: Default::default(),
+        };
         let ssh = Machine {
             access: MachineAccess::Ssh(crate::SshAccess {
                 addr: "127.0.0.1:1".parse().expect("addr"),

@@ -81,6 +81,8 @@ impl Hypervisor for CountingHypervisor {
             label: request.label.clone(),
             workspace: "/work".into(),
             access: MachineAccess::Local,
+            runner: crate::RunnerInfo { os: "Linux".into(), arch: "X64".into(), name: format!("fake-{n}"), temp: "/tmp".into(), tool_cache: "/tmp".into() },
+            env: Default::default(),
         })
     }
 

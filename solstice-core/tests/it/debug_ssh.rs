@@ -39,7 +39,7 @@ impl Hypervisor for FakeVms {
         let id = format!("vm-{}", request.job_id);
         ctx.journal.record(&MachineFootprint { machine_id: id.clone(), ..Default::default() }).await;
         Ok(Machine {
-            id,
+            id: id.clone(),
             label: request.label.clone(),
             workspace: "/root/work".into(),
             access: MachineAccess::Ssh(SshAccess {
@@ -48,6 +48,7 @@ impl Hypervisor for FakeVms {
                 host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGhvc3Qta2V5LW9mLXRoZS1tYWNoaW5l host".into(),
                 client_key: Secret::new(JOB_KEY),
             }),
+            runner: solstice_core::RunnerInfo { os: "Linux".into(), arch: "X64".into(), name: id.clone(), temp: "/tmp".into(), tool_cache: "/tmp".into() }, env: Default::default(),
         })
     }
 

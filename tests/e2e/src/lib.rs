@@ -98,7 +98,7 @@ pub async fn run_shell(machine: &Machine, script: String) -> (StepExit, Vec<Stri
         index: 0,
         script,
         shell: "sh {0}".into(),
-        env: Default::default(),
+        env: machine.step_env(),
         working_directory: None,
         path: Vec::new(),
     };

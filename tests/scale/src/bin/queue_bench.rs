@@ -336,6 +336,7 @@ impl Hypervisor for NullHypervisor {
             label: request.label.clone(),
             workspace: "/nonexistent".to_owned(),
             access: MachineAccess::Local,
+            runner: solstice_core::RunnerInfo { os: "Linux".into(), arch: "X64".into(), name: request.job_id.to_string(), temp: "/tmp".into(), tool_cache: "/tmp".into() }, env: Default::default(),
         })
     }
 
