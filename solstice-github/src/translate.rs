@@ -407,6 +407,16 @@ mod tests {
     }
 
     #[test]
+    fn values_that_read_the_runner_context_are_left_for_the_engine() {
+        let step = |value: Value| Token::parse(&value);
+        assert_eq!(deferred(&step(json!({"type": 3, "expr": "format('{0}-x', runner.os)"}))).as_deref(), Some("${{ format('{0}-x', runner.os) }}"));
+        assert_eq!(deferred(&step(json!({"type": 3, "expr": "github.sha"}))), None);
+        assert_eq!(deferred(&step(json!("runner.os"))), None, "a literal is only text");
+        let t = translate(&message(), "github:r", &["host".into()]);
+        assert!(!t.request.contexts.contains_key("runner"), "only the machine knows it");
+    }
+
+    #[test]
     fn a_job_message_becomes_a_job_request() {
         let t = translate(&message(), "github:r", &["self-hosted".into(), "host".into()]);
         assert!(t.unsupported.is_none(), "{:?}", t.unsupported);
