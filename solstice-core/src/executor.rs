@@ -16,8 +16,9 @@ pub struct ScriptRun {
     pub script: String,
     /// The shell command line with `{0}` for the script path (GitHub's convention).
     pub shell: String,
-    /// The complete environment for the step (the executor adds `GITHUB_OUTPUT`,
-    /// `GITHUB_ENV` and `GITHUB_PATH`, pointing at files it reads back).
+    /// The complete environment for the step, the machine's included
+    /// ([`Machine::step_env`]; the executor adds `GITHUB_OUTPUT`, `GITHUB_ENV` and
+    /// `GITHUB_PATH`, pointing at files it reads back).
     pub env: BTreeMap<String, String>,
     /// Working directory: relative to the workspace, or absolute.
     pub working_directory: Option<String>,
@@ -92,13 +93,14 @@ pub enum ExecError {
 /// # Example
 /// ```
 /// use solstice_core::{HostExecutor, HostHypervisor, Hypervisor, StepExecutor, ScriptRun,
-///                     MachineRequest, LogSink, JobId};
+///                     MachineRequest, LogSink, JobId, ProvisionContext};
 /// use tokio_util::sync::CancellationToken;
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let hypervisor = HostHypervisor::new();
 /// let (sink, mut lines) = LogSink::channel(64);
 /// let request = MachineRequest { job_id: JobId::new(), label: "host".into(), debug_ssh: false };
-/// let machine = hypervisor.provision(&request, &sink, &CancellationToken::new()).await?;
+/// let cancel = CancellationToken::new();
+/// let machine = hypervisor.provision(&request, &ProvisionContext::new(&sink, &cancel)).await?;
 /// let step = ScriptRun {
 ///     index: 0,
 ///     script: "echo hello".into(),
@@ -107,7 +109,7 @@ pub enum ExecError {
 ///     working_directory: None,
 ///     path: Vec::new(),
 /// };
-/// let exit = HostExecutor::new().run_script(&machine, &step, &sink, CancellationToken::new()).await?;
+/// let exit = HostExecutor::new().run_script(&machine, &step, &sink, &cancel).await?;
 /// assert!(exit.succeeded());
 /// assert_eq!(lines.recv().await.map(|l| l.line).as_deref(), Some("hello"));
 /// hypervisor.destroy(&machine).await?;
@@ -125,7 +127,7 @@ pub trait StepExecutor: Send + Sync + 'static {
         machine: &Machine,
         step: &ScriptRun,
         output: &LogSink,
-        cancel: CancellationToken,
+        cancel: &CancellationToken,
     ) -> Result<StepExit, ExecError>;
 
     /// Puts the repository into the workspace (the built-in `actions/checkout`).
@@ -138,7 +140,7 @@ pub trait StepExecutor: Send + Sync + 'static {
         source: &CheckoutSource,
         step: &CheckoutStep,
         output: &LogSink,
-        cancel: CancellationToken,
+        cancel: &CancellationToken,
     ) -> Result<StepExit, ExecError>;
 }
 

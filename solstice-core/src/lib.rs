@@ -66,7 +66,7 @@ pub use host::{HostExecutor, HostHypervisor};
 pub use local::LocalSource;
 pub use machine::{
     Hypervisor, HypervisorError, Machine, MachineAccess, MachineFootprint, MachineJournal, MachineRequest, NoJournal,
-    SshAccess,
+    ProvisionContext, RunnerInfo, SshAccess,
 };
 pub use mask::Masker;
 pub use metrics::EngineMetrics;

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     CheckoutSource, CheckoutStep, ExecError, Hypervisor, HypervisorError, LogSink, Machine, MachineAccess,
-    MachineFootprint, MachineJournal, MachineRequest, NoJournal, ScriptRun, StepExecutor, StepExit,
+    MachineFootprint, MachineRequest, ProvisionContext, ScriptRun, StepExecutor, StepExit,
 };
 
 /// Several hypervisors behind one: a machine comes from the first that serves its
@@ -46,27 +46,11 @@ impl Hypervisor for HypervisorSet {
         self.members.iter().any(|m| m.serves(label))
     }
 
-    async fn provision(
-        &self,
-        request: &MachineRequest,
-        console: &LogSink,
-        cancel: &CancellationToken,
-    ) -> Result<Machine, HypervisorError> {
-        // A member's provision_recorded with no journal is its plain provision.
-        self.provision_recorded(request, console, cancel, &NoJournal).await
-    }
-
-    async fn provision_recorded(
-        &self,
-        request: &MachineRequest,
-        console: &LogSink,
-        cancel: &CancellationToken,
-        journal: &dyn MachineJournal,
-    ) -> Result<Machine, HypervisorError> {
+    async fn provision(&self, request: &MachineRequest, ctx: &ProvisionContext<'_>) -> Result<Machine, HypervisorError> {
         let Some((index, member)) = self.members.iter().enumerate().find(|(_, m)| m.serves(&request.label)) else {
             return Err(HypervisorError::UnknownLabel(request.label.clone()));
         };
-        let machine = member.provision_recorded(request, console, cancel, journal).await?;
+        let machine = member.provision(request, ctx).await?;
         if let Ok(mut owners) = self.owners.lock() {
             owners.insert(machine.id.clone(), index);
         }
@@ -135,7 +119,7 @@ impl StepExecutor for ExecutorByAccess {
         machine: &Machine,
         step: &ScriptRun,
         output: &LogSink,
-        cancel: CancellationToken,
+        cancel: &CancellationToken,
     ) -> Result<StepExit, ExecError> {
         self.pick(machine)?.run_script(machine, step, output, cancel).await
     }
@@ -146,7 +130,7 @@ impl StepExecutor for ExecutorByAccess {
         source: &CheckoutSource,
         step: &CheckoutStep,
         output: &LogSink,
-        cancel: CancellationToken,
+        cancel: &CancellationToken,
     ) -> Result<StepExit, ExecError> {
         self.pick(machine)?.checkout(machine, source, step, output, cancel).await
     }
@@ -166,21 +150,28 @@ mod tests {
         let (console, _rx) = LogSink::channel(4);
         let request = |label: &str| MachineRequest { job_id: JobId::new(), label: label.into(), debug_ssh: false };
         let cancel = CancellationToken::new();
-        let on_b = set.provision(&request("b"), &console, &cancel).await.expect("b");
-        let on_a = set.provision(&request("a"), &console, &cancel).await.expect("a");
+        let ctx = ProvisionContext::new(&console, &cancel);
+        let on_b = set.provision(&request("b"), &ctx).await.expect("b");
+        let on_a = set.provision(&request("a"), &ctx).await.expect("a");
         assert_eq!((a.live_machines(), b.live_machines()), (1, 1));
         set.destroy(&on_a).await.expect("destroy a");
         set.destroy(&on_b).await.expect("destroy b");
         set.destroy(&on_b).await.expect("destroy is idempotent");
         assert_eq!((a.live_machines(), b.live_machines()), (0, 0));
-        let err = set.provision(&request("c"), &console, &cancel).await.expect_err("unknown label");
+        let err = set.provision(&request("c"), &ctx).await.expect_err("unknown label");
         assert!(matches!(err, HypervisorError::UnknownLabel(l) if l == "c"));
     }
 
     #[tokio::test]
     async fn steps_go_to_the_executor_for_the_access_kind() {
         let exec = ExecutorByAccess::new(Some(Arc::new(HostExecutor::new())), None);
-        let local = Machine { id: "m".into(), label: "l".into(), workspace: "/".into(), access: MachineAccess::Local };
+        let local = Machine {
+            id: "m".into(),
+            label: "l".into(),
+            workspace: "/".into(),
+            access: MachineAccess::Local,
+            runner: crate::RunnerInfo { os: "Linux".into(), arch: "X64".into(), name: "m".into(), temp: "/tmp".into(), tool_cache: "/tmp".into() }, env: Default::default(),
+        };
         let ssh = Machine {
             access: MachineAccess::Ssh(crate::SshAccess {
                 addr: "127.0.0.1:1".parse().expect("addr"),
@@ -199,9 +190,9 @@ mod tests {
             path: vec![],
         };
         let (sink, _rx) = LogSink::channel(4);
-        let exit = exec.run_script(&local, &run, &sink, CancellationToken::new()).await.expect("local");
+        let exit = exec.run_script(&local, &run, &sink, &CancellationToken::new()).await.expect("local");
         assert!(exit.succeeded());
-        let err = exec.run_script(&ssh, &run, &sink, CancellationToken::new()).await.expect_err("no ssh executor");
+        let err = exec.run_script(&ssh, &run, &sink, &CancellationToken::new()).await.expect_err("no ssh executor");
         assert!(matches!(err, ExecError::UnsupportedMachine(_)));
     }
 }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     CheckoutSource, CheckoutStep, ExecError, Hypervisor, HypervisorError, LogSink, LogStream,
-    Machine, MachineAccess, MachineRequest, ScriptRun, StepExecutor, StepExit,
+    Machine, MachineAccess, MachineRequest, ProvisionContext, ScriptRun, StepExecutor, StepExit,
 };
 
 /// A hypervisor that hands out imaginary machines and counts them.
@@ -62,16 +62,11 @@ impl Hypervisor for CountingHypervisor {
         true
     }
 
-    async fn provision(
-        &self,
-        request: &MachineRequest,
-        console: &LogSink,
-        cancel: &CancellationToken,
-    ) -> Result<Machine, HypervisorError> {
-        console.send(LogStream::System, "fake machine booting").await;
+    async fn provision(&self, request: &MachineRequest, ctx: &ProvisionContext<'_>) -> Result<Machine, HypervisorError> {
+        ctx.console.send(LogStream::System, "fake machine booting").await;
         tokio::select! {
             _ = tokio::time::sleep(self.provision_delay) => {}
-            _ = cancel.cancelled() => return Err(HypervisorError::Cancelled),
+            _ = ctx.cancel.cancelled() => return Err(HypervisorError::Cancelled),
         }
         if self.fail_provision {
             return Err(HypervisorError::Backend {
@@ -86,6 +81,8 @@ impl Hypervisor for CountingHypervisor {
             label: request.label.clone(),
             workspace: "/work".into(),
             access: MachineAccess::Local,
+            runner: crate::RunnerInfo { os: "Linux".into(), arch: "X64".into(), name: format!("fake-{n}"), temp: "/tmp".into(), tool_cache: "/tmp".into() },
+            env: Default::default(),
         })
     }
 
@@ -128,7 +125,7 @@ impl StepExecutor for ScriptedExecutor {
         _machine: &Machine,
         step: &ScriptRun,
         output: &LogSink,
-        cancel: CancellationToken,
+        cancel: &CancellationToken,
     ) -> Result<StepExit, ExecError> {
         self.steps_run.fetch_add(1, Ordering::SeqCst);
         let mut outputs = BTreeMap::new();
@@ -172,7 +169,7 @@ impl StepExecutor for ScriptedExecutor {
         _source: &CheckoutSource,
         step: &CheckoutStep,
         output: &LogSink,
-        _cancel: CancellationToken,
+        _cancel: &CancellationToken,
     ) -> Result<StepExit, ExecError> {
         output.send(LogStream::System, format!("checked out into `{}`", step.path)).await;
         Ok(StepExit::code(0))

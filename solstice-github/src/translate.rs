@@ -100,7 +100,9 @@ pub(crate) fn translate(msg: &JobMessage, source: &str, runs_on: &[String]) -> T
             contexts.insert(name.to_owned(), json!({}));
         }
     }
-    contexts.insert("runner".to_owned(), json!({"os": "Linux", "arch": "X64", "temp": "/tmp", "tool_cache": "/tmp"}));
+    // No `runner` context here: only the machine the job gets knows its OS, architecture
+    // and directories. The engine adds it when the job runs, and values that read it are
+    // left to the engine (`deferred`).
 
     let mut problems: Option<(Option<usize>, String)> = None;
     let mut note = |index: Option<usize>, why: String| {
@@ -251,7 +253,8 @@ fn translate_step(
     if let Some(Token::Mapping(pairs)) = &step.environment {
         let mut ctx = ctx.clone();
         for (k, v) in pairs {
-            let (k, v) = match (k.evaluate_string(&ctx), v.evaluate_string(&ctx)) {
+            let v = deferred(v).map_or_else(|| v.evaluate_string(&ctx), Ok);
+            let (k, v) = match (k.evaluate_string(&ctx), v) {
                 (Ok(k), Ok(v)) => (k, v),
                 (Err(e), _) | (_, Err(e)) => return Err(Box::new((plan, format!("The step's env could not be evaluated: {e}")))),
             };
@@ -262,7 +265,10 @@ fn translate_step(
         }
     }
     let working_directory = match step.inputs.get("workingDirectory") {
-        Some(t) => Some(t.evaluate_string(ctx).map_err(|e| Box::new((plan.clone(), format!("The step's working directory could not be evaluated: {e}"))))?),
+        Some(t) => Some(match deferred(t) {
+            Some(text) => text,
+            None => t.evaluate_string(ctx).map_err(|e| Box::new((plan.clone(), format!("The step's working directory could not be evaluated: {e}"))))?,
+        }),
         None => default_dir.clone(),
     }
     .filter(|d| !d.is_empty());
@@ -290,6 +296,15 @@ fn translate_step(
         timeout,
     };
     Ok((command, plan))
+}
+
+/// The text for the engine, `${{ expr }}`, of a value whose expression reads the `runner`
+/// context: only the machine knows it, so the engine evaluates it when the step runs.
+/// `None` for every other value, which is evaluated here.
+fn deferred(token: &Token) -> Option<String> {
+    let Token::Expression(text) = token else { return None };
+    let expression = solstice_workflow::Expression::parse(text).ok()?;
+    expression.referenced_contexts().iter().any(|c| c == "runner").then(|| token.template_text())
 }
 
 /// The shell command line for a `shell:` value, as the official runner resolves it on
@@ -389,6 +404,16 @@ mod tests {
             ]
         });
         JobMessage::parse(&value).expect("parse")
+    }
+
+    #[test]
+    fn values_that_read_the_runner_context_are_left_for_the_engine() {
+        let step = |value: Value| Token::parse(&value);
+        assert_eq!(deferred(&step(json!({"type": 3, "expr": "format('{0}-x', runner.os)"}))).as_deref(), Some("${{ format('{0}-x', runner.os) }}"));
+        assert_eq!(deferred(&step(json!({"type": 3, "expr": "github.sha"}))), None);
+        assert_eq!(deferred(&step(json!("runner.os"))), None, "a literal is only text");
+        let t = translate(&message(), "github:r", &["host".into()]);
+        assert!(!t.request.contexts.contains_key("runner"), "only the machine knows it");
     }
 
     #[test]

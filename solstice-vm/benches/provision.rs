@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use solstice_core::{JobId, LogSink, MachineRequest, SshAccess};
+use solstice_core::{JobId, LogSink, MachineRequest, ProvisionContext, SshAccess};
 use solstice_vm::{
     AccelChoice, BootSpec, NetSpec, PortAllocator, QemuHypervisor, QemuProcess, SeedConfig, SshKeyPair, SshSession,
     TestGuest, VmSpec,
@@ -45,7 +45,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
             let request = MachineRequest { job_id: JobId::new(), label: "tiny-linux".into(), debug_ssh: false };
             let started = Instant::now();
-            let machine = hypervisor.boot(&request, &console, &CancellationToken::new()).await?;
+            let cancel = CancellationToken::new();
+            let machine = hypervisor.boot(&request, &ProvisionContext::new(&console, &cancel)).await?;
             let t2 = started.elapsed();
             ours.push(t2);
             drop(console);

@@ -38,12 +38,34 @@ pub struct GuestProfile {
     pub elevate: String,
     /// Absolute path of the job's workspace in the guest.
     pub workspace: String,
+    /// What the guest reports as `runner.os` unless its catalog entry says otherwise:
+    /// GitHub's spelling for Linux (`Linux`), otherwise what the system's `uname -s`
+    /// says (`SunOS` for illumos). Default: `Linux`.
+    #[serde(default = "default_os")]
+    pub os: String,
+    /// `runner.temp` in the guest: a directory for the job's temporary files, outside the
+    /// workspace. Default: `/tmp/runner-temp`.
+    #[serde(default = "default_temp")]
+    pub temp: String,
+    /// `runner.tool_cache` in the guest. Default: `/tmp/runner-tool-cache`.
+    #[serde(default = "default_tool_cache")]
+    pub tool_cache: String,
     /// Directory for the executor's scripts and command files.
     pub scratch: String,
     /// A line on the serial console that says the guest is up (SSH is tried earlier
     /// anyway, so this only shortens the log).
     #[serde(default)]
     pub ready_marker: Option<String>,
+}
+
+fn default_os() -> String {
+    "Linux".into()
+}
+fn default_temp() -> String {
+    "/tmp/runner-temp".into()
+}
+fn default_tool_cache() -> String {
+    "/tmp/runner-tool-cache".into()
 }
 
 impl GuestProfile {
@@ -57,6 +79,9 @@ impl GuestProfile {
             sudo: Some("ALL=(ALL) NOPASSWD:ALL".into()),
             elevate: "sudo".into(),
             workspace: "/home/runner/work".into(),
+            os: "Linux".into(),
+            temp: "/home/runner/_temp".into(),
+            tool_cache: "/home/runner/_tool".into(),
             scratch: "/tmp/solstice".into(),
             ready_marker: Some("Cloud-init".into()),
         }
@@ -72,6 +97,9 @@ impl GuestProfile {
             sudo: None,
             elevate: "pfexec".into(),
             workspace: "/export/home/runner/work".into(),
+            os: "SunOS".into(),
+            temp: "/export/home/runner/_temp".into(),
+            tool_cache: "/export/home/runner/_tool".into(),
             scratch: "/tmp/solstice".into(),
             ready_marker: None,
         }
@@ -87,6 +115,9 @@ impl GuestProfile {
             sudo: None,
             elevate: String::new(),
             workspace: "/root/work".into(),
+            os: "Linux".into(),
+            temp: "/root/_temp".into(),
+            tool_cache: "/root/_tool".into(),
             scratch: "/tmp/solstice".into(),
             ready_marker: Some("solstice-guest: sshd started".into()),
         }
@@ -113,5 +144,6 @@ mod tests {
         assert_eq!(GuestProfile::preset("linux").map(|p| p.user), Some("runner".into()));
         assert_eq!(GuestProfile::preset("tiny").map(|p| p.user), Some("root".into()));
         assert_eq!(GuestProfile::preset("windows"), None);
+        assert_eq!(GuestProfile::preset("omnios").map(|p| p.os), Some("SunOS".into()), "what illumos' uname -s says");
     }
 }

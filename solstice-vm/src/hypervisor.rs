@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use solstice_core::{
-    Hypervisor, HypervisorError, LogSink, LogStream, Machine, MachineAccess, MachineFootprint, MachineJournal, MachineRequest,
-    NoJournal, SshAccess,
+    Hypervisor, HypervisorError, LogStream, Machine, MachineAccess, MachineFootprint, MachineRequest,
+    ProvisionContext, RunnerInfo, SshAccess,
 };
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,7 @@ use crate::image::{BootMode, ImageCache, ImageCatalog, ImageEntry, ImageError, L
 use crate::keys::{KeyError, SshKeyPair};
 use crate::budget::{Budget, OverBudget, Reservation, ReserveError};
 use crate::egress::{EgressError, EgressProxy, EgressProxyBuilder};
-use crate::net::{EgressConfig, NetSpec, egress_env, machine_env};
+use crate::net::{EgressConfig, NetSpec, egress_env};
 use crate::ports::{PortAllocator, PortError, PortLease};
 use crate::qemu::{BootSpec, QemuError, QemuProcess, StopOutcome, VmSpec};
 use crate::qmp::{QmpClient, QmpError};
@@ -319,7 +319,7 @@ impl QemuHypervisorBuilder {
     /// Gives guests outbound access to public addresses through an [`EgressProxy`] that
     /// the hypervisor starts with `proxy` when the first machine boots and stops when the
     /// hypervisor is dropped. Steps see `http_proxy`, `https_proxy`, `HTTP_PROXY` and
-    /// `HTTPS_PROXY` set to [`crate::EGRESS_PROXY_URL`] (through [`crate::SshExecutor`]).
+    /// `HTTPS_PROXY` set to [`crate::EGRESS_PROXY_URL`] (through [`Machine::env`]).
     pub fn start_egress_proxy(mut self, proxy: EgressProxyBuilder) -> Self {
         self.config.egress = Some(Egress::Start(proxy));
         self
@@ -378,23 +378,6 @@ struct Inner {
     live: Mutex<HashMap<String, LiveVm>>,
 }
 
-/// Keeps a machine's step environment registered while the machine lives.
-#[derive(Debug)]
-struct EnvRegistration(String);
-
-impl EnvRegistration {
-    fn new(machine: &str, vars: Vec<(String, String)>) -> Self {
-        machine_env::set(machine, vars);
-        Self(machine.to_owned())
-    }
-}
-
-impl Drop for EnvRegistration {
-    fn drop(&mut self) {
-        machine_env::remove(&self.0);
-    }
-}
-
 /// A running machine and everything it owns; dropping it kills QEMU and removes its
 /// files (the normal path stops it in order first).
 #[derive(Debug)]
@@ -406,7 +389,6 @@ struct LiveVm {
     _permit: OwnedSemaphorePermit,
     _share: Reservation,
     _keys: (SshKeyPair, SshKeyPair),
-    _env: Option<EnvRegistration>,
 }
 
 /// A [`Hypervisor`] that runs each job in a fresh QEMU virtual machine.
@@ -511,34 +493,17 @@ impl QemuHypervisor {
             .clone()
     }
 
-    /// Makes and boots a machine for `request`, like [`Hypervisor::provision`].
+    /// Makes and boots a machine for `request`, like [`Hypervisor::provision`]: the
+    /// machine's footprint (its directory, then QEMU's pid and SSH port) goes to
+    /// `ctx.journal` before QEMU starts and once it has.
     ///
     /// # Errors
     /// [`VmError`]; nothing is left behind on error.
     ///
     /// # Cancel safety
     /// Dropping the future kills QEMU and removes the machine's files.
-    pub async fn boot(
-        &self,
-        request: &MachineRequest,
-        console: &LogSink,
-        cancel: &CancellationToken,
-    ) -> Result<Machine, VmError> {
-        self.boot_recorded(request, console, cancel, &NoJournal).await
-    }
-
-    /// [`boot`](QemuHypervisor::boot), writing the machine's footprint (its directory,
-    /// then QEMU's pid and SSH port) to `journal` before QEMU starts and once it has.
-    ///
-    /// # Errors
-    /// As [`boot`](QemuHypervisor::boot).
-    pub async fn boot_recorded(
-        &self,
-        request: &MachineRequest,
-        console: &LogSink,
-        cancel: &CancellationToken,
-        journal: &dyn MachineJournal,
-    ) -> Result<Machine, VmError> {
+    pub async fn boot(&self, request: &MachineRequest, ctx: &ProvisionContext<'_>) -> Result<Machine, VmError> {
+        let ProvisionContext { console, cancel, journal, .. } = *ctx;
         let config = &self.inner.config;
         let entry = config.catalog.lookup(&request.label).cloned().ok_or_else(|| VmError::UnknownLabel(request.label.clone()))?;
         let profile = entry.guest_profile().map_err(|e| VmError::Image { label: request.label.clone(), source: e })?;
@@ -673,14 +638,22 @@ impl QemuHypervisor {
         console
             .send(LogStream::System, format!("{vm} answered SSH after {:.1} s", started.elapsed().as_secs_f64()))
             .await;
+        let runner = RunnerInfo {
+            os: entry.runner_os().map_err(|e| VmError::Image { label: request.label.clone(), source: e })?,
+            arch: entry.runner_arch(),
+            name: vm.clone(),
+            temp: profile.temp.clone(),
+            tool_cache: profile.tool_cache.clone(),
+        };
         let machine = Machine {
             id: vm.clone(),
             label: request.label.clone(),
             workspace: profile.workspace.clone(),
             access: MachineAccess::Ssh(access),
+            runner,
+            env: if egress.is_some() { egress_env() } else { Default::default() },
         };
-        let env = egress.is_some().then(|| EnvRegistration::new(&vm, egress_env()));
-        let live = LiveVm { process, qmp: Some(qmp), dir, _port: port, _permit: permit, _share: share, _keys: (client_key, host_key), _env: env };
+        let live = LiveVm { process, qmp: Some(qmp), dir, _port: port, _permit: permit, _share: share, _keys: (client_key, host_key) };
         self.inner.live.lock().unwrap_or_else(|p| p.into_inner()).insert(vm, live);
         Ok(machine)
     }
@@ -770,23 +743,8 @@ impl Hypervisor for QemuHypervisor {
         self.inner.config.catalog.lookup(label).is_some()
     }
 
-    async fn provision(
-        &self,
-        request: &MachineRequest,
-        console: &LogSink,
-        cancel: &CancellationToken,
-    ) -> Result<Machine, HypervisorError> {
-        Ok(self.boot(request, console, cancel).await?)
-    }
-
-    async fn provision_recorded(
-        &self,
-        request: &MachineRequest,
-        console: &LogSink,
-        cancel: &CancellationToken,
-        journal: &dyn MachineJournal,
-    ) -> Result<Machine, HypervisorError> {
-        Ok(self.boot_recorded(request, console, cancel, journal).await?)
+    async fn provision(&self, request: &MachineRequest, ctx: &ProvisionContext<'_>) -> Result<Machine, HypervisorError> {
+        Ok(self.boot(request, ctx).await?)
     }
 
     async fn destroy(&self, machine: &Machine) -> Result<(), HypervisorError> {
@@ -800,6 +758,7 @@ impl Hypervisor for QemuHypervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use solstice_core::LogSink;
 
     #[tokio::test]
     async fn a_hypervisor_starts_one_egress_proxy_and_reuses_it() {
@@ -831,7 +790,8 @@ mod tests {
         let hypervisor = QemuHypervisor::builder().catalog(catalog).run_dir(run_dir.path()).memory_budget_mib(2048).build();
         let request = MachineRequest { job_id: solstice_core::JobId::new(), label: "big".into(), debug_ssh: false };
         let (console, _lines) = LogSink::channel(16);
-        let error = hypervisor.boot(&request, &console, &CancellationToken::new()).await.expect_err("over budget");
+        let cancel = CancellationToken::new();
+        let error = hypervisor.boot(&request, &ProvisionContext::new(&console, &cancel)).await.expect_err("over budget");
         assert!(matches!(error, VmError::OverBudget { .. }), "{error:?}");
         assert!(!error.is_transient(), "waiting would never help");
         assert_eq!(std::fs::read_dir(run_dir.path()).expect("read").count(), 0, "nothing was made");

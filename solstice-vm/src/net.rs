@@ -22,39 +22,13 @@ pub const EGRESS_PROXY_ADDR: &str = "10.0.2.100:3128";
 /// on machines with egress.
 pub const EGRESS_PROXY_URL: &str = "http://10.0.2.100:3128";
 
-/// The variables steps get on machines with egress.
-pub(crate) fn egress_env() -> Vec<(String, String)> {
+/// The variables steps get on machines with egress (the hypervisor puts them in
+/// [`solstice_core::Machine::env`]).
+pub(crate) fn egress_env() -> std::collections::BTreeMap<String, String> {
     ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"]
         .into_iter()
         .map(|k| (k.to_owned(), EGRESS_PROXY_URL.to_owned()))
         .collect()
-}
-
-/// Environment variables the hypervisor wants steps of a live machine to see, by machine
-/// id (unique on the host). The hypervisor registers them when a machine is up and
-/// removes them when it goes; the SSH executor adds them under the step's own env.
-pub(crate) mod machine_env {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, MutexGuard, OnceLock};
-
-    type Registry = HashMap<String, Vec<(String, String)>>;
-
-    fn registry() -> MutexGuard<'static, Registry> {
-        static ENV: OnceLock<Mutex<Registry>> = OnceLock::new();
-        ENV.get_or_init(Mutex::default).lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn set(machine: &str, vars: Vec<(String, String)>) {
-        registry().insert(machine.to_owned(), vars);
-    }
-
-    pub(crate) fn remove(machine: &str) {
-        registry().remove(machine);
-    }
-
-    pub(crate) fn get(machine: &str) -> Vec<(String, String)> {
-        registry().get(machine).cloned().unwrap_or_default()
-    }
 }
 
 /// Outbound access for guests through a proxy on the host.

@@ -152,12 +152,15 @@ pub struct TestGuest {
 
 impl TestGuest {
     /// A catalog entry that boots this guest directly (no disk): 1 vCPU, 512 MiB, the
-    /// `tiny` profile.
+    /// `tiny` profile. Its machines report `runner.os` `Linux` and this host's
+    /// architecture as `runner.arch` (the guest runs this host's kernel).
     pub fn catalog_entry(&self) -> crate::ImageEntry {
         crate::ImageEntry {
             aliases: Vec::new(),
             source: None,
             profile: "tiny".into(),
+            os: Some("Linux".into()),
+            arch: Some(solstice_core::RunnerInfo::host_arch()),
             vcpus: 1,
             memory_mib: 512,
             disk_gib: None,

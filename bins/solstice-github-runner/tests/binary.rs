@@ -251,6 +251,33 @@ async fn a_vm_label_runs_the_job_in_a_fresh_vm() {
     assert!(logs.contains("inside vm-"), "the step did not run in a VM:\n{logs}");
 }
 
+/// A VM job's `runner.os`/`runner.arch` and `RUNNER_*` are what the image catalog
+/// declares for its image (FreeBSD/ARM64 here, on the tiny Linux guest).
+#[tokio::test]
+async fn a_vm_job_reports_the_os_and_arch_its_catalog_declares() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = catalog_declaring_freebsd(dir.path(), "fake-bsd");
+    let config = dir.path().join("runner.toml");
+    std::fs::write(&config, format!("labels = [\"bsd\"]\nimage_catalog = {catalog:?}\n\n[vm_images]\nbsd = \"fake-bsd\"\n")).expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let url = fake.repo_url();
+    let (ok, log) = run(&["--config", &config, "register", "--url", &url, "--name", "bsd-1", "--labels", "bsd"], dir.path(), Some("AREGTOKEN")).await;
+    assert!(ok, "register failed:\n{log}");
+    let job = FakeJob::new("vm")
+        .labels(&["bsd"])
+        .run_expr("format('echo \"os={0}/{1} env=$RUNNER_OS/$RUNNER_ARCH kernel=$(uname -s)\"', runner.os, runner.arch)")
+        .run_named("linux", "Linux only", "echo linux-only-step", Some("success() && runner.os == 'Linux'"));
+    let id = fake.enqueue(job).await;
+    let (ok, run_log) = run(&["--config", &config, "run", "--ephemeral"], dir.path(), None).await;
+    assert!(ok, "run failed:\n{run_log}");
+    let view = fake.job(&id).await.expect("job");
+    let logs = view.all_logs();
+    assert_eq!(view.result.as_deref(), Some("succeeded"), "{logs}");
+    assert!(logs.lines().any(|l| l.ends_with(" os=FreeBSD/ARM64 env=FreeBSD/ARM64 kernel=Linux")), "{logs}");
+    assert!(!logs.contains("linux-only-step"), "{logs}");
+}
+
 /// Scale-out mode: the runner only talks to GitHub (`engine = false`), the job travels
 /// through a real RabbitMQ to an orchestrator engine elsewhere (here in the test), and
 /// its log and result come back the same way.
@@ -426,4 +453,20 @@ async fn a_broker_job_left_by_a_killed_runner_is_tried_once_then_given_up() {
     assert_eq!(requests.iter().filter(|r| r.method == "POST" && r.path == "/run/completejob").count(), 2, "one try, and one after a fresh token");
     let view = fake.job(&id).await.expect("job");
     assert_eq!((view.state.as_str(), view.result.as_deref()), ("assigned", None), "left for GitHub to time out");
+}
+
+/// An image catalog in `dir` whose `{label}` image is the tiny test guest (built once in
+/// the shared cache) declaring itself FreeBSD on ARM64: a job that reports those values
+/// got them from the catalog, not from the guest (a Linux on this host's architecture).
+fn catalog_declaring_freebsd(dir: &std::path::Path, label: &str) -> std::path::PathBuf {
+    let guest = solstice_vm::TestGuest::builder(solstice_config::default_cache_dir())
+        .ensure()
+        .unwrap_or_else(|e| panic!("the tiny test guest could not be built (scripts/demo installs what it needs): {e}"));
+    let path = dir.join("images.toml");
+    let text = format!(
+        "[images.{label}]\nprofile = \"tiny\"\nos = \"FreeBSD\"\narch = \"ARM64\"\nvcpus = 1\nmemory_mib = 512\nboot = {{ mode = \"kernel\", kernel = {:?}, initrd = {:?}, append = {:?} }}\n",
+        guest.kernel, guest.initrd, guest.append
+    );
+    std::fs::write(&path, text).expect("write the catalog");
+    path
 }

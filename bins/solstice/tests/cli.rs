@@ -123,6 +123,42 @@ fn the_sample_workflow_runs_in_a_fresh_vm() {
     assert!(!text.contains("│ Hello from Linux on vm\n"), "ran on the host, not in a VM:\n{text}");
 }
 
+/// `runner.os`/`runner.arch` and `RUNNER_*` describe the machine the job runs on: with
+/// `--host`, this host's own values in GitHub's spelling.
+#[test]
+fn a_host_job_reports_the_hosts_os_and_arch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wf = write(
+        &dir,
+        "os.yml",
+        "on: push\njobs:\n  os:\n    runs-on: anything\n    steps:\n      - run: echo \"os=${{ runner.os }}/${{ runner.arch }} env=$RUNNER_OS/$RUNNER_ARCH\"\n",
+    );
+    let out = solstice(&["run", "--host", &wf]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let (os, arch) = (solstice_core::RunnerInfo::host_os(), solstice_core::RunnerInfo::host_arch());
+    assert!(text.contains(&format!("│ os={os}/{arch} env={os}/{arch}")), "{text}");
+}
+
+/// In a VM, `runner.os`/`runner.arch` and `RUNNER_*` are what the image catalog declares
+/// (here FreeBSD/ARM64 for the tiny Linux guest), and `if: runner.os` follows them.
+#[test]
+fn a_vm_job_reports_the_os_and_arch_its_catalog_declares() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = catalog_declaring_freebsd(dir.path(), "fake-bsd");
+    let wf = write(
+        &dir,
+        "os.yml",
+        "on: push\njobs:\n  os:\n    runs-on: fake-bsd\n    steps:\n      - run: echo \"os=${{ runner.os }}/${{ runner.arch }} env=$RUNNER_OS/$RUNNER_ARCH kernel=$(uname -s)\"\n      - if: runner.os == 'Linux'\n        run: echo linux-only-step\n      - run: test -d \"$RUNNER_TEMP\" && test -d \"$RUNNER_TOOL_CACHE\" && echo \"dirs-ok $RUNNER_NAME\"\n",
+    );
+    let out = solstice(&["run", "--catalog", &catalog.to_string_lossy(), &wf]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("│ os=FreeBSD/ARM64 env=FreeBSD/ARM64 kernel=Linux"), "{text}");
+    assert!(!text.contains("│ linux-only-step"), "{text}");
+    assert!(text.contains("│ dirs-ok vm-"), "{text}");
+}
+
 #[test]
 fn config_check_accepts_the_examples_and_names_the_kind() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
@@ -220,4 +256,20 @@ fn config_check_accepts_debug_ssh_in_solstice_toml() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout(&out).contains("`solstice serve` configuration"), "{}", stdout(&out));
     // Bad values are placed: see config_check_says_what_is_wrong_and_where_and_exits_3.
+}
+
+/// An image catalog in `dir` whose `{label}` image is the tiny test guest (built once in
+/// the shared cache) declaring itself FreeBSD on ARM64: a job that reports those values
+/// got them from the catalog, not from the guest (a Linux on this host's architecture).
+fn catalog_declaring_freebsd(dir: &std::path::Path, label: &str) -> std::path::PathBuf {
+    let guest = solstice_vm::TestGuest::builder(solstice_config::default_cache_dir())
+        .ensure()
+        .unwrap_or_else(|e| panic!("the tiny test guest could not be built (scripts/demo installs what it needs): {e}"));
+    let path = dir.join("images.toml");
+    let text = format!(
+        "[images.{label}]\nprofile = \"tiny\"\nos = \"FreeBSD\"\narch = \"ARM64\"\nvcpus = 1\nmemory_mib = 512\nboot = {{ mode = \"kernel\", kernel = {:?}, initrd = {:?}, append = {:?} }}\n",
+        guest.kernel, guest.initrd, guest.append
+    );
+    std::fs::write(&path, text).expect("write the catalog");
+    path
 }

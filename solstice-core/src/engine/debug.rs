@@ -420,7 +420,13 @@ mod tests {
     }
 
     fn machine(id: &str) -> Machine {
-        Machine { id: id.into(), label: "fake".into(), workspace: "/w".into(), access: crate::MachineAccess::Local }
+        Machine {
+            id: id.into(),
+            label: "fake".into(),
+            workspace: "/w".into(),
+            access: crate::MachineAccess::Local,
+            runner: crate::RunnerInfo { os: "Linux".into(), arch: "X64".into(), name: id.into(), temp: "/tmp".into(), tool_cache: "/tmp".into() }, env: Default::default(),
+        }
     }
 
     async fn free_port_range(n: u16) -> Range<u16> {

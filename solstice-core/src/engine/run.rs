@@ -15,8 +15,8 @@ use super::debug_slot::{SharedSlot, SlotRefused};
 use super::emit::Emitter;
 use super::EngineInner;
 use crate::{
-    error_chain, JobEventKind, JobId, JobRequest, JobResult, LogSink, LogStream, Machine, OutputLine, MachineAccess, MachineRequest, ScriptRun,
-    StepAction, StepCommand, StepExit,
+    error_chain, JobEventKind, JobId, JobRequest, JobResult, LogSink, LogStream, Machine, OutputLine, MachineAccess, MachineRequest,
+    ProvisionContext, ScriptRun, StepAction, StepCommand, StepExit,
 };
 
 /// Steps that still run after a cancellation (`if: always()` or `cancelled()`) get at
@@ -116,7 +116,7 @@ async fn provision_and_run(
     let journal = &crate::NoJournal;
     let provision = async {
         let console = console;
-        engine.hypervisor.provision_recorded(&request, &console, cancel, journal).await
+        engine.hypervisor.provision(&request, &ProvisionContext::new(&console, cancel).with_journal(journal)).await
     };
     // The boot console goes to the job's log as it comes, so a slow boot (minutes for
     // some guests under TCG) or one that hangs shows its progress.
@@ -179,7 +179,7 @@ async fn provision_and_run(
     };
     let (machine, forget_after_destroy) = match keep_for_debug(engine, job, machine, result, emitter, forget_later).await {
         Debug::Kept => return result,
-        Debug::Destroy(machine, forget) => (machine, forget),
+        Debug::Destroy(machine, forget) => (*machine, forget),
     };
 
     match engine.hypervisor.destroy(&machine).await {
@@ -210,7 +210,7 @@ enum Debug {
     /// The debug keeper holds it now.
     Kept,
     /// Destroy it now; then run the future, if any (the store record to forget).
-    Destroy(Machine, Option<OnDestroyed>),
+    Destroy(Box<Machine>, Option<OnDestroyed>),
 }
 
 /// How long installing the user's keys may take before debug SSH is given up.
@@ -230,21 +230,21 @@ async fn keep_for_debug(
     forget_later: impl FnOnce() -> Option<OnDestroyed>,
 ) -> Debug {
     if !job.debug_ssh || result != JobResult::Failure {
-        return Debug::Destroy(machine, None);
+        return Debug::Destroy(Box::new(machine), None);
     }
     let mut say = async |line: String| emitter.log(None, LogStream::System, &line).await;
     let Some(keeper) = &engine.debug else {
         say("##[warning]Debug SSH: this job asked for it, but this orchestrator does not offer debug SSH. The machine is removed now.".to_owned()).await;
-        return Debug::Destroy(machine, None);
+        return Debug::Destroy(Box::new(machine), None);
     };
     let MachineAccess::Ssh(access) = &machine.access else {
         say("##[warning]Debug SSH: this job ran directly on the host, not in a virtual machine, so there is nothing to log in to.".to_owned()).await;
-        return Debug::Destroy(machine, None);
+        return Debug::Destroy(Box::new(machine), None);
     };
     let keys = authorized_keys(&job.debug_keys);
     if keys.is_empty() {
         say("##[warning]Debug SSH: the forge publishes no public SSH key of the user who started this run (or it could not be fetched), so nobody could log in. Add a key to your forge account and run the job again. The machine is removed now.".to_owned()).await;
-        return Debug::Destroy(machine, None);
+        return Debug::Destroy(Box::new(machine), None);
     }
     // Without a known repository, the job's source stands in for it: still one
     // machine at a time for whatever the jobs have in common.
@@ -253,7 +253,7 @@ async fn keep_for_debug(
         Ok(held) => held,
         Err(why) => {
             say(why).await;
-            return Debug::Destroy(machine, None);
+            return Debug::Destroy(Box::new(machine), None);
         }
     };
     let port = match reservation.bind().await {
@@ -262,7 +262,7 @@ async fn keep_for_debug(
             tracing::error!(job_id = %job.id, error = %error_chain(&e), "no debug SSH port");
             slot.release().await;
             say("##[warning]Debug SSH is unavailable right now (no free port on the orchestrator). The machine is removed now.".to_owned()).await;
-            return Debug::Destroy(machine, None);
+            return Debug::Destroy(Box::new(machine), None);
         }
     };
 
@@ -281,7 +281,7 @@ async fn keep_for_debug(
     let cancel = CancellationToken::new();
     let run = async {
         let sink = sink;
-        tokio::time::timeout(KEY_INSTALL_LIMIT, engine.executor.run_script(&machine, &install, &sink, cancel.clone())).await
+        tokio::time::timeout(KEY_INSTALL_LIMIT, engine.executor.run_script(&machine, &install, &sink, &cancel)).await
     };
     let (installed, lines) = tokio::join!(run, collect_lines(rx));
     cancel.cancel();
@@ -298,7 +298,7 @@ async fn keep_for_debug(
         tracing::warn!(job_id = %job.id, machine = %machine.id, %why, "could not install debug SSH keys");
         slot.release().await;
         say(format!("##[warning]Debug SSH: the keys could not be installed in the machine ({why}). The machine is removed now.")).await;
-        return Debug::Destroy(machine, None);
+        return Debug::Destroy(Box::new(machine), None);
     }
 
     let target = access.addr;
@@ -318,7 +318,7 @@ async fn keep_for_debug(
         Err(refused) => {
             let (machine, forget) = *refused;
             say("##[warning]Debug SSH is unavailable right now (the orchestrator is stopping, or the port forward could not start). The machine is removed now.".to_owned()).await;
-            return Debug::Destroy(machine, forget);
+            return Debug::Destroy(Box::new(machine), forget);
         }
     };
     debug_assert_eq!(kept.port, port);
@@ -539,22 +539,27 @@ async fn execute_step(
         let result = match &step.action {
             StepAction::Run { script, shell } => match interpolate(script, contexts) {
                 Ok(script) => {
+                    // `working-directory` may read run-time contexts (`runner.temp`).
+                    let working_directory = step
+                        .working_directory
+                        .as_deref()
+                        .map(|dir| interpolate(dir, contexts).unwrap_or_else(|_| dir.to_owned()));
                     let run = ScriptRun {
                         index,
                         script,
                         shell: shell.clone(),
                         env,
-                        working_directory: step.working_directory.clone(),
+                        working_directory,
                         path: added_path.to_vec(),
                     };
-                    engine.executor.run_script(machine, &run, &sink, cancel.clone()).await.map_err(|e| error_chain(&e))
+                    engine.executor.run_script(machine, &run, &sink, &cancel).await.map_err(|e| error_chain(&e))
                 }
                 Err(e) => Err(format!("the step's script has an expression that could not be evaluated: {e}")),
             },
             StepAction::Checkout(checkout) => match &job.checkout {
                 Some(source) => engine
                     .executor
-                    .checkout(machine, source, checkout, &sink, cancel.clone())
+                    .checkout(machine, source, checkout, &sink, &cancel)
                     .await
                     .map_err(|e| error_chain(&e)),
                 None => Err("this job has no repository to check out".to_owned()),
@@ -616,10 +621,11 @@ async fn collect_lines(mut lines: tokio::sync::mpsc::Receiver<OutputLine>) -> Ve
     collected
 }
 
-/// The environment of a step before its own `env:`: GitHub's default variables, then
-/// the job's, then what earlier steps exported.
+/// The environment of a step before its own `env:`: the machine's ([`Machine::step_env`]),
+/// GitHub's default variables, then the job's, then what earlier steps exported.
 fn step_env(job: &JobRequest, machine: &Machine, added: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
+    // The machine's own variables (RUNNER_*, an egress proxy) first: the job may override them.
+    let mut env = machine.step_env();
     env.insert("CI".to_owned(), "true".to_owned());
     env.insert("GITHUB_ACTIONS".to_owned(), "true".to_owned());
     env.insert("GITHUB_WORKSPACE".to_owned(), machine.workspace.clone());
@@ -646,9 +652,15 @@ fn contexts(
         JobStatus::Cancelled => "cancelled",
     };
     contexts.insert("job".into(), json!({ "status": status }));
-    contexts
-        .entry("runner")
-        .or_insert_with(|| json!({ "os": "Linux", "name": machine.id, "workspace": machine.workspace }));
+    // The machine is the only one that knows what it is: whatever a job brought is replaced.
+    let runner = &machine.runner;
+    contexts.insert(
+        "runner".into(),
+        json!({
+            "os": runner.os, "arch": runner.arch, "name": runner.name, "temp": runner.temp,
+            "tool_cache": runner.tool_cache, "workspace": machine.workspace, "environment": "self-hosted",
+        }),
+    );
     contexts
 }
 

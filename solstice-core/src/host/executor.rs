@@ -58,7 +58,7 @@ impl StepExecutor for HostExecutor {
         machine: &Machine,
         step: &ScriptRun,
         output: &LogSink,
-        cancel: CancellationToken,
+        cancel: &CancellationToken,
     ) -> Result<StepExit, ExecError> {
         check_local(machine)?;
         let files = tempfile::Builder::new()
@@ -156,7 +156,7 @@ impl StepExecutor for HostExecutor {
         source: &CheckoutSource,
         step: &CheckoutStep,
         output: &LogSink,
-        cancel: CancellationToken,
+        cancel: &CancellationToken,
     ) -> Result<StepExit, ExecError> {
         check_local(machine)?;
         let dest = resolve_dir(&machine.workspace, Some(&step.path).filter(|p| !p.is_empty()).map(String::as_str));

@@ -3,15 +3,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use tokio_util::sync::CancellationToken;
-
-use crate::{Hypervisor, HypervisorError, LogSink, Machine, MachineAccess, MachineRequest};
+use crate::{Hypervisor, HypervisorError, Machine, MachineAccess, MachineRequest, ProvisionContext, RunnerInfo};
 
 /// A [`Hypervisor`] whose "machines" are fresh temporary directories on this host.
 ///
 /// It serves the `host` label (and any labels given to [`HostHypervisor::with_labels`]).
-/// Each machine's workspace is a new directory under the system's temporary directory
-/// (or the one given to [`HostHypervisor::in_dir`]), removed by `destroy`. Pair it with
+/// Each machine is a new directory under the system's temporary directory (or the one
+/// given to [`HostHypervisor::in_dir`]) holding the workspace and the job's
+/// `runner.temp` and `runner.tool_cache`, removed by `destroy`. Its machines report this
+/// host's OS and architecture ([`RunnerInfo::host_os`], [`RunnerInfo::host_arch`]). Pair it with
 /// [`crate::HostExecutor`]. Steps run with the host user's rights: use it for trusted
 /// jobs and for tests. Cloning is cheap.
 #[derive(Debug, Clone)]
@@ -57,16 +57,13 @@ impl Hypervisor for HostHypervisor {
         self.labels.iter().any(|l| l == label)
     }
 
-    async fn provision(
-        &self,
-        request: &MachineRequest,
-        _console: &LogSink,
-        cancel: &CancellationToken,
-    ) -> Result<Machine, HypervisorError> {
+    /// Host workspaces are temporary directories that go with the process, so nothing is
+    /// journaled.
+    async fn provision(&self, request: &MachineRequest, ctx: &ProvisionContext<'_>) -> Result<Machine, HypervisorError> {
         if !self.serves(&request.label) {
             return Err(HypervisorError::UnknownLabel(request.label.clone()));
         }
-        if cancel.is_cancelled() {
+        if ctx.cancel.is_cancelled() {
             return Err(HypervisorError::Cancelled);
         }
         let prefix = format!("solstice-{}-", request.job_id);
@@ -81,10 +78,33 @@ impl Hypervisor for HostHypervisor {
             transient: true,
             source: Some(Box::new(e)),
         })?;
-        let workspace = dir.path().to_string_lossy().into_owned();
+        // The workspace, runner.temp and runner.tool_cache are siblings in the machine's
+        // directory, so a checkout never sees the other two.
+        let [workspace, temp, tool_cache] = ["work", "temp", "tool"].map(|name| dir.path().join(name));
+        for path in [&workspace, &temp, &tool_cache] {
+            std::fs::create_dir(path).map_err(|e| HypervisorError::Backend {
+                message: format!("could not create {}", path.display()),
+                transient: true,
+                source: Some(Box::new(e)),
+            })?;
+        }
+        let text = |path: std::path::PathBuf| path.to_string_lossy().into_owned();
         let id = format!("host-{}", request.job_id);
-        let machine =
-            Machine { id: id.clone(), label: request.label.clone(), workspace, access: MachineAccess::Local };
+        let runner = RunnerInfo {
+            os: RunnerInfo::host_os(),
+            arch: RunnerInfo::host_arch(),
+            name: id.clone(),
+            temp: text(temp),
+            tool_cache: text(tool_cache),
+        };
+        let machine = Machine {
+            id: id.clone(),
+            label: request.label.clone(),
+            workspace: text(workspace),
+            access: MachineAccess::Local,
+            runner,
+            env: Default::default(),
+        };
         self.live
             .lock()
             .map_err(|_| HypervisorError::Backend {

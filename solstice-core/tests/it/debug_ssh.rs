@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use solstice_core::{
     CheckoutSource, CheckoutStep, DebugKeeper, Engine, ExecError, Hypervisor, HypervisorError, JobEventKind,
-    JobRequest, JobResult, LogSink, LogStream, Machine, MachineAccess, MachineFootprint, MachineJournal, MachineRequest,
-    ScriptRun, Secret, SshAccess, StepCommand, StepExecutor, StepExit, Store,
+    JobRequest, JobResult, LogSink, LogStream, Machine, MachineAccess, MachineFootprint, MachineRequest,
+    ProvisionContext, ScriptRun, Secret, SshAccess, StepCommand, StepExecutor, StepExit, Store,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -35,21 +35,11 @@ impl Hypervisor for FakeVms {
         true
     }
 
-    async fn provision(&self, request: &MachineRequest, console: &LogSink, cancel: &CancellationToken) -> Result<Machine, HypervisorError> {
-        self.provision_recorded(request, console, cancel, &solstice_core::NoJournal).await
-    }
-
-    async fn provision_recorded(
-        &self,
-        request: &MachineRequest,
-        _console: &LogSink,
-        _cancel: &CancellationToken,
-        journal: &dyn MachineJournal,
-    ) -> Result<Machine, HypervisorError> {
+    async fn provision(&self, request: &MachineRequest, ctx: &ProvisionContext<'_>) -> Result<Machine, HypervisorError> {
         let id = format!("vm-{}", request.job_id);
-        journal.record(&MachineFootprint { machine_id: id.clone(), ..Default::default() }).await;
+        ctx.journal.record(&MachineFootprint { machine_id: id.clone(), ..Default::default() }).await;
         Ok(Machine {
-            id,
+            id: id.clone(),
             label: request.label.clone(),
             workspace: "/root/work".into(),
             access: MachineAccess::Ssh(SshAccess {
@@ -58,6 +48,7 @@ impl Hypervisor for FakeVms {
                 host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGhvc3Qta2V5LW9mLXRoZS1tYWNoaW5l host".into(),
                 client_key: Secret::new(JOB_KEY),
             }),
+            runner: solstice_core::RunnerInfo { os: "Linux".into(), arch: "X64".into(), name: id.clone(), temp: "/tmp".into(), tool_cache: "/tmp".into() }, env: Default::default(),
         })
     }
 
@@ -75,7 +66,7 @@ struct FakeShell {
 
 #[async_trait]
 impl StepExecutor for FakeShell {
-    async fn run_script(&self, _m: &Machine, step: &ScriptRun, output: &LogSink, _c: CancellationToken) -> Result<StepExit, ExecError> {
+    async fn run_script(&self, _m: &Machine, step: &ScriptRun, output: &LogSink, _c: &CancellationToken) -> Result<StepExit, ExecError> {
         if step.script.contains("authorized_keys") {
             self.installed.lock().unwrap_or_else(|p| p.into_inner()).push(step.script.clone());
             output.send(LogStream::Stdout, "1 key(s) authorised for root").await;
@@ -85,7 +76,7 @@ impl StepExecutor for FakeShell {
         Ok(StepExit::code(code))
     }
 
-    async fn checkout(&self, _m: &Machine, _s: &CheckoutSource, _c: &CheckoutStep, _o: &LogSink, _t: CancellationToken) -> Result<StepExit, ExecError> {
+    async fn checkout(&self, _m: &Machine, _s: &CheckoutSource, _c: &CheckoutStep, _o: &LogSink, _t: &CancellationToken) -> Result<StepExit, ExecError> {
         Ok(StepExit::code(0))
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use solstice_core::{
     Engine, HostExecutor, HostHypervisor, JobRequest, JobResult, LogSink, MachineRequest, JobId,
-    Hypervisor, ScriptRun, StepCommand, StepExecutor,
+    Hypervisor, ProvisionContext, ScriptRun, StepCommand, StepExecutor,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -74,7 +74,8 @@ async fn output_is_streamed_while_the_step_runs() {
     let hv = HostHypervisor::new();
     let request = MachineRequest { job_id: JobId::new(), label: "host".into(), debug_ssh: false };
     let (sink, mut rx) = LogSink::channel(16);
-    let machine = hv.provision(&request, &sink, &CancellationToken::new()).await.expect("machine");
+    let cancel = CancellationToken::new();
+    let machine = hv.provision(&request, &ProvisionContext::new(&sink, &cancel)).await.expect("machine");
     let step = ScriptRun {
         index: 0,
         script: "echo early\nsleep 2\necho late".into(),
@@ -85,7 +86,7 @@ async fn output_is_streamed_while_the_step_runs() {
     };
     let exec = HostExecutor::new();
     let started = std::time::Instant::now();
-    let run = exec.run_script(&machine, &step, &sink, CancellationToken::new());
+    let run = exec.run_script(&machine, &step, &sink, &cancel);
     let first = async {
         let line = rx.recv().await.map(|l| l.line);
         (line, started.elapsed())

@@ -5,10 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use solstice_core::{
     Engine, HostExecutor, HostHypervisor, Hypervisor, HypervisorError, JobEventKind, JobQueue, JobRequest, JobResult,
-    JobState, LogSink, Machine, MachineFootprint, MachineJournal, MachineRequest, MemoryQueue, StepCommand, Store,
-    VmRecord,
+    JobState, Machine, MachineFootprint, MachineRequest, MemoryQueue, ProvisionContext, StepCommand, Store, VmRecord,
 };
-use tokio_util::sync::CancellationToken;
 
 async fn temp_store(dir: &tempfile::TempDir) -> Store {
     Store::connect(&format!("sqlite://{}", dir.path().join("state.db").display())).await.expect("connect")
@@ -23,24 +21,9 @@ impl Hypervisor for RecordingHost {
         self.0.serves(label)
     }
 
-    async fn provision(
-        &self,
-        request: &MachineRequest,
-        console: &LogSink,
-        cancel: &CancellationToken,
-    ) -> Result<Machine, HypervisorError> {
-        self.0.provision(request, console, cancel).await
-    }
-
-    async fn provision_recorded(
-        &self,
-        request: &MachineRequest,
-        console: &LogSink,
-        cancel: &CancellationToken,
-        journal: &dyn MachineJournal,
-    ) -> Result<Machine, HypervisorError> {
-        let machine = self.0.provision(request, console, cancel).await?;
-        journal
+    async fn provision(&self, request: &MachineRequest, ctx: &ProvisionContext<'_>) -> Result<Machine, HypervisorError> {
+        let machine = self.0.provision(request, ctx).await?;
+        ctx.journal
             .record(&MachineFootprint {
                 machine_id: machine.id.clone(),
                 files: vec![machine.workspace.clone().into()],

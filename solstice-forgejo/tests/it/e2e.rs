@@ -212,3 +212,23 @@ async fn an_old_server_without_declare_still_runs_jobs() {
     assert_eq!(fake.requests_of(Procedure::Declare)[0].status, 404);
     runner.stop().await.unwrap();
 }
+
+/// `runner.os`, `runner.arch` and the `RUNNER_*` variables come from the machine the job
+/// runs on: for a host job, this host's own values in GitHub's spelling.
+#[tokio::test]
+async fn a_host_job_sees_the_hosts_os_and_arch_as_its_runner_context() {
+    let fake = FakeForgejo::start().await.unwrap();
+    let runner = Runner::start(&fake).await;
+    let (os, arch) = (solstice_core::RunnerInfo::host_os(), solstice_core::RunnerInfo::host_arch());
+    let steps = format!(
+        "      - run: echo \"${{{{ runner.os }}}}/${{{{ runner.arch }}}} $RUNNER_OS/$RUNNER_ARCH\"\n      - if: runner.os != '{os}'\n        run: echo not-this-host\n      - run: test -d \"$RUNNER_TEMP\" && test -d \"${{{{ runner.tool_cache }}}}\" && echo \"name=$RUNNER_NAME\"\n"
+    );
+    let job = fake.enqueue(JobSpec::new("build", &payload(&steps)));
+    let task = fake.wait_job_done(job, WAIT).await.expect("task done");
+    assert_eq!(task.status, Status::Success, "{:?}", fake.log(task.id));
+    assert_eq!(output(&fake.step_log(task.id, 0)), [format!("{os}/{arch} {os}/{arch}")]);
+    assert_eq!(task.steps[1].status, Some(Status::Skipped), "the condition saw another OS");
+    let named = output(&fake.step_log(task.id, 2));
+    assert!(named.len() == 1 && named[0].starts_with("name=host-"), "{named:?}");
+    runner.stop().await.unwrap();
+}

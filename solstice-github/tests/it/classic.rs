@@ -199,3 +199,34 @@ async fn workflow_commands_become_timeline_issues() {
     assert_eq!(issues[1]["data"]["logFileLineNumber"], "3");
     runner.shutdown().await;
 }
+
+/// `runner.*` and the `RUNNER_*` variables come from the machine the job runs on, when
+/// the step runs: for a host job, this host's own values in GitHub's spelling. Values
+/// that read `runner` in a step's `env:` are evaluated then too.
+#[tokio::test]
+async fn a_host_job_sees_the_hosts_os_and_arch_as_its_runner_context() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let (_dir, runner) = runner(&fake, "classic-runner-os").await;
+    let (os, arch) = (solstice_core::RunnerInfo::host_os(), solstice_core::RunnerInfo::host_arch());
+    let with_env = json!({"type": "action", "name": "__run_3", "contextName": "env", "reference": {"type": "script"},
+        "condition": "success()",
+        "environment": {"type": 2, "map": [{"Key": "FROM_ENV", "Value": {"type": 3, "expr": "format('{0}-{1}', runner.os, runner.arch)"}}]},
+        "inputs": {"type": 2, "map": [{"Key": "script", "Value": "echo \"env=$FROM_ENV\""}]}});
+    let id = fake
+        .enqueue(
+            job("os")
+                .run_expr("format('echo \"{0}/{1} $RUNNER_OS/$RUNNER_ARCH\"', runner.os, runner.arch)")
+                .run_named("other", "Other OS", "echo not-this-host", Some(&format!("success() && runner.os != '{os}'")))
+                .step(with_env),
+        )
+        .await;
+    let view = fake.wait_completed(&id, JOB_LIMIT).await.expect("job");
+    let logs = view.all_logs();
+    assert_eq!(view.result.as_deref(), Some("succeeded"), "{logs}");
+    assert!(logs.lines().any(|l| l.ends_with(&format!(" {os}/{arch} {os}/{arch}"))), "{logs}");
+    assert!(logs.lines().any(|l| l.ends_with(&format!(" env={os}-{arch}"))), "{logs}");
+    assert!(!logs.contains("not-this-host"), "{logs}");
+    let results = view.step_results();
+    assert!(results.iter().any(|(name, result)| name == "Other OS" && result == "skipped"), "{results:?}");
+    runner.shutdown().await;
+}

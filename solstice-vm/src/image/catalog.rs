@@ -73,6 +73,17 @@ pub struct ImageEntry {
     /// A guest profile preset name (`linux`, `illumos`, `tiny`). Default: `linux`.
     #[serde(default = "default_profile")]
     pub profile: String,
+    /// What machines of this image report as `runner.os` and `RUNNER_OS`: GitHub's
+    /// spelling for `Linux`, `macOS` and `Windows`, otherwise what the system's own
+    /// `uname -s` says (`FreeBSD`, `OpenBSD`, `NetBSD`, `DragonFly`, `SunOS` for illumos
+    /// and Solaris, `Haiku`). Default: the guest profile's ([`GuestProfile::os`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    /// What machines of this image report as `runner.arch` and `RUNNER_ARCH` (`X64`,
+    /// `ARM64`, `X86`, `ARM`). Default: `X64`, the architecture of
+    /// `qemu-system-x86_64`, which the hypervisor runs unless told otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
     /// Virtual CPUs. Default: 2.
     #[serde(default = "default_vcpus")]
     pub vcpus: u16,
@@ -100,6 +111,9 @@ fn default_boot() -> BootMode {
     BootMode::Disk
 }
 
+/// `runner.arch` of images that do not declare one.
+const DEFAULT_ARCH: &str = "X64";
+
 impl ImageEntry {
     /// The guest profile named by [`ImageEntry::profile`].
     ///
@@ -109,6 +123,22 @@ impl ImageEntry {
         GuestProfile::preset(&self.profile)
             .ok_or_else(|| ImageError::Catalog { message: format!("unknown guest profile `{}`", self.profile) })
     }
+
+    /// The `runner.os` of its machines: [`ImageEntry::os`], else the profile's.
+    ///
+    /// # Errors
+    /// [`ImageError::Catalog`] for an unknown profile name.
+    pub fn runner_os(&self) -> Result<String, ImageError> {
+        match &self.os {
+            Some(os) => Ok(os.clone()),
+            None => Ok(self.guest_profile()?.os),
+        }
+    }
+
+    /// The `runner.arch` of its machines: [`ImageEntry::arch`], else `X64`.
+    pub fn runner_arch(&self) -> String {
+        self.arch.clone().unwrap_or_else(|| DEFAULT_ARCH.to_owned())
+    }
 }
 
 /// Labels mapped to images, read from TOML:
@@ -116,7 +146,7 @@ impl ImageEntry {
 /// ```toml
 /// [images.omnios-r151056]
 /// aliases = ["illumos-latest"]
-/// profile = "illumos"
+/// profile = "illumos"   # runner.os is the profile's, SunOS; `os = "..."` sets another
 /// vcpus = 4
 /// memory_mib = 4096
 /// disk_gib = 20
@@ -141,6 +171,11 @@ impl ImageCatalog {
         let mut seen = std::collections::HashSet::new();
         for (label, entry) in &catalog.images {
             entry.guest_profile()?;
+            for (key, value) in [("os", &entry.os), ("arch", &entry.arch)] {
+                if value.as_ref().is_some_and(|v| v.trim().is_empty()) {
+                    return Err(ImageError::Catalog { message: format!("image `{label}`: `{key}` must not be empty") });
+                }
+            }
             if let Some(source) = &entry.source {
                 if source.sha256.len() != 64 || !source.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
                     return Err(ImageError::Catalog { message: format!("image `{label}`: sha256 must be 64 hex digits") });
@@ -214,6 +249,21 @@ boot = { mode = "kernel", kernel = "/c/vmlinuz", initrd = "/c/initrd.gz", append
         assert_eq!(tiny.vcpus, 2);
         assert!(matches!(&tiny.boot, BootMode::Kernel { append, .. } if append == "console=ttyS0"));
         assert!(catalog.lookup("windows").is_none());
+    }
+
+    #[test]
+    fn os_and_arch_come_from_the_entry_else_from_the_profile() {
+        let catalog = ImageCatalog::from_toml(CATALOG).expect("valid");
+        let omnios = catalog.lookup("omnios").expect("omnios");
+        assert_eq!((omnios.runner_os().expect("os"), omnios.runner_arch()), ("SunOS".into(), "X64".into()));
+        let tiny = catalog.lookup("tiny-linux").expect("tiny");
+        assert_eq!(tiny.runner_os().expect("os"), "Linux");
+        let declared = CATALOG.replace("profile = \"tiny\"", "profile = \"tiny\"\nos = \"FreeBSD\"\narch = \"ARM64\"");
+        let catalog = ImageCatalog::from_toml(&declared).expect("valid");
+        let tiny = catalog.lookup("tiny-linux").expect("tiny");
+        assert_eq!((tiny.runner_os().expect("os"), tiny.runner_arch()), ("FreeBSD".into(), "ARM64".into()));
+        let empty = CATALOG.replace("profile = \"tiny\"", "profile = \"tiny\"\nos = \"\"");
+        assert!(matches!(ImageCatalog::from_toml(&empty), Err(ImageError::Catalog { .. })));
     }
 
     #[test]

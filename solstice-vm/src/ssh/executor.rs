@@ -22,8 +22,9 @@ use super::{SshError, SshSession};
 /// kills the step's remote process group. The connection is verified against the
 /// machine's host key and kept open between steps of the same machine. The built-in
 /// checkout uploads the repository as a tar stream, so guests without git work.
-/// Steps on machines of a [`crate::QemuHypervisor`] with egress also get `http_proxy`,
-/// `https_proxy`, `HTTP_PROXY` and `HTTPS_PROXY` (unless the step sets them itself).
+/// The step's environment is [`ScriptRun::env`] as given (the engine puts the machine's
+/// own variables in it); the workspace, `runner.temp` and `runner.tool_cache` are made
+/// if missing.
 /// Cloning is cheap and shares connections.
 #[derive(Debug, Clone)]
 pub struct SshExecutor {
@@ -111,7 +112,7 @@ impl StepExecutor for SshExecutor {
         machine: &Machine,
         step: &ScriptRun,
         output: &LogSink,
-        cancel: CancellationToken,
+        cancel: &CancellationToken,
     ) -> Result<StepExit, ExecError> {
         let session = self.session(machine).await?;
         let command = shell_command(&step.shell, step.index);
@@ -131,11 +132,6 @@ impl StepExecutor for SshExecutor {
             .filter(|(k, _)| k.as_str() != "PATH")
             .map(|(k, v)| shell_quote(&format!("{k}={v}")))
             .collect();
-        for (name, value) in crate::net::machine_env::get(&machine.id) {
-            if !step.env.contains_key(&name) {
-                env.push(shell_quote(&format!("{name}={value}")));
-            }
-        }
         for (name, file) in [("GITHUB_OUTPUT", &out_file), ("GITHUB_ENV", &env_file), ("GITHUB_PATH", &path_file)] {
             env.push(shell_quote(&format!("{name}={file}")));
         }
@@ -147,8 +143,13 @@ impl StepExecutor for SshExecutor {
         let argv: Vec<String> = command.argv(&script).iter().map(|a| shell_quote(a)).collect();
         let cwd = Self::resolve_dir(machine, step.working_directory.as_deref());
         let remote = format!(
-            "mkdir -p {ws} && : > {o} && : > {e} && : > {p} && cd {cwd} && echo $$ > {pid} && exec env {env} {argv}",
-            ws = shell_quote(&machine.workspace),
+            "mkdir -p {dirs} && : > {o} && : > {e} && : > {p} && cd {cwd} && echo $$ > {pid} && exec env {env} {argv}",
+            dirs = [&machine.workspace, &machine.runner.temp, &machine.runner.tool_cache]
+                .into_iter()
+                .filter(|d| !d.is_empty())
+                .map(|d| shell_quote(d))
+                .collect::<Vec<_>>()
+                .join(" "),
             o = shell_quote(&out_file),
             e = shell_quote(&env_file),
             p = shell_quote(&path_file),
@@ -158,7 +159,7 @@ impl StepExecutor for SshExecutor {
             argv = argv.join(" "),
         );
         let code = session
-            .exec_streaming(&remote, output, &cancel)
+            .exec_streaming(&remote, output, cancel)
             .await
             .map_err(|e| connection_error(machine, e))?;
         if cancel.is_cancelled() {
@@ -186,14 +187,14 @@ impl StepExecutor for SshExecutor {
         source: &CheckoutSource,
         step: &CheckoutStep,
         output: &LogSink,
-        cancel: CancellationToken,
+        cancel: &CancellationToken,
     ) -> Result<StepExit, ExecError> {
         let dest = Self::resolve_dir(machine, Some(step.path.as_str()));
         match source {
             CheckoutSource::LocalDir { path } => {
                 output.send(LogStream::System, format!("Uploading {path} into {dest}")).await;
                 let session = self.session(machine).await?;
-                upload_tree(&session, std::path::Path::new(path), &dest, &cancel).await
+                upload_tree(&session, std::path::Path::new(path), &dest, cancel).await
             }
             CheckoutSource::Git { url, rev, token } => {
                 let rev = step.git_ref.as_deref().unwrap_or(rev);
@@ -228,7 +229,7 @@ impl StepExecutor for SshExecutor {
                 }
                 let session = self.session(machine).await?;
                 output.send(LogStream::System, format!("Uploading the checkout into {dest}")).await;
-                upload_tree(&session, clone.path(), &dest, &cancel).await
+                upload_tree(&session, clone.path(), &dest, cancel).await
             }
         }
     }

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use solstice_core::{JobId, LogSink, Machine, MachineRequest, OutputLine, ScriptRun, StepExecutor, StepExit};
+use solstice_core::{JobId, LogSink, Machine, MachineRequest, OutputLine, ProvisionContext, ScriptRun, StepExecutor, StepExit};
 use solstice_vm::{AccelChoice, GuestProfile, PortAllocator, QemuHypervisor, QemuHypervisorBuilder, SshExecutor, TestGuest};
 use tokio_util::sync::CancellationToken;
 
@@ -75,7 +75,8 @@ pub fn request() -> MachineRequest {
 /// Boots a machine and returns it with the console lines seen while booting.
 pub async fn boot(hypervisor: &QemuHypervisor) -> (Machine, Vec<OutputLine>) {
     let (console, mut rx) = LogSink::channel(4096);
-    let machine = hypervisor.boot(&request(), &console, &CancellationToken::new()).await;
+    let cancel = CancellationToken::new();
+    let machine = hypervisor.boot(&request(), &ProvisionContext::new(&console, &cancel)).await;
     drop(console);
     let mut lines = Vec::new();
     while let Ok(line) = rx.try_recv() {
@@ -97,12 +98,12 @@ pub async fn run_shell(machine: &Machine, script: String) -> (StepExit, Vec<Stri
         index: 0,
         script,
         shell: "sh {0}".into(),
-        env: Default::default(),
+        env: machine.step_env(),
         working_directory: None,
         path: Vec::new(),
     };
     let (sink, mut rx) = LogSink::channel(256);
-    let exit = SshExecutor::new().run_script(machine, &step, &sink, CancellationToken::new()).await.expect("step");
+    let exit = SshExecutor::new().run_script(machine, &step, &sink, &CancellationToken::new()).await.expect("step");
     drop(sink);
     let mut lines = Vec::new();
     while let Some(line) = rx.recv().await {

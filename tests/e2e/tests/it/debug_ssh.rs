@@ -9,12 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use solstice_core::{
-    DebugKeeper, Engine, Hypervisor, HypervisorError, JobEvent, JobEventKind, JobRequest, JobResult, LogSink, Machine,
-    MachineAccess, MachineRequest, SshAccess, StepAction, StepCommand,
+    DebugKeeper, Engine, Hypervisor, HypervisorError, JobEvent, JobEventKind, JobRequest, JobResult, Machine,
+    MachineAccess, MachineRequest, ProvisionContext, SshAccess, StepAction, StepCommand,
 };
 use solstice_e2e::{LABEL, hypervisor};
 use solstice_vm::{QemuHypervisor, SshExecutor, SshKeyPair, SshSession};
-use tokio_util::sync::CancellationToken;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -38,8 +37,7 @@ impl Hypervisor for Recording {
     fn provision<'life0, 'life1, 'life2, 'life3, 'async_trait>(
         &'life0 self,
         request: &'life1 MachineRequest,
-        console: &'life2 LogSink,
-        cancel: &'life3 CancellationToken,
+        ctx: &'life2 ProvisionContext<'life3>,
     ) -> BoxFuture<'async_trait, Result<Machine, HypervisorError>>
     where
         'life0: 'async_trait,
@@ -49,7 +47,7 @@ impl Hypervisor for Recording {
         Self: 'async_trait,
     {
         Box::pin(async move {
-            let machine = self.inner.provision(request, console, cancel).await?;
+            let machine = self.inner.provision(request, ctx).await?;
             self.machines.lock().unwrap_or_else(|p| p.into_inner()).push(machine.clone());
             Ok(machine)
         })

@@ -121,7 +121,8 @@ async fn steps_stream_live_cancel_kills_the_process_group_and_the_guest_powers_o
     // Streaming: the first line arrives while the step still runs.
     let (sink, mut rx) = LogSink::channel(64);
     let streaming = step(0, "echo \"$GREETING\"; echo first; sleep 4; echo second");
-    let run = executor.run_script(&machine, &streaming, &sink, CancellationToken::new());
+    let never = CancellationToken::new();
+    let run = executor.run_script(&machine, &streaming, &sink, &never);
     tokio::pin!(run);
     let first = tokio::select! {
         line = async {
@@ -145,7 +146,7 @@ async fn steps_stream_live_cancel_kills_the_process_group_and_the_guest_powers_o
 
     // Env values with quotes and dollars arrive verbatim.
     let (sink, mut rx) = LogSink::channel(64);
-    executor.run_script(&machine, &step(1, "printf '%s\\n' \"$GREETING\""), &sink, CancellationToken::new()).await.expect("step");
+    executor.run_script(&machine, &step(1, "printf '%s\\n' \"$GREETING\""), &sink, &CancellationToken::new()).await.expect("step");
     assert_eq!(rx.recv().await.map(|l| l.line).as_deref(), Some("it's \"quoted\" $HOME"));
 
     // Cancellation kills the whole process group, background children included.
@@ -158,14 +159,14 @@ async fn steps_stream_live_cancel_kills_the_process_group_and_the_guest_powers_o
     });
     let started = Instant::now();
     let exit = executor
-        .run_script(&machine, &step(2, "sleep 1001 & sleep 1002 & sleep 1003"), &sink, cancel)
+        .run_script(&machine, &step(2, "sleep 1001 & sleep 1002 & sleep 1003"), &sink, &cancel)
         .await
         .expect("cancelled step");
     assert_eq!(exit.exit_code, None);
     assert!(started.elapsed() < Duration::from_secs(20), "cancellation took {:?}", started.elapsed());
     let (sink, mut rx) = LogSink::channel(64);
     executor
-        .run_script(&machine, &step(3, "ps | grep 'sleep 100[123]' | grep -v grep | wc -l"), &sink, CancellationToken::new())
+        .run_script(&machine, &step(3, "ps | grep 'sleep 100[123]' | grep -v grep | wc -l"), &sink, &CancellationToken::new())
         .await
         .expect("ps");
     assert_eq!(rx.recv().await.map(|l| l.line.trim().to_owned()).as_deref(), Some("0"), "sleeps survived the cancel");

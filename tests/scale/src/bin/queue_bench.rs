@@ -21,7 +21,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use solstice_core::{
     AmqpQueue, CheckoutSource, CheckoutStep, Engine, ExecError, Hypervisor, HypervisorError, JobEvent, JobEventKind,
     JobQueue, JobQueueKind, JobRequest, JobSource, LogSink, Machine, MachineAccess, MachineRequest, MemoryQueue,
-    ReportOutcome, ScriptRun, SourceError, SourceMessage, StepCommand, StepExecutor, StepExit, serve_source,
+    ProvisionContext, ReportOutcome, ScriptRun, SourceError, SourceMessage, StepCommand, StepExecutor, StepExit, serve_source,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -330,17 +330,13 @@ impl Hypervisor for NullHypervisor {
         true
     }
 
-    async fn provision(
-        &self,
-        request: &MachineRequest,
-        _console: &LogSink,
-        _cancel: &CancellationToken,
-    ) -> Result<Machine, HypervisorError> {
+    async fn provision(&self, request: &MachineRequest, _ctx: &ProvisionContext<'_>) -> Result<Machine, HypervisorError> {
         Ok(Machine {
             id: request.job_id.to_string(),
             label: request.label.clone(),
             workspace: "/nonexistent".to_owned(),
             access: MachineAccess::Local,
+            runner: solstice_core::RunnerInfo { os: "Linux".into(), arch: "X64".into(), name: request.job_id.to_string(), temp: "/tmp".into(), tool_cache: "/tmp".into() }, env: Default::default(),
         })
     }
 
@@ -360,7 +356,7 @@ impl StepExecutor for NullExecutor {
         _machine: &Machine,
         _step: &ScriptRun,
         _output: &LogSink,
-        _cancel: CancellationToken,
+        _cancel: &CancellationToken,
     ) -> Result<StepExit, ExecError> {
         Ok(StepExit::code(0))
     }
@@ -371,7 +367,7 @@ impl StepExecutor for NullExecutor {
         _source: &CheckoutSource,
         _step: &CheckoutStep,
         _output: &LogSink,
-        _cancel: CancellationToken,
+        _cancel: &CancellationToken,
     ) -> Result<StepExit, ExecError> {
         Ok(StepExit::code(0))
     }
