@@ -39,4 +39,4 @@ mod row;
 pub use criterion::{CriterionError, criterion_estimate};
 pub use figures::{Figures, FiguresError};
 pub use report::Report;
-pub use row::{Goal, Row, Unit};
+pub use row::{Goal, Row, Unit, thousands};

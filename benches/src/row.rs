@@ -47,8 +47,8 @@ impl Unit {
     }
 }
 
-/// `value` rounded to a whole number, with commas between groups of three digits.
-fn thousands(value: f64) -> String {
+/// `value` rounded to a whole number, with commas between groups of three digits: `5,000,000`.
+pub fn thousands(value: f64) -> String {
     let digits = format!("{:.0}", value.abs());
     let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
     if value < 0.0 && digits != "0" {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use solstice_bench::{Figures, Goal, Row, Unit, criterion_estimate};
+use solstice_bench::{Figures, Goal, Row, Unit, criterion_estimate, thousands};
 
 use crate::artifacts::Target;
 use crate::process;
@@ -142,10 +142,11 @@ fn log(context: &Context) -> Vec<Row> {
         .ours(peak)
         .baseline("the same process before the job (fake Forgejo and runner started, idle)", idle)
         .goal(Goal::AtMost(64.0));
+    let count = |n: u64| thousands(n as f64);
     let conditions = if lines == FULL_LINES {
-        format!("{lines} lines")
+        format!("{} lines", count(lines))
     } else {
-        format!("{lines} lines (the goal is set for {FULL_LINES})")
+        format!("{} lines (the goal is set for {})", count(lines), count(FULL_LINES))
     };
     let memory_note = missing(&[peak, idle], reason.as_deref()).unwrap_or(conditions.clone());
     vec![
@@ -205,7 +206,7 @@ fn queue(context: &Context) -> Vec<Row> {
     let (rabbit, bare, bare_same) =
         (number("rabbitmq_jobs_per_s"), number("bare_lapin_jobs_per_s"), number("bare_lapin_same_messages_jobs_per_s"));
     let per_job = number("messages_per_job").map_or_else(|| "as many messages".to_owned(), |m| format!("{m:.0} messages"));
-    let conditions = format!("{jobs} jobs, 64 at once");
+    let conditions = format!("{} jobs, 64 at once", thousands(jobs as f64));
     vec![
         with_note(
             Row::new("queue: jobs through the engine, in-process", Unit::JobsPerSecond)
