@@ -27,8 +27,8 @@ use suites::{Context, Suite};
                   2 usage."
 )]
 struct Cli {
-    /// Smaller workloads and shorter criterion sampling: about 5 minutes on 2 cores once
-    /// the release build is done.
+    /// Smaller workloads and shorter criterion sampling: about 1.5 minutes of measuring on
+    /// 2 cores once the release build is done.
     #[arg(long)]
     quick: bool,
     /// Where to write the rows as JSON. Default: `solstice-bench/results.json` in the cargo
