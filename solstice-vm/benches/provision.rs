@@ -2,11 +2,13 @@
 //! against a bare baseline that starts the same QEMU command line by hand and polls SSH
 //! with the same retry interval.
 //!
-//! Run: `cargo bench -p solstice-vm --bench provision` (needs QEMU and the Debian
-//! packages of the test guest; `SOLSTICE_BENCH_RUNS` sets the runs per side, default 3).
+//! Run: `cargo bench -p solstice-vm --bench provision [-- --json FILE]` (needs QEMU and
+//! the Debian packages of the test guest; `SOLSTICE_BENCH_RUNS` sets the runs per side,
+//! default 3). `--json FILE` hands the figures to the harness in `benches/`.
 
 use std::time::{Duration, Instant};
 
+use solstice_bench::Figures;
 use solstice_core::{JobId, LogSink, MachineRequest, ProvisionContext, SshAccess};
 use solstice_vm::{
     AccelChoice, BootSpec, NetSpec, PortAllocator, QemuHypervisor, QemuProcess, SeedConfig, SshKeyPair, SshSession,
@@ -18,6 +20,8 @@ const INTERVAL: Duration = Duration::from_millis(250);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runs: usize = std::env::var("SOLSTICE_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let mut figures = Figures::new(Figures::path_from_args(std::env::args().skip(1)))?;
+    figures.number("runs", runs as f64)?;
     let cache = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/solstice")).unwrap_or_else(std::env::temp_dir);
     let guest = TestGuest::builder(&cache).ensure()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -36,6 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .build();
         let accel = hypervisor.accelerator().await;
         println!("accelerator: {} ({})", accel.accel, accel.reason);
+        figures.text("accelerator", &accel.accel.to_string())?;
         let (mut ours, mut bare) = (Vec::new(), Vec::new());
         for run in 0..runs {
             // Alternate the two sides so that drift in host load hits both alike.
@@ -55,6 +60,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("run {}: baseline {:.2} s, solstice {:.2} s", run + 1, t.as_secs_f64(), t2.as_secs_f64());
         }
         let (b, o) = (median(&mut bare), median(&mut ours));
+        figures.number("baseline_median_s", b.as_secs_f64())?;
+        figures.number("ours_median_s", o.as_secs_f64())?;
         println!("median boot-to-first-SSH-command: baseline {:.2} s, solstice {:.2} s", b.as_secs_f64(), o.as_secs_f64());
         println!("overhead ratio solstice/baseline: {:.3}", o.as_secs_f64() / b.as_secs_f64());
         Ok::<_, Box<dyn std::error::Error>>(())

@@ -66,6 +66,10 @@ fn bench(c: &mut Criterion) {
     c.bench_function("plan_256_combination_matrix", |bench| {
         bench.iter(|| plan_workflow(std::hint::black_box(&big), "m.yml", &options).map(|p| p.jobs.len()))
     });
+    // Its floor too, so that the harness (benches/) has a baseline for it in the same run.
+    c.bench_function("yaml_events_256_combination_matrix", |bench| {
+        bench.iter(|| serde_saphyr::granit_parser::Parser::new_from_str(std::hint::black_box(&big)).count())
+    });
 }
 
 criterion_group!(benches, bench);

@@ -1,12 +1,16 @@
-//! Jobs per second through the engine with a null hypervisor and executor: in-process,
-//! through RabbitMQ (persistent messages, publisher confirms), and a bare lapin
-//! publish/consume loop with the same durability, all in one run.
+//! Jobs per second through the engine with a null hypervisor and executor: in-process
+//! beside a bare tokio loop, and through RabbitMQ (persistent messages, publisher
+//! confirms) beside a bare lapin publish/consume loop with the same durability, all in
+//! one run.
 //!
 //! ```text
 //! eval "$(.ci/services.sh)"
 //! cargo run --release -p solstice-scale --bin queue_bench -- --jobs 5000
 //! ```
+//!
+//! `--json FILE` hands the figures to the harness in `benches/` (`scripts/bench`).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -20,10 +24,12 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use solstice_core::{
     AmqpQueue, CheckoutSource, CheckoutStep, Engine, ExecError, Hypervisor, HypervisorError, JobEvent, JobEventKind,
-    JobQueue, JobQueueKind, JobRequest, JobSource, LogSink, Machine, MachineAccess, MachineRequest, MemoryQueue,
+    JobId, JobQueue, JobQueueKind, JobRequest, JobSource, LogSink, Machine, MachineAccess, MachineRequest, MemoryQueue,
     ProvisionContext, ReportOutcome, ScriptRun, SourceError, SourceMessage, StepCommand, StepExecutor, StepExit, serve_source,
 };
-use tokio::sync::Notify;
+use solstice_bench::Figures;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -50,6 +56,9 @@ struct Args {
     /// Also measure where the RabbitMQ time goes (job publishing alone, engine alone).
     #[arg(long)]
     diagnose: bool,
+    /// Also write the figures to this file, as one JSON object (for `scripts/bench`).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -61,9 +70,17 @@ async fn main() -> anyhow::Result<()> {
         Kind::Classic => JobQueueKind::Classic,
     };
     println!("{} jobs, capacity {}, {:?} job queue", args.jobs, args.capacity, args.job_queue);
+    let mut figures = Figures::new(args.json.clone())?;
+    let rate = |elapsed: Duration| args.jobs as f64 / elapsed.as_secs_f64();
+    figures.number("jobs", args.jobs as f64)?;
 
     let memory = through_engine(Arc::new(MemoryQueue::new()), "bench-memory", args.jobs, args.capacity).await?;
     report("in-process (MemoryQueue)", args.jobs, memory.elapsed, Some(memory.events));
+    figures.number("in_process_jobs_per_s", rate(memory.elapsed))?;
+    let events_per_job = (memory.events as f64 / args.jobs as f64).round().max(1.0) as usize;
+    let bare_memory = bare_in_process(args.jobs, args.capacity, events_per_job).await?;
+    report(&format!("bare tokio loop, {events_per_job} events per job"), args.jobs, bare_memory, None);
+    figures.number("bare_in_process_jobs_per_s", rate(bare_memory))?;
 
     let prefix = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let amqp = AmqpQueue::builder(&args.amqp_url)
@@ -84,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     report("RabbitMQ (AmqpQueue)", args.jobs, rabbit.elapsed, Some(rabbit.events));
+    figures.number("rabbitmq_jobs_per_s", rate(rabbit.elapsed))?;
     println!("  {messages} messages published ({:.2} per job: the job and its event batches)", messages as f64 / args.jobs as f64);
     if args.diagnose {
         let sequential = sequential_publish(&amqp, &source, args.jobs).await?;
@@ -104,17 +122,67 @@ async fn main() -> anyhow::Result<()> {
     let body = serde_json::to_vec(&bench_job("x"))?;
     let bare = bare_lapin(&args.amqp_url, kind, args.jobs, args.capacity, &body).await?;
     report("bare lapin, 1 message per job", args.jobs, bare, None);
+    figures.number("bare_lapin_jobs_per_s", rate(bare))?;
     let bare_all = bare_lapin(&args.amqp_url, kind, args.jobs * messages_per_job, args.capacity, &body).await?;
     report(&format!("bare lapin, {messages_per_job} messages per job"), args.jobs, bare_all, None);
+    figures.number("messages_per_job", messages_per_job as f64)?;
+    figures.number("bare_lapin_same_messages_jobs_per_s", rate(bare_all))?;
 
-    let rate = |elapsed: Duration| args.jobs as f64 / elapsed.as_secs_f64();
     println!(
-        "ratio bare lapin/RabbitMQ: {:.2}x at 1 message per job (target: at most 2x), {:.2}x at {messages_per_job} messages per job; in-process/RabbitMQ: {:.1}x",
+        "ratio bare lapin/RabbitMQ: {:.2}x at 1 message per job (target: at most 2x), {:.2}x at {messages_per_job} messages per job; in-process/RabbitMQ: {:.1}x; bare tokio/in-process: {:.1}x",
         rate(bare) / rate(rabbit.elapsed),
         rate(bare_all) / rate(rabbit.elapsed),
         rate(memory.elapsed) / rate(rabbit.elapsed),
+        rate(bare_memory) / rate(memory.elapsed),
     );
     Ok(())
+}
+
+/// The floor under the in-process path: `jobs` jobs handed over a bounded channel to a
+/// dispatcher that runs each as a task, at most `capacity` at once; each task sends
+/// `events_per_job` events over a channel to a collector that counts finished jobs. No
+/// engine, queue or machine: tokio's tasks and channels alone.
+async fn bare_in_process(jobs: usize, capacity: usize, events_per_job: usize) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let (job_tx, mut job_rx) = tokio::sync::mpsc::channel::<JobRequest>(capacity);
+    let (event_tx, mut event_rx) = tokio::sync::mpsc::channel::<(JobId, usize)>(capacity * events_per_job);
+    let feeder = tokio::spawn(async move {
+        for _ in 0..jobs {
+            if job_tx.send(bench_job("bare")).await.is_err() {
+                break;
+            }
+        }
+    });
+    let dispatcher = tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(capacity));
+        let mut running = JoinSet::new();
+        while let Some(job) = job_rx.recv().await {
+            let slot = slots.clone().acquire_owned().await?;
+            let events = event_tx.clone();
+            running.spawn(async move {
+                for step in 0..events_per_job {
+                    if events.send((job.id, step)).await.is_err() {
+                        break;
+                    }
+                }
+                drop(slot);
+            });
+            while running.try_join_next().is_some() {}
+        }
+        while running.join_next().await.is_some() {}
+        anyhow::Ok(())
+    });
+    let mut finished = 0;
+    while finished < jobs {
+        let Some((_, step)) = event_rx.recv().await else { anyhow::bail!("the bare loop's tasks ended early") };
+        if step + 1 == events_per_job {
+            finished += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    feeder.await?;
+    dispatcher.await??;
+    Ok(elapsed)
 }
 
 fn report(what: &str, jobs: usize, elapsed: Duration, events: Option<usize>) {
