@@ -1,0 +1,35 @@
+//! `solstice-orchestrator`: jobs for its labels from the queue into its engine, on the
+//! state store.
+
+use solstice_config::ServiceConfig;
+
+use crate::runner::with_metrics;
+use crate::{LabelPlan, ServiceError, Shutdown, machines, open_queue, open_store, start_engine};
+
+/// Serves jobs until SIGTERM or SIGINT (see [`Shutdown`]): the store opened and what a
+/// crashed run left reaped before the first job, `/metrics` served meanwhile.
+///
+/// # Errors
+/// No label to serve (exit 2); the store, the queue, the machines or the engine
+/// failing (exit 5).
+pub async fn run_orchestrator(config: ServiceConfig) -> anyhow::Result<()> {
+    let plan = LabelPlan::from_config(&config, &[]);
+    if plan.is_empty() {
+        return Err(ServiceError::NoLabels.into());
+    }
+    let store = open_store(&config).await?;
+    let queue = open_queue(&config).await?;
+    let machines = machines(&config, &plan).await?;
+    let labels = machines.labels.clone();
+    let orchestrator = start_engine(&config, &machines, Some(store), queue.as_ref()).await?;
+    let engine = orchestrator.engine().clone();
+    let shutdown = Shutdown::on_signals(config.shutdown_grace);
+    tracing::info!(name = %config.name, ?labels, capacity = config.capacity, "serving jobs");
+    let serving = engine.serve(queue, &labels, shutdown.stop().clone(), shutdown.abort().clone());
+    let served = with_metrics(config.metrics.listen(), engine.metrics().clone(), serving).await;
+    shutdown.finish();
+    orchestrator.shutdown().await;
+    served??;
+    tracing::info!("stopped");
+    Ok(())
+}
