@@ -32,7 +32,7 @@ async fn metrics_once(port: u16, series: &str, want: f64) -> std::collections::B
     loop {
         let (status, body) = tokio::task::spawn_blocking(move || get(port, "/metrics")).await.unwrap();
         assert_eq!(status, 200, "{body}");
-        let samples = solstice_orchestrator::parse_metrics_text(&body).unwrap_or_else(|e| panic!("{e}:\n{body}"));
+        let samples = solstice_service::parse_metrics_text(&body).unwrap_or_else(|e| panic!("{e}:\n{body}"));
         if samples.get(series) == Some(&want) || tokio::time::Instant::now() > deadline {
             return samples;
         }

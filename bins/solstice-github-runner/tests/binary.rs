@@ -162,7 +162,7 @@ async fn run_serves_the_engine_metrics_and_health() {
     let metrics = loop {
         let (status, body) = get(port, "/metrics").await;
         assert_eq!(status, 200, "{body}");
-        let metrics = solstice_orchestrator::parse_metrics_text(&body).unwrap_or_else(|e| panic!("{e}:\n{body}"));
+        let metrics = solstice_service::parse_metrics_text(&body).unwrap_or_else(|e| panic!("{e}:\n{body}"));
         if metrics.get(success) == Some(&1.0) || tokio::time::Instant::now() > deadline {
             break metrics;
         }
@@ -211,7 +211,7 @@ async fn with_rabbitmq_and_the_engine_off_run_serves_metrics_and_health() {
     }
     let (status, body) = get(port, "/metrics").await;
     assert_eq!(status, 200, "{body}");
-    let metrics = solstice_orchestrator::parse_metrics_text(&body).unwrap_or_else(|e| panic!("{e}:\n{body}"));
+    let metrics = solstice_service::parse_metrics_text(&body).unwrap_or_else(|e| panic!("{e}:\n{body}"));
     assert_eq!(metrics.get("solstice_forge_api_errors_total"), Some(&0.0), "{metrics:?}");
     assert_eq!(metrics.get("solstice_jobs_running"), Some(&0.0), "{metrics:?}");
     assert_eq!(metrics.get("solstice_jobs_finished_total{result=\"success\"}"), Some(&0.0), "{metrics:?}");
