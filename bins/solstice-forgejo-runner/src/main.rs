@@ -24,6 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Poll Forgejo for jobs and run them until SIGINT/SIGTERM (twice: cancel running jobs).
+    Daemon,
     /// Register this runner with a Forgejo instance and write the runner file (mode 0600).
     Register {
         /// The instance URL, e.g. `https://codeberg.org`.
@@ -42,8 +44,6 @@ enum Command {
         #[arg(long)]
         ephemeral: bool,
     },
-    /// Poll Forgejo for jobs and run them until SIGINT/SIGTERM (twice: cancel running jobs).
-    Daemon,
 }
 
 fn main() -> ExitCode {

@@ -239,8 +239,8 @@ async fn with_rabbitmq_jobs_go_to_a_separate_orchestrator_and_back() {
 
     let queue: Arc<dyn JobQueue> = Arc::new(AmqpQueue::connect(&amqp).await.expect("RabbitMQ"));
     let engine = Engine::builder()
-        .hypervisor(HostHypervisor::with_labels(vec![label.clone()]))
         .executor(HostExecutor::new())
+        .hypervisor(HostHypervisor::with_labels(vec![label.clone()]))
         .name("test-orchestrator")
         .build()
         .unwrap();
