@@ -44,7 +44,7 @@ pub fn format(d: Duration) -> String {
     if millis == 0 {
         return "0s".to_owned();
     }
-    if millis % 1000 != 0 {
+    if !millis.is_multiple_of(1000) {
         return format!("{millis}ms");
     }
     let mut seconds = millis / 1000;

@@ -29,7 +29,10 @@ fn main() -> ExitCode {
     run_main(|cli: Cli| async move {
         let config = cli.service.load(Program::Orchestrator)?;
         match cli.command.unwrap_or(Command::Run) {
-            Command::CheckConfig => Ok(print!("{}", toml::to_string(&config)?)),
+            Command::CheckConfig => {
+                print!("{}", toml::to_string(&config)?);
+                Ok(())
+            }
             Command::Run => run_orchestrator(config).await,
         }
     })
