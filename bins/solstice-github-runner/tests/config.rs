@@ -69,7 +69,7 @@ fn a_valid_file_gets_as_far_as_the_missing_credentials() {
     // that is off has nobody to hand jobs to.
     let (out, err) = run_with("[engine]\nenabled = false\n[queue]\nurl = \"amqp://x\"\n", &[("SOLSTICE_QUEUE_URL", "")]);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("environment variable SOLSTICE_QUEUE_URL"), "{err}");
+    assert!(err.contains("github-runner.toml:2:11: engine.enabled: is false but queue.url is not a RabbitMQ URL"), "{err}");
 }
 
 #[test]
