@@ -62,11 +62,16 @@ pub async fn run_serve(config: ServiceConfig) -> anyhow::Result<()> {
     // Until a signal, or a runner that stops on its own (not registered, refused).
     let mut failure: Option<anyhow::Error> = None;
     tokio::select! {
+        biased;
         () = shutdown.stop().cancelled() => {}
         (result, index) = first_to_end(&mut runners) => {
             let (name, _) = runners.remove(index);
-            failure = Some(runner_failure(name, result).unwrap_or_else(|| ServiceError::RunnerEnded { runner: name }.into()));
-            tracing::error!(running = metrics.running(), "shutting down");
+            // A runner that ended cleanly because the shutdown began is no failure.
+            let stopping = shutdown.stop().is_cancelled();
+            failure = runner_failure(name, result).or_else(|| (!stopping).then(|| ServiceError::RunnerEnded { runner: name }.into()));
+            if failure.is_some() {
+                tracing::error!(running = metrics.running(), "shutting down");
+            }
             shutdown.begin();
         }
     }
