@@ -7,7 +7,8 @@ use tokio::task::JoinHandle;
 
 use crate::forgejo::{forgejo_parts, forgejo_service};
 use crate::github::{github_service, github_source};
-use crate::{LabelPlan, MetricsEndpoint, ProgramError, ServiceError, Shutdown, machines, open_queue, open_store, start_engine};
+use crate::orchestrator::start_orchestrator;
+use crate::{MetricsEndpoint, ProgramError, ServiceError, Shutdown};
 
 /// A runner service's task, named for the logs.
 type RunnerTask = (&'static str, JoinHandle<anyhow::Result<()>>);
@@ -24,16 +25,9 @@ pub async fn run_serve(config: ServiceConfig) -> anyhow::Result<()> {
     // labels replaces them), which decide the machines needed.
     let forgejo = config.forgejo.as_ref().map(|section| forgejo_parts(&config, section)).transpose()?;
     let github = config.github.as_ref().map(|_| github_source(&config)).transpose()?;
-    let plan = LabelPlan::from_config(&config, forgejo.as_ref().map(|(_, specs, _)| specs.as_slice()).unwrap_or_default());
-    if plan.is_empty() {
-        return Err(ServiceError::NoLabels.into());
-    }
-    let store = open_store(&config).await?;
-    let queue = open_queue(&config).await?;
-    let machines = machines(&config, &plan).await?;
+    let specs = forgejo.as_ref().map(|(_, specs, _)| specs.as_slice()).unwrap_or_default();
+    let (orchestrator, queue, machines) = start_orchestrator(&config, specs).await?;
     let labels = machines.labels.clone();
-    // Before taking any job: what a crashed run under the same name left running.
-    let orchestrator = start_engine(&config, &machines, Some(store), queue.as_ref()).await?;
     let engine = orchestrator.engine().clone();
     // The sources count their failed forge calls in the engine's metrics.
     let metrics = engine.metrics().clone();
