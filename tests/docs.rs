@@ -3,15 +3,15 @@
 //! Every fenced block in `docs/*.md` whose info string is `yaml` must be a complete
 //! Actions workflow that `solstice-workflow` plans without errors; every block fenced as
 //! `yaml-invalid` must be rejected (it shows what Solstice CI refuses). The `toml`
-//! blocks of `docs/github.md` are GitHub runner files (the other pages' TOML is checked
-//! by the crates whose schemas it shows); other fences (`sh`, `text`, ...) are not
+//! blocks are configuration files of the one vocabulary every program reads (but the
+//! image catalogs of `docs/images.md`, checked by `solstice-vm`); other fences (`sh`, `text`, ...) are not
 //! checked; YAML that is not a workflow belongs in a `text` fence. Relative links in the pages this test owns must point at files that
 //! exist.
 
 use std::path::{Path, PathBuf};
 
 use solstice::workflow::{PlanOptions, plan_workflow};
-use solstice_config::{GithubRunnerConfig, parse};
+use solstice_config::{Program, ServiceConfig, parse};
 
 /// A fenced block: the page, its 1-based index among the page's checked blocks, the
 /// line its fence opens on, its info string and its text.
@@ -98,23 +98,23 @@ fn the_snippet_extractor_finds_yaml_blocks_and_skips_others() {
     assert_eq!((found[2].index, found[2].info.as_str()), (3, "yaml"));
 }
 
-/// Every `toml` block of docs/github.md is a valid `solstice-github-runner` file on
-/// its own, schema and checks.
+/// Every `toml` block of the pages (but the image catalogs of docs/images.md) is a
+/// configuration file in the one vocabulary of every program: it parses into
+/// `ServiceConfig` (keys, types, durations), and some program accepts it with its
+/// checks; docs/debug-ssh.md shows its section alone, so only the schema applies there.
 #[test]
-fn the_toml_blocks_of_the_github_page_are_runner_files() {
-    let configs: Vec<GithubRunnerConfig> = all_snippets()
-        .iter()
-        .filter(|s| s.file == "docs/github.md" && s.info == "toml")
-        .map(|s| {
-            let name = format!("{} (block at line {})", s.file, s.line);
-            parse::<GithubRunnerConfig>(&s.text, &name)
-                .and_then(|c| c.check(GithubRunnerConfig::check))
-                .unwrap_or_else(|e| panic!("{e}"))
-                .into_value()
-        })
-        .collect();
-    assert!(configs.len() >= 2, "the page shows a runner file and its scale-out keys: did it change?");
-    assert!(configs.iter().any(|c| c.queue_url.is_some() && !c.engine), "the scale-out block is gone");
+fn the_toml_blocks_of_the_pages_are_configuration_files() {
+    let mut checked = 0;
+    for s in all_snippets().iter().filter(|s| s.info == "toml" && s.file != "docs/images.md") {
+        let name = format!("{} (block at line {})", s.file, s.line);
+        parse::<ServiceConfig>(&s.text, &name).unwrap_or_else(|e| panic!("{e}"));
+        if s.file != "docs/debug-ssh.md" {
+            let errors: Vec<String> = Program::ALL.iter().filter_map(|p| p.parse(&s.text, &name).err()).map(|e| e.to_string()).collect();
+            assert!(errors.len() < Program::ALL.len(), "no program accepts {name}: {errors:#?}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 6, "the pages show fewer configuration files than before: did they change?");
 }
 
 #[test]

@@ -3,16 +3,18 @@
 //! value came from (`file:line:column`, or the environment variable).
 //!
 //! # Why a crate of its own
-//! Every service binary loads its configuration the same way, so the loader lives in one
-//! place instead of one copy per `main.rs`. It is not a module of `solstice-core`: the
-//! libraries take plain `*Config` data and never read files or the environment (see
-//! `STYLE.md`, "Configuration is data"), while this crate exists only to be called by
-//! binaries. It depends on nothing but serde and toml, so any binary can use it without
-//! pulling a queue or store backend. It also holds the schemas that two binaries
-//! read: the orchestrator's, [`OrchestratorConfig`] (`solstice-orchestrator`, and
-//! `solstice` for `config check` and `serve`, which embeds an orchestrator), and the
-//! GitHub runner's, [`GithubRunnerConfig`] (`solstice-github-runner`, and `solstice
-//! config check`).
+//! Every Solstice CI program loads its configuration the same way, so the loader and
+//! the one schema, [`ServiceConfig`], live here once instead of one copy per
+//! `main.rs`. It is not a module of `solstice-core`: the libraries take plain `*Config`
+//! data and never read files or the environment (see `STYLE.md`, "Configuration is
+//! data"), while this crate exists only to be called by binaries (through
+//! `solstice-service`). It depends on nothing but serde and toml.
+//!
+//! One vocabulary: the orchestrator, both runners and `solstice serve` read the same
+//! keys ([`ServiceConfig`]); a [`Program`] says which sections it reads, checks them
+//! ([`Program::check`]) and fills in its own defaults. Durations are written the same
+//! way everywhere ([`duration`]). The environment overrides follow one rule
+//! ([`SERVICE_ENV`]): `SOLSTICE_` and the key's path upper-cased, dots as underscores.
 //!
 //! # Overview
 //! - [`load`] reads a file (or none: every key then has its default), deserializes it
@@ -50,15 +52,15 @@
 #![warn(missing_docs)]
 
 mod cache;
-mod github_runner;
+pub mod duration;
 mod load;
 mod logging;
-mod orchestrator;
+mod service;
 
 pub use cache::default_cache_dir;
-pub use github_runner::{GITHUB_RUNNER_ENV, GithubRunnerConfig};
 pub use logging::{LogFormat, UnknownLogFormat, init_logging};
 pub use load::{BadValue, ConfigError, EnvOverride, EnvValue, Loaded, load, load_str, parse};
-pub use orchestrator::{
-    DebugSshConfig, MetricsConfig, ORCHESTRATOR_ENV, OrchestratorConfig, QueueConfig, StoreConfig, VmLimitsConfig,
+pub use service::{
+    DebugSshConfig, EngineConfig, ForgejoConfig, GithubConfig, LogConfig, MetricsConfig, Program, QueueConfig, SERVICE_ENV,
+    ServiceConfig, StoreConfig, VmLimitsConfig,
 };

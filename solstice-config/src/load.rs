@@ -140,6 +140,11 @@ impl<T> Loaded<T> {
         self.value
     }
 
+    /// The same origins for a value derived from this one (its keys unchanged).
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Loaded<U> {
+        Loaded { value: f(self.value), file: self.file, from_env: self.from_env }
+    }
+
     /// The file it was read from, if any.
     pub fn file(&self) -> Option<&str> {
         self.file.as_ref().map(|(name, _)| name.as_str())

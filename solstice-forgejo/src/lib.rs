@@ -18,7 +18,9 @@
 //!   position in the workflow.
 //! * [`run_service`] runs a source into a queue, optionally with an in-process engine
 //!   (the all-in-one mode of `solstice-forgejo-runner`), and shuts down gracefully.
-//! * [`RunnerConfig`] is the service's configuration as plain data.
+//!
+//! The runner's configuration is plain data the binaries load (`[forgejo]` of
+//! `solstice_config::ServiceConfig`); this crate reads no file or variable.
 //!
 //! # Registering and declaring
 //!
@@ -56,7 +58,6 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod client;
-mod config;
 mod daemon;
 pub mod connect;
 mod error;
@@ -76,4 +77,3 @@ pub use runner_file::{RunnerFile, RunnerFileError};
 pub use source::{ForgejoSource, ForgejoSourceBuilder};
 pub use daemon::{DaemonError, Service, run_service};
 pub use register::{RegisterError, Registration, register};
-pub use config::{EngineSection, MetricsSection, QueueSection, RunnerConfig, RunnerSection, seconds};

@@ -32,7 +32,7 @@ async fn metrics_once(port: u16, series: &str, want: f64) -> std::collections::B
     loop {
         let (status, body) = tokio::task::spawn_blocking(move || get(port, "/metrics")).await.unwrap();
         assert_eq!(status, 200, "{body}");
-        let samples = solstice_orchestrator::parse_metrics_text(&body).unwrap_or_else(|e| panic!("{e}:\n{body}"));
+        let samples = solstice_service::parse_metrics_text(&body).unwrap_or_else(|e| panic!("{e}:\n{body}"));
         if samples.get(series) == Some(&want) || tokio::time::Instant::now() > deadline {
             return samples;
         }
@@ -46,12 +46,12 @@ fn spawn_daemon(config: &std::path::Path, metrics_port: Option<u16>) -> std::pro
     let mut command = Command::new(BIN);
     command.args(["--config", config.to_str().unwrap(), "daemon"]).stdout(Stdio::null()).stderr(Stdio::piped());
     if let Some(port) = metrics_port {
-        command.env("SOLSTICE_FORGEJO__METRICS__LISTEN", format!("127.0.0.1:{port}"));
+        command.env("SOLSTICE_METRICS_LISTEN", format!("127.0.0.1:{port}"));
     }
     command.spawn().unwrap()
 }
 
-/// Writes a configuration (`[runner]` polling fast, plus `extra` TOML) in `dir` and
+/// Writes a configuration (`[forgejo]` polling fast, plus `extra` TOML) in `dir` and
 /// registers the binary with the fake under `name` and `labels`; returns the
 /// configuration's path.
 async fn register(fake: &FakeForgejo, dir: &std::path::Path, name: &str, labels: &str, extra: &str) -> std::path::PathBuf {
@@ -59,9 +59,9 @@ async fn register(fake: &FakeForgejo, dir: &std::path::Path, name: &str, labels:
     let config = dir.join("runner.toml");
     std::fs::write(
         &config,
-        // No metrics endpoint unless a test asks (SOLSTICE_FORGEJO__METRICS__LISTEN): the
-        // default port would be shared by the tests running at once.
-        format!("[runner]\nfile = {runner_file:?}\nfetch_interval = 0.1\nreport_interval = 0.1\n{extra}\n[metrics]\nlisten = \"\"\n"),
+        // No metrics endpoint unless a test asks (SOLSTICE_METRICS_LISTEN): the default
+        // port would be shared by the tests running at once.
+        format!("[forgejo]\nfile = {runner_file:?}\nfetch_interval = \"100ms\"\nreport_interval = \"100ms\"\n{extra}\n[metrics]\nlisten = \"\"\n"),
     )
     .unwrap();
     let token = fake.registration_token(Scope::Instance);
@@ -80,29 +80,59 @@ async fn register(fake: &FakeForgejo, dir: &std::path::Path, name: &str, labels:
 }
 
 /// A mistake in the configuration file is reported at its file:line:column, and the
-/// runner exits 3 without doing anything.
+/// runner exits 2 without doing anything.
 #[test]
 fn a_configuration_mistake_is_reported_where_it_is() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("runner.toml");
-    std::fs::write(&config, "[runner]\ncapacity = 2\nfetch_intervall = 5\n").unwrap();
+    std::fs::write(&config, "capacity = 2\n[forgejo]\nfetch_intervall = 5\n").unwrap();
     let out = Command::new(BIN).args(["--config", config.to_str().unwrap(), "daemon"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains(&format!("{}:3:1", config.display())), "{stderr}");
     assert!(stderr.contains("fetch_intervall"), "{stderr}");
 
-    // A bad value from the environment names the variables it came from.
-    std::fs::write(&config, "[runner]\ncapacity = 2\n").unwrap();
+    // A bad value from the environment names the variable it came from.
+    std::fs::write(&config, "capacity = 2\n").unwrap();
     let out = Command::new(BIN)
         .args(["--config", config.to_str().unwrap(), "daemon"])
-        .env("SOLSTICE_FORGEJO__RUNNER__CAPACITY", "\"two\"")
+        .env("SOLSTICE_CAPACITY", "\"two\"")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("from the environment (SOLSTICE_FORGEJO__RUNNER__CAPACITY)"), "{stderr}");
-    assert!(stderr.contains("runner.capacity"), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("environment variable SOLSTICE_CAPACITY: "), "{stderr}");
+
+    // The other forge's section is refused, naming who reads it.
+    std::fs::write(&config, "[github]\n").unwrap();
+    let out = Command::new(BIN).args(["--config", config.to_str().unwrap(), "daemon"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("[github] is read by solstice-github-runner"), "{stderr}");
+}
+
+/// The exit-code table: a bad flag is a usage error (3), `--help` and `--version`
+/// succeed and `--help` states the table, a runner that was never registered is
+/// invalid input (2).
+#[test]
+fn exit_codes_follow_the_table() {
+    let out = Command::new(BIN).args(["daemon", "--no-such-flag"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Exit codes: 0 ok; 1 a job failed"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(Command::new(BIN).arg("--version").output().unwrap().status.code(), Some(0));
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("daemon")
+        .env("SOLSTICE_FORGEJO_FILE", dir.path().join("missing.runner"))
+        .env("SOLSTICE_METRICS_LISTEN", "")
+        .env_remove("SOLSTICE_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("forgejo.file: register the runner first"), "{stderr}");
 }
 
 #[tokio::test]
@@ -116,7 +146,7 @@ async fn an_invalid_registration_token_is_a_clear_error_and_a_nonzero_exit() {
         Command::new(BIN)
             .args(["register", "--instance", &url, "--name", "r1", "--labels", "host:host"])
             .env("SOLSTICE_FORGEJO_REGISTRATION_TOKEN", "bogus-token-4242")
-            .env("SOLSTICE_FORGEJO__RUNNER__FILE", file_env.to_str().unwrap())
+            .env("SOLSTICE_FORGEJO_FILE", file_env.to_str().unwrap())
             .output()
             .unwrap()
     })
@@ -231,8 +261,8 @@ async fn with_rabbitmq_jobs_go_to_a_separate_orchestrator_and_back() {
 
     let queue: Arc<dyn JobQueue> = Arc::new(AmqpQueue::connect(&amqp).await.expect("RabbitMQ"));
     let engine = Engine::builder()
-        .hypervisor(HostHypervisor::with_labels(vec![label.clone()]))
         .executor(HostExecutor::new())
+        .hypervisor(HostHypervisor::with_labels(vec![label.clone()]))
         .name("test-orchestrator")
         .build()
         .unwrap();

@@ -12,10 +12,10 @@ async fn run(args: &[&str], dir: &std::path::Path, token: Option<&str>) -> (bool
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.args(args)
         .env("SOLSTICE_GITHUB_DIR", dir)
-        .env("RUST_LOG", "trace")
-        .env_remove("SOLSTICE_GITHUB_CONFIG")
+        .env("SOLSTICE_LOG_LEVEL", "trace")
+        .env_remove("SOLSTICE_CONFIG")
         // No metrics endpoint: the default port would be shared by the tests running at once.
-        .env("SOLSTICE_GITHUB_METRICS_LISTEN", "")
+        .env("SOLSTICE_METRICS_LISTEN", "")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -132,8 +132,8 @@ fn spawn_run(dir: &std::path::Path, options: &[&str], port: u16) -> tokio::proce
         .args(options)
         .arg("run")
         .env("SOLSTICE_GITHUB_DIR", dir)
-        .env_remove("SOLSTICE_GITHUB_CONFIG")
-        .env("SOLSTICE_GITHUB_METRICS_LISTEN", format!("127.0.0.1:{port}"))
+        .env_remove("SOLSTICE_CONFIG")
+        .env("SOLSTICE_METRICS_LISTEN", format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -142,7 +142,7 @@ fn spawn_run(dir: &std::path::Path, options: &[&str], port: u16) -> tokio::proce
 }
 
 /// `run` serves `/metrics` (the in-process engine's, as Prometheus text) and `/healthz`
-/// on `metrics_listen`, here set through SOLSTICE_GITHUB_METRICS_LISTEN.
+/// on `[metrics] listen`, here set through SOLSTICE_METRICS_LISTEN.
 #[tokio::test]
 async fn run_serves_the_engine_metrics_and_health() {
     let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
@@ -162,7 +162,7 @@ async fn run_serves_the_engine_metrics_and_health() {
     let metrics = loop {
         let (status, body) = get(port, "/metrics").await;
         assert_eq!(status, 200, "{body}");
-        let metrics = solstice_orchestrator::parse_metrics_text(&body).unwrap_or_else(|e| panic!("{e}:\n{body}"));
+        let metrics = solstice_service::parse_metrics_text(&body).unwrap_or_else(|e| panic!("{e}:\n{body}"));
         if metrics.get(success) == Some(&1.0) || tokio::time::Instant::now() > deadline {
             break metrics;
         }
@@ -177,7 +177,7 @@ async fn run_serves_the_engine_metrics_and_health() {
 }
 
 /// A runner named `name`, registered with a fake GitHub for a label of its own, whose
-/// configuration hands its jobs to RabbitMQ (`engine = false`): the fake, the runner's
+/// configuration hands its jobs to RabbitMQ (`[engine] enabled = false`): the fake, the runner's
 /// directory, the configuration's path and the label.
 async fn register_for_rabbitmq(name: &str) -> (FakeGithub, tempfile::TempDir, String, String) {
     let amqp = std::env::var("SOLSTICE_TEST_AMQP_URL").unwrap_or_else(|_| {
@@ -187,7 +187,7 @@ async fn register_for_rabbitmq(name: &str) -> (FakeGithub, tempfile::TempDir, St
     let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("runner.toml");
-    std::fs::write(&config, format!("labels = [{label:?}]\nqueue_url = {amqp:?}\nengine = false\n")).expect("config");
+    std::fs::write(&config, format!("[github]\nlabels = [{label:?}]\n[queue]\nurl = {amqp:?}\n[engine]\nenabled = false\n")).expect("config");
     let config = config.to_string_lossy().into_owned();
     let url = fake.repo_url();
     let (ok, log) = run(&["--config", &config, "register", "--url", &url, "--name", name, "--labels", &label], dir.path(), Some("AREGTOKEN")).await;
@@ -211,7 +211,7 @@ async fn with_rabbitmq_and_the_engine_off_run_serves_metrics_and_health() {
     }
     let (status, body) = get(port, "/metrics").await;
     assert_eq!(status, 200, "{body}");
-    let metrics = solstice_orchestrator::parse_metrics_text(&body).unwrap_or_else(|e| panic!("{e}:\n{body}"));
+    let metrics = solstice_service::parse_metrics_text(&body).unwrap_or_else(|e| panic!("{e}:\n{body}"));
     assert_eq!(metrics.get("solstice_forge_api_errors_total"), Some(&0.0), "{metrics:?}");
     assert_eq!(metrics.get("solstice_jobs_running"), Some(&0.0), "{metrics:?}");
     assert_eq!(metrics.get("solstice_jobs_finished_total{result=\"success\"}"), Some(&0.0), "{metrics:?}");
@@ -237,7 +237,7 @@ async fn a_vm_label_runs_the_job_in_a_fresh_vm() {
     let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("runner.toml");
-    std::fs::write(&config, "labels = [\"tiny\"]\n\n[vm_images]\ntiny = \"tiny-linux\"\n").expect("config");
+    std::fs::write(&config, "[github]\nlabels = [\"tiny\"]\n\n[engine]\nvm_images = { tiny = \"tiny-linux\" }\n").expect("config");
     let config = config.to_string_lossy().into_owned();
     let url = fake.repo_url();
     let (ok, log) = run(&["--config", &config, "register", "--url", &url, "--name", "vm-1", "--labels", "tiny"], dir.path(), Some("AREGTOKEN")).await;
@@ -259,7 +259,7 @@ async fn a_vm_job_reports_the_os_and_arch_its_catalog_declares() {
     let dir = tempfile::tempdir().expect("tempdir");
     let catalog = catalog_declaring_freebsd(dir.path(), "fake-bsd");
     let config = dir.path().join("runner.toml");
-    std::fs::write(&config, format!("labels = [\"bsd\"]\nimage_catalog = {catalog:?}\n\n[vm_images]\nbsd = \"fake-bsd\"\n")).expect("config");
+    std::fs::write(&config, format!("[github]\nlabels = [\"bsd\"]\n\n[engine]\nimage_catalog = {catalog:?}\n\n[engine.vm_images]\nbsd = \"fake-bsd\"\n")).expect("config");
     let config = config.to_string_lossy().into_owned();
     let url = fake.repo_url();
     let (ok, log) = run(&["--config", &config, "register", "--url", &url, "--name", "bsd-1", "--labels", "bsd"], dir.path(), Some("AREGTOKEN")).await;
@@ -278,7 +278,7 @@ async fn a_vm_job_reports_the_os_and_arch_its_catalog_declares() {
     assert!(!logs.contains("linux-only-step"), "{logs}");
 }
 
-/// Scale-out mode: the runner only talks to GitHub (`engine = false`), the job travels
+/// Scale-out mode: the runner only talks to GitHub (`[engine] enabled = false`), the job travels
 /// through a real RabbitMQ to an orchestrator engine elsewhere (here in the test), and
 /// its log and result come back the same way.
 #[tokio::test(flavor = "multi_thread")]
@@ -356,9 +356,9 @@ async fn crash_and_restart(plan_routes_take_runner_tokens: bool) -> (FakeGithub,
     let mut child = tokio::process::Command::new(BIN)
         .args(["run"])
         .env("SOLSTICE_GITHUB_DIR", dir.path())
-        .env_remove("SOLSTICE_GITHUB_CONFIG")
+        .env_remove("SOLSTICE_CONFIG")
         // No metrics endpoint: the default port would be shared by the tests running at once.
-        .env("SOLSTICE_GITHUB_METRICS_LISTEN", "")
+        .env("SOLSTICE_METRICS_LISTEN", "")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -422,9 +422,9 @@ async fn a_broker_job_left_by_a_killed_runner_is_tried_once_then_given_up() {
         tokio::process::Command::new(BIN)
             .args(["run"])
             .env("SOLSTICE_GITHUB_DIR", dir.path())
-            .env_remove("SOLSTICE_GITHUB_CONFIG")
+            .env_remove("SOLSTICE_CONFIG")
         // No metrics endpoint: the default port would be shared by the tests running at once.
-        .env("SOLSTICE_GITHUB_METRICS_LISTEN", "")
+        .env("SOLSTICE_METRICS_LISTEN", "")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)

@@ -1,5 +1,6 @@
 //! The binary's configuration file goes through the shared loader: what is wrong is
-//! named with its file, line and column (or its variable), and the exit status is 2.
+//! named with its file, line and column (or its variable), and the exit status is 2
+//! (the table of every Solstice CI program: 3 is a bad command line).
 
 use std::process::{Command, Output};
 
@@ -17,11 +18,11 @@ fn run_with(text: &str, env: &[(&str, &str)]) -> (Output, String) {
         .arg("--dir")
         .arg(dir.path())
         .arg("run")
-        .env_remove("SOLSTICE_GITHUB_CONFIG")
+        .env_remove("SOLSTICE_CONFIG")
         .env_remove("SOLSTICE_GITHUB_DIR")
-        .env_remove("SOLSTICE_GITHUB_QUEUE_URL")
+        .env_remove("SOLSTICE_QUEUE_URL")
         .env_remove("SOLSTICE_GITHUB_LABELS")
-        .env("SOLSTICE_GITHUB_METRICS_LISTEN", "");
+        .env("SOLSTICE_METRICS_LISTEN", "");
     for (name, value) in env {
         cmd.env(name, value);
     }
@@ -35,16 +36,18 @@ type Case = (&'static str, &'static [(&'static str, &'static str)], &'static str
 
 #[test]
 fn a_bad_file_is_refused_at_its_line_and_column_with_status_2() {
-    let cases: [Case; 5] = [
-        ("dir = \".\"\n\nlables = [\"host\"]\n", &[], "error: github-runner.toml:3:1: unknown field `lables`"),
+    let cases: [Case; 7] = [
+        ("[github]\ndir = \".\"\n\nlables = [\"host\"]\n", &[], "error: github-runner.toml:4:1: unknown field `lables`"),
         ("capacity = \"two\"\n", &[], "error: github-runner.toml:1:12: invalid type: string \"two\""),
-        ("labels = [\"host\"]\nengine = false\n", &[], "error: github-runner.toml:2:10: engine: is false but there is no queue_url"),
+        ("[engine]\nenabled = false\n", &[], "error: github-runner.toml:2:11: engine.enabled: is false but queue.url is not a RabbitMQ URL"),
         (
-            "queue_url = \"amqp://file\"\n",
-            &[("SOLSTICE_GITHUB_QUEUE_URL", "rabbitmq:5672")],
-            "error: environment variable SOLSTICE_GITHUB_QUEUE_URL: queue_url: `rabbitmq:5672` is not an amqp://",
+            "[queue]\nurl = \"amqp://file\"\n",
+            &[("SOLSTICE_QUEUE_URL", "rabbitmq:5672")],
+            "error: environment variable SOLSTICE_QUEUE_URL: queue.url: `rabbitmq:5672` must be empty",
         ),
         ("capacity = 0\n", &[], "error: github-runner.toml:1:12: capacity: must be at least 1"),
+        ("shutdown_grace = \"soon\"\n", &[], "error: github-runner.toml:1:18: `soon` is not a duration"),
+        ("[forgejo]\n", &[], "[forgejo] is read by solstice-forgejo-runner and `solstice serve`, not by solstice-github-runner"),
     ];
     for (text, env, expected) in cases {
         let (out, err) = run_with(text, env);
@@ -56,14 +59,24 @@ fn a_bad_file_is_refused_at_its_line_and_column_with_status_2() {
 #[test]
 fn a_valid_file_gets_as_far_as_the_missing_credentials() {
     // The deployment example, with `--dir` over its `dir`: the runner looks for its
-    // files in the temporary directory, finds none, and fails at run time (status 1).
+    // files in the temporary directory, finds none: not registered (status 2).
     let example = include_str!("../../../docs/deploy/github-runner.toml");
     let (out, err) = run_with(example, &[]);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("reading the runner's files"), "{err}");
-    assert!(!err.contains("/var/lib/solstice/github"), "--dir overrides `dir`: {err}");
-    // An empty queue URL in the environment means none, so `engine = false` has nothing to hand jobs to.
-    let (out, err) = run_with("engine = false\nqueue_url = \"amqp://x\"\n", &[("SOLSTICE_GITHUB_QUEUE_URL", "")]);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("github-runner.toml:1:10: engine: is false but there is no queue_url"), "{err}");
+    assert!(err.contains("github.dir: register the runner first"), "{err}");
+    assert!(!err.contains("/var/lib/solstice/github"), "--dir overrides `dir`: {err}");
+    // An empty queue URL in the environment means the in-process queue, so an engine
+    // that is off has nobody to hand jobs to.
+    let (out, err) = run_with("[engine]\nenabled = false\n[queue]\nurl = \"amqp://x\"\n", &[("SOLSTICE_QUEUE_URL", "")]);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("github-runner.toml:2:11: engine.enabled: is false but queue.url is not a RabbitMQ URL"), "{err}");
+}
+
+#[test]
+fn a_bad_command_line_is_status_3_and_help_states_the_table() {
+    let out = Command::new(BIN).args(["run", "--bogus"]).output().expect("run the binary");
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN).arg("--help").output().expect("run the binary");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 the forge refused the runner"));
 }

@@ -49,10 +49,10 @@ async fn jobs_run_metrics_count_them_and_sigterm_lets_the_running_job_finish() {
     let child = Command::new(env!("CARGO_BIN_EXE_solstice-orchestrator"))
         .env("SOLSTICE_QUEUE_URL", &url)
         .env("SOLSTICE_STORE_URL", format!("sqlite://{}", state.path().join("state.db").display()))
-        .env("SOLSTICE_HOST_LABELS", &label)
+        .env("SOLSTICE_ENGINE_HOST_LABELS", &label)
         .env("SOLSTICE_METRICS_LISTEN", format!("127.0.0.1:{port}"))
         .env("SOLSTICE_CAPACITY", "2")
-        .env("SOLSTICE_LOG", "info")
+        .env("SOLSTICE_LOG_LEVEL", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -84,7 +84,7 @@ async fn jobs_run_metrics_count_them_and_sigterm_lets_the_running_job_finish() {
     assert_eq!(results[&jobs[2].id], JobResult::Failure);
 
     let text = tokio::task::spawn_blocking(move || scrape(port)).await.expect("scrape");
-    let metrics = solstice_orchestrator::parse_metrics_text(&text).unwrap_or_else(|e| panic!("not Prometheus text: {e}\n{text}"));
+    let metrics = solstice_service::parse_metrics_text(&text).unwrap_or_else(|e| panic!("not Prometheus text: {e}\n{text}"));
     assert_eq!(metrics.get("solstice_jobs_finished_total{result=\"success\"}"), Some(&2.0));
     assert_eq!(metrics.get("solstice_jobs_finished_total{result=\"failure\"}"), Some(&1.0));
     assert_eq!(metrics.get("solstice_jobs_running"), Some(&0.0));
@@ -188,14 +188,14 @@ fn booted_machine(line: &str) -> Option<String> {
 
 fn start_vm_orchestrator(url: &str, state: &std::path::Path, name: &str, label: &str, grace: u64) -> Orchestrator {
     let config = state.join("orchestrator.toml");
-    std::fs::write(&config, format!("name = \"{name}\"\nshutdown_grace_seconds = {grace}\n[vm_images]\n{label} = \"tiny-linux\"\n"))
+    std::fs::write(&config, format!("name = \"{name}\"\nshutdown_grace = {grace}\n[engine]\nvm_images = {{ {label} = \"tiny-linux\" }}\n"))
         .expect("config");
     let child = Command::new(env!("CARGO_BIN_EXE_solstice-orchestrator"))
         .args(["--config", &config.to_string_lossy()])
         .env("SOLSTICE_QUEUE_URL", url)
         .env("SOLSTICE_STORE_URL", format!("sqlite://{}", state.join("state.db").display()))
         .env("SOLSTICE_METRICS_LISTEN", "")
-        .env("SOLSTICE_LOG", "info")
+        .env("SOLSTICE_LOG_LEVEL", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -350,9 +350,9 @@ async fn json_logs_are_one_object_per_line() {
     let state = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_solstice-orchestrator"))
         .env("SOLSTICE_STORE_URL", format!("sqlite://{}", state.path().join("state.db").display()))
-        .env("SOLSTICE_HOST_LABELS", "json-logs")
+        .env("SOLSTICE_ENGINE_HOST_LABELS", "json-logs")
         .env("SOLSTICE_METRICS_LISTEN", "")
-        .env("SOLSTICE_LOG", "info")
+        .env("SOLSTICE_LOG_LEVEL", "info")
         .env("SOLSTICE_LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

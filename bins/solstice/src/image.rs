@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use solstice_vm::{DownloadProgress, ImageCache, ImageCatalog, ImageEntry, machine_dirs, prune_machine_dirs};
 
-use crate::CliError;
+use solstice_service::ProgramError;
 
 #[derive(Debug, Args)]
 pub struct ImageArgs {
@@ -78,18 +78,18 @@ pub async fn run(args: ImageArgs) -> anyhow::Result<()> {
     let cache_dir = args.cache_dir.clone().unwrap_or_else(crate::machines::cache_dir);
     let cache = ImageCache::new(cache_dir.join("images"));
     let catalog = match &args.catalog {
-        Some(path) => Some(ImageCatalog::load(path).map_err(|e| CliError::Config(e.into()))?),
+        Some(path) => Some(ImageCatalog::load(path).map_err(ProgramError::invalid)?),
         None => None,
     };
     match args.command {
         ImageCommand::Pull { labels } => {
-            let catalog = catalog.ok_or_else(|| CliError::Config(anyhow::anyhow!("pull needs an image catalog: --catalog FILE")))?;
-            pull(&catalog, &cache, &labels).await.map_err(|e| if e.is::<CliError>() { e } else { CliError::Service(e).into() })
+            let catalog = catalog.ok_or_else(|| ProgramError::invalid(anyhow::anyhow!("pull needs an image catalog: --catalog FILE")))?;
+            pull(&catalog, &cache, &labels).await.map_err(|e| if e.is::<ProgramError>() { e } else { ProgramError::failed(e).into() })
         }
         ImageCommand::List => list(catalog.as_ref(), &cache),
         ImageCommand::Prune { dry_run } => {
             let catalog = catalog.ok_or_else(|| {
-                CliError::Config(anyhow::anyhow!("prune needs the image catalog (--catalog FILE): it keeps the images the catalog names"))
+                ProgramError::invalid(anyhow::anyhow!("prune needs the image catalog (--catalog FILE): it keeps the images the catalog names"))
             })?;
             prune(&catalog, &cache, &cache_dir.join("run"), dry_run)
         }
@@ -106,7 +106,7 @@ async fn pull(catalog: &ImageCatalog, cache: &ImageCache, labels: &[String]) -> 
                 catalog
                     .lookup(label)
                     .map(|entry| (label.as_str(), entry))
-                    .ok_or_else(|| CliError::Config(anyhow::anyhow!("the catalog has no image for `{label}`")))
+                    .ok_or_else(|| ProgramError::invalid(anyhow::anyhow!("the catalog has no image for `{label}`")))
             })
             .collect::<Result<_, _>>()?
     };

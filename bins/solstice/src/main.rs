@@ -1,8 +1,7 @@
 //! `solstice`: run a workflow locally, translate and evaluate workflows, check
 //! configuration files, serve runners and an orchestrator in one process.
 //!
-//! Exit codes: 0 success, 1 a job failed or was cancelled, or a service or a download failed,
-//! 2 the workflow is invalid, 3 bad usage or configuration.
+//! Exit codes: the table of every Solstice CI program, `solstice_service::Exit`.
 
 mod config;
 mod image;
@@ -17,23 +16,23 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use solstice_config::{LogConfig, Program};
+use solstice_service::{EXIT_CODES_HELP, ProgramError, init_logging, load_config, run_main, run_serve};
 
 /// Solstice CI: GitHub and Forgejo Actions jobs in fresh virtual machines.
 #[derive(Debug, Parser)]
-#[command(name = "solstice", version, about, after_help = EXIT_CODES)]
+#[command(name = "solstice", version, about, after_help = EXIT_CODES_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log level for Solstice's own diagnostics (error, warn, info, debug, trace).
-    #[arg(long, global = true, env = "SOLSTICE_LOG", default_value = "warn")]
-    log: String,
+    /// Log filter for Solstice's own diagnostics (error, warn, info, debug, trace, or a
+    /// directive). Default: `warn`; for `serve`, its file's `[log] level`.
+    #[arg(long, global = true, env = "SOLSTICE_LOG_LEVEL")]
+    log: Option<String>,
     /// Log lines as `text` or `json` (one object per line, for a log collector).
-    #[arg(long, global = true, env = "SOLSTICE_LOG_FORMAT", default_value = "text")]
-    log_format: solstice_config::LogFormat,
+    #[arg(long, global = true, env = "SOLSTICE_LOG_FORMAT")]
+    log_format: Option<solstice_config::LogFormat>,
 }
-
-const EXIT_CODES: &str =
-    "Exit codes: 0 success, 1 a job failed or was cancelled, or a service or a download failed, 2 invalid workflow, 3 usage or configuration error.";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -54,64 +53,27 @@ enum Command {
     Serve(serve::ServeArgs),
 }
 
-/// Errors that map to an exit code of their own.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// The workflow could not be translated (already printed).
-    #[error("the workflow is invalid")]
-    InvalidWorkflow,
-    /// Some job did not succeed.
-    #[error("{0}")]
-    JobsFailed(String),
-    /// The configuration is bad or incomplete.
-    #[error("{0:#}")]
-    Config(anyhow::Error),
-    /// A service stopped with an error, or an operation (a download) failed.
-    #[error("{0:#}")]
-    Service(anyhow::Error),
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    solstice_config::init_logging(&cli.log, "warn", cli.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: could not start the async runtime: {e}");
-            return ExitCode::from(3);
+    run_main(|cli: Cli| async move {
+        let (level, format) = (cli.log.as_deref(), cli.log_format);
+        if let Command::Serve(args) = cli.command {
+            let config = load_config(Program::Serve, args.config.as_deref())?;
+            init_logging(level, format, &config.log);
+            return run_serve(config).await;
         }
-    };
-    let result = runtime.block_on(async {
+        init_logging(Some(level.unwrap_or("warn")), format, &LogConfig::default());
         match cli.command {
             Command::Run(args) => run::run(args).await,
             Command::Workflow(cmd) => workflow::run(cmd),
             Command::Config(cmd) => config::run(cmd),
             Command::Image(args) => image::run(args).await,
             Command::Vm(args) => vm::run(args).await,
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(_) => Ok(()),
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => match e.downcast_ref::<CliError>() {
-            Some(CliError::InvalidWorkflow) => ExitCode::from(2),
-            Some(CliError::JobsFailed(summary)) => {
-                eprintln!("{summary}");
-                ExitCode::from(1)
-            }
-            Some(CliError::Service(e)) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(1)
-            }
-            Some(CliError::Config(_)) | None => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(3)
-            }
-        },
-    }
+    })
 }
 
 /// Reads a workflow file, naming it in the error.
 pub(crate) fn read_workflow(path: &PathBuf) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("could not read {}: {e}", path.display()))
+    std::fs::read_to_string(path).map_err(|e| ProgramError::invalid(anyhow::anyhow!("could not read {}: {e}", path.display())).into())
 }

@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::printer::Printer;
-use crate::{CliError, read_workflow};
+use solstice_service::ProgramError;
+use crate::read_workflow;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -64,7 +65,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Ok(plan) => plan,
         Err(errors) => {
             eprintln!("{errors}");
-            return Err(CliError::InvalidWorkflow.into());
+            return Err(ProgramError::InvalidWorkflow.into());
         }
     };
     let jobs: Vec<&JobPlan> = plan.jobs.iter().filter(|j| args.job.as_ref().is_none_or(|id| &j.id == id)).collect();
@@ -143,7 +144,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let failed = summary.iter().filter(|(_, r)| matches!(r, JobResult::Failure | JobResult::Cancelled)).count();
     if failed > 0 {
-        return Err(CliError::JobsFailed(format!("{failed} of {} jobs did not succeed", summary.len())).into());
+        return Err(ProgramError::JobsFailed(format!("{failed} of {} jobs did not succeed", summary.len())).into());
     }
     Ok(())
 }

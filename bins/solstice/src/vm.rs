@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use solstice_core::{Hypervisor, Store, VmRecord};
 use solstice_vm::QemuHypervisor;
 
-use crate::CliError;
+use solstice_service::ProgramError;
 
 #[derive(Debug, Args)]
 pub struct VmArgs {
@@ -43,7 +43,7 @@ enum VmCommand {
 
 pub async fn run(args: VmArgs) -> anyhow::Result<()> {
     let url = store_url(&args)?;
-    let store = Store::connect(&url).await.with_context(|| format!("opening the state store {}", redact(&url))).map_err(CliError::Service)?;
+    let store = Store::connect(&url).await.with_context(|| format!("opening the state store {}", redact(&url))).map_err(ProgramError::failed)?;
     match args.command {
         VmCommand::List => list(&store).await,
         VmCommand::Kill { ids, forget } => kill(&store, &ids, forget).await,
@@ -56,7 +56,7 @@ fn store_url(args: &VmArgs) -> anyhow::Result<String> {
         return Ok(url.clone());
     }
     let Some(path) = &args.config else { return Ok(solstice_config::StoreConfig::default().url) };
-    let url = crate::config::store_url_of(path).map_err(CliError::Config)?;
+    let url = crate::config::store_url_of(path).map_err(ProgramError::invalid)?;
     Ok(url)
 }
 
@@ -82,14 +82,14 @@ fn process_runs(record: &VmRecord) -> bool {
 }
 
 async fn list(store: &Store) -> anyhow::Result<()> {
-    let vms = store.all_vms().await.map_err(|e| CliError::Service(e.into()))?;
+    let vms = store.all_vms().await.map_err(ProgramError::failed)?;
     if vms.is_empty() {
         println!("no machine recorded");
         return Ok(());
     }
     let mut rows = vec![["MACHINE", "JOB", "JOB STATE", "OWNER", "PID", "SSH", "PROCESS"].map(str::to_owned)];
     for vm in &vms {
-        let job = store.job(vm.job_id).await.map_err(|e| CliError::Service(e.into()))?;
+        let job = store.job(vm.job_id).await.map_err(ProgramError::failed)?;
         let (name, state) = job.map_or_else(|| (vm.job_id.to_string(), "-".to_owned()), |j| (j.name, j.state.to_string()));
         let dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
         let process = if process_runs(vm) { "running" } else if vm.pid.is_some() { "gone" } else { "not started" };
@@ -114,9 +114,9 @@ async fn list(store: &Store) -> anyhow::Result<()> {
 async fn kill(store: &Store, ids: &[String], forget: bool) -> anyhow::Result<()> {
     let mut records = Vec::new();
     for id in ids {
-        match store.vm(id).await.map_err(|e| CliError::Service(e.into()))? {
+        match store.vm(id).await.map_err(ProgramError::failed)? {
             Some(record) => records.push(record),
-            None => return Err(CliError::Config(anyhow::anyhow!("no machine `{id}` is recorded (see `solstice vm list`)")).into()),
+            None => return Err(ProgramError::invalid(anyhow::anyhow!("no machine `{id}` is recorded (see `solstice vm list`)")).into()),
         }
     }
     // Reaping needs no image or catalog: it stops the recorded process (only if it still
@@ -124,9 +124,9 @@ async fn kill(store: &Store, ids: &[String], forget: bool) -> anyhow::Result<()>
     let hypervisor = QemuHypervisor::builder().build();
     for record in records {
         let was_running = process_runs(&record);
-        hypervisor.reap(&record.footprint()).await.with_context(|| format!("killing {}", record.id)).map_err(CliError::Service)?;
+        hypervisor.reap(&record.footprint()).await.with_context(|| format!("killing {}", record.id)).map_err(ProgramError::failed)?;
         if forget {
-            store.remove_vm(&record.id).await.map_err(|e| CliError::Service(e.into()))?;
+            store.remove_vm(&record.id).await.map_err(ProgramError::failed)?;
         }
         let what = if was_running { "stopped and removed" } else { "was not running; removed its files" };
         let record_note = if forget { ", record deleted" } else { "" };

@@ -6,7 +6,8 @@ use clap::Subcommand;
 use serde_json::{Map, Value};
 use solstice_workflow::{PlanOptions, evaluate_expression, plan_any};
 
-use crate::{CliError, read_workflow};
+use solstice_service::ProgramError;
+use crate::read_workflow;
 
 #[derive(Debug, Subcommand)]
 pub enum WorkflowCommand {
@@ -36,7 +37,7 @@ pub fn run(command: WorkflowCommand) -> anyhow::Result<()> {
                 }
                 Err(errors) => {
                     eprintln!("{errors}");
-                    Err(CliError::InvalidWorkflow.into())
+                    Err(ProgramError::InvalidWorkflow.into())
                 }
             }
         }
@@ -57,7 +58,7 @@ pub fn run(command: WorkflowCommand) -> anyhow::Result<()> {
                 }
                 Err(e) => {
                     eprintln!("{}", serde_json::json!({ "kind": format!("{:?}", e.kind()), "error": e.to_string() }));
-                    Err(CliError::InvalidWorkflow.into())
+                    Err(ProgramError::InvalidWorkflow.into())
                 }
             }
         }

@@ -175,19 +175,19 @@ fn config_check_accepts_the_examples_and_names_the_kind() {
     }
 }
 
-/// Each `(file name, text, expected message)`: `config check` exits 3 and says it.
-fn assert_config_check_refuses(dir: &tempfile::TempDir, cases: &[(&str, &str, &str)]) {
+/// Each `(file name, text, expected message)`: `config check --kind KIND` exits 2 and says it.
+fn assert_config_check_refuses(dir: &tempfile::TempDir, kind: &str, cases: &[(&str, &str, &str)]) {
     for &(name, text, expected) in cases {
         let path = write(dir, name, text);
-        let out = solstice(&["config", "check", &path]);
+        let out = solstice(&["config", "check", "--kind", kind, &path]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(3), "{name}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
         assert!(err.contains(expected), "{name}: expected `{expected}` in: {err}");
     }
 }
 
 #[test]
-fn config_check_says_what_is_wrong_and_where_and_exits_3() {
+fn config_check_says_what_is_wrong_and_where_and_exits_2() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cases = [
         ("typo.toml", "capacity = 2\n\n[forgejo]\ncapacty = 3\n", "typo.toml:4:1: unknown field `capacty`"),
@@ -196,66 +196,65 @@ fn config_check_says_what_is_wrong_and_where_and_exits_3() {
         ("label.toml", "[forgejo]\nlabels = [\"omnios:vmm\"]\n", "label.toml:2:10: forgejo.labels: label `omnios:vmm` has unknown scheme"),
         ("listen.toml", "[forgejo]\n[metrics]\nlisten = \"anywhere\"\n", "listen.toml:3:10: metrics.listen: `anywhere` is not an address"),
         ("nothing.toml", "capacity = 2\n", "serve needs a [forgejo] or a [github] section"),
-        ("orch.toml", "capacity = 0\n[queue]\nurl = \"memory\"\n", "orch.toml:1:12: capacity: must be at least 1"),
-        // [debug_ssh] in solstice.toml: the orchestrator's keys and checks.
+        ("grace.toml", "shutdown_grace = \"soon\"\n[forgejo]\n", "grace.toml:1:18: `soon` is not a duration"),
         ("debug.toml", "[forgejo]\n\n[debug_ssh]\nlisten = \"ci.example.org\"\n", "debug.toml:4:10: debug_ssh.listen: `ci.example.org` is not an IP address"),
         ("ports.toml", "[forgejo]\n[debug_ssh]\nlisten = \"127.0.0.1\"\nfirst_port = 3000\nlast_port = 2999\n", "ports.toml:5:13: debug_ssh.last_port: "),
         ("debugkey.toml", "[forgejo]\n[debug_ssh]\nport = 22\n", "debugkey.toml:3:1: unknown field `port`"),
     ];
-    assert_config_check_refuses(&dir, &cases);
+    assert_config_check_refuses(&dir, "serve", &cases);
+    let cases = [
+        ("orch.toml", "capacity = 0\n[engine]\nhost_labels = [\"h\"]\n", "orch.toml:1:12: capacity: must be at least 1"),
+        ("forge.toml", "[engine]\nhost_labels = [\"h\"]\n[forgejo]\n", "[forgejo] is read by solstice-forgejo-runner and `solstice serve`, not by solstice-orchestrator"),
+        ("old.toml", "host_labels = [\"h\"]\n", "old.toml:1:1: unknown field `host_labels`"),
+    ];
+    assert_config_check_refuses(&dir, "orchestrator", &cases);
     let missing = solstice(&["config", "check", &dir.path().join("absent.toml").to_string_lossy()]);
-    assert_eq!(missing.status.code(), Some(3));
+    assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("could not read"));
-    // --kind overrides the guess: an orchestrator file is not a serve file.
-    let orchestrator = write(&dir, "orchestrator.toml", "capacity = 2\n\n[queue]\nurl = \"memory\"\n");
-    let out = solstice(&["config", "check", "--kind", "serve", &orchestrator]);
-    assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("orchestrator.toml:3:2: unknown field `queue`"), "{}", String::from_utf8_lossy(&out.stderr));
+    // A bad command line is a usage error, and --help states the table.
+    assert_eq!(solstice(&["config", "check", "--kind", "nonsense", "x.toml"]).status.code(), Some(3));
+    assert_eq!(solstice(&["frobnicate"]).status.code(), Some(3));
+    let help = solstice(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(stdout(&help).contains("Exit codes: 0 ok;"), "{}", stdout(&help));
 }
 
-/// GitHub runner files: guessed from their keys or named with `--kind github-runner`,
-/// checked with the runner's own schema and checks.
+/// GitHub runner files: guessed from their `[github]` or named with `--kind github-runner`,
+/// checked with the runner's checks.
 #[test]
 fn config_check_checks_github_runner_files() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let good = write(&dir, "scale-out.toml", "queue_url = \"amqp://solstice@rabbitmq.internal/%2f\"\nengine = false\n");
+    let good = write(&dir, "scale-out.toml", "[github]\n[queue]\nurl = \"amqp://solstice@rabbitmq.internal/%2f\"\n[engine]\nenabled = false\n");
     let out = solstice(&["config", "check", &good]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout(&out).contains("scale-out.toml: a valid `solstice-github-runner` configuration"), "{}", stdout(&out));
-    // Nothing to guess from: --kind says it (guessed, it would be a serve file without runners).
     let bare = write(&dir, "bare.toml", "capacity = 2\n");
     let out = solstice(&["config", "check", "--kind", "github-runner", &bare]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout(&out).contains("`solstice-github-runner` configuration"), "{}", stdout(&out));
     let cases = [
-        ("typo.toml", "dir = \"/srv/gh\"\ncapacty = 2\n", "typo.toml:2:1: unknown field `capacty`"),
-        ("type.toml", "labels = \"host\"\n", "type.toml:1:10: invalid type: string \"host\", expected a sequence"),
-        ("capacity.toml", "labels = [\"host\"]\ncapacity = 0\n", "capacity.toml:2:12: capacity: must be at least 1"),
-        ("labels.toml", "labels = []\n", "labels.toml:1:10: labels: is empty"),
-        ("queue.toml", "queue_url = \"rabbitmq.internal:5672\"\n", "queue.toml:1:13: queue_url: `rabbitmq.internal:5672` is not an amqp://"),
-        ("engine.toml", "dir = \".\"\nengine = false\n", "engine.toml:2:10: engine: is false but there is no queue_url"),
+        ("typo.toml", "[github]\ndir = \"/srv/gh\"\ncapacty = 2\n", "typo.toml:3:1: unknown field `capacty`"),
+        ("type.toml", "[github]\nlabels = \"host\"\n", "type.toml:2:10: invalid type: string \"host\", expected a sequence"),
+        ("labels.toml", "[github]\nlabels = []\n", "labels.toml:2:10: github.labels: is empty"),
+        ("queue.toml", "[queue]\nurl = \"rabbitmq.internal:5672\"\n", "queue.toml:2:7: queue.url: `rabbitmq.internal:5672` must be empty"),
+        ("engine.toml", "[engine]\nenabled = false\n", "engine.toml:2:11: engine.enabled: is false but queue.url is not a RabbitMQ URL"),
     ];
-    assert_config_check_refuses(&dir, &cases);
-    // A GitHub runner's file names no state store for `solstice vm`.
-    let out = solstice(&["vm", "list", "--config", &good]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("configures a GitHub runner, which has no state store"), "{err}");
+    assert_config_check_refuses(&dir, "github-runner", &cases);
 }
 
-/// `solstice.toml` takes `[debug_ssh]` with the orchestrator's keys.
+/// `solstice.toml` takes `[debug_ssh]`, with durations written with units.
 #[test]
 fn config_check_accepts_debug_ssh_in_solstice_toml() {
     let dir = tempfile::tempdir().expect("tempdir");
     let good = write(
         &dir,
         "debug.toml",
-        "[forgejo]\n\n[debug_ssh]\nlisten = \"0.0.0.0\"\nhost = \"ci.example.org\"\nfirst_port = 2200\nlast_port = 2209\nttl_seconds = 600\n",
+        "[forgejo]\n\n[debug_ssh]\nlisten = \"0.0.0.0\"\nhost = \"ci.example.org\"\nfirst_port = 2200\nlast_port = 2209\nttl = \"10m\"\n",
     );
-    let out = solstice(&["config", "check", &good]);
+    let out = solstice(&["config", "check", "--kind", "serve", &good]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout(&out).contains("`solstice serve` configuration"), "{}", stdout(&out));
-    // Bad values are placed: see config_check_says_what_is_wrong_and_where_and_exits_3.
+    // Bad values are placed: see config_check_says_what_is_wrong_and_where_and_exits_2.
 }
 
 /// An image catalog in `dir` whose `{label}` image is the tiny test guest (built once in

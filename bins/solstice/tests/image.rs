@@ -84,13 +84,13 @@ fn pull_verifies_list_shows_and_prune_removes_what_the_catalog_dropped() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("already cached"), "{}", text(&again));
 
     let out = solstice(&cache, &catalog, &["pull", "bad"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("checksum mismatch for {url}/bad.qcow2: expected {wrong}, got {digest}")), "{stderr}");
     assert_eq!(std::fs::read_dir(cache.join("images")).unwrap().count(), 1, "the bad download was kept");
 
     let out = solstice(&cache, &catalog, &["pull", "nope"]);
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no image for `nope`"));
 
     let out = solstice(&cache, &catalog, &["list"]);

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use solstice_core::Secret;
-use solstice_forgejo::{ForgejoClient, LabelSpec, Registration, seconds};
+use solstice_forgejo::{ForgejoClient, LabelSpec, Registration};
 use solstice_forgejo_fake::{FakeForgejo, JobSpec, Scope, Status};
 use tokio_util::sync::CancellationToken;
 
@@ -37,7 +37,7 @@ async fn setup(fake: &FakeForgejo, dir: &Path, labels: &str, port: u16, extra: &
         labels: labels.split(',').map(|l| LabelSpec::parse(l).unwrap()).collect(),
         ephemeral: false,
     };
-    let file = solstice_forgejo::register(&client, &registration, seconds(30.0), &CancellationToken::new()).await.unwrap();
+    let file = solstice_forgejo::register(&client, &registration, Duration::from_secs(30), &CancellationToken::new()).await.unwrap();
     let runner_file = dir.join(".runner");
     file.save(&runner_file).unwrap();
     let config = dir.join("solstice.toml");
@@ -45,7 +45,7 @@ async fn setup(fake: &FakeForgejo, dir: &Path, labels: &str, port: u16, extra: &
     std::fs::write(
         &config,
         format!(
-            "{extra}\n[store]\nurl = \"sqlite://{}\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[forgejo]\nfile = {runner_file:?}\nfetch_interval = 0.1\nreport_interval = 0.1\n",
+            "{extra}\n[store]\nurl = \"sqlite://{}\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[forgejo]\nfile = {runner_file:?}\nfetch_interval = \"100ms\"\nreport_interval = \"100ms\"\n",
             state.display()
         ),
     )
@@ -59,7 +59,7 @@ impl Serve {
     fn start(config: &Path) -> Self {
         let child = Command::new(BIN)
             .args(["serve", "--config", config.to_str().unwrap()])
-            .env("SOLSTICE_LOG", "info")
+            .env("SOLSTICE_LOG_LEVEL", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -160,7 +160,7 @@ async fn past_the_grace_period_running_jobs_are_cancelled_and_reported() {
     let fake = FakeForgejo::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = setup(&fake, dir.path(), "local:host", port, "shutdown_grace_seconds = 1").await;
+    let config = setup(&fake, dir.path(), "local:host", port, "shutdown_grace = 1").await;
     let serve = Serve::start(&config);
     let job = fake.enqueue(JobSpec::new(
         "stuck",
@@ -183,14 +183,14 @@ async fn past_the_grace_period_running_jobs_are_cancelled_and_reported() {
 }
 
 #[test]
-fn serve_without_a_registered_runner_is_a_configuration_error() {
+fn serve_without_a_registered_runner_is_invalid_input() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("solstice.toml");
     std::fs::write(&config, format!("[forgejo]\nfile = {:?}\n", dir.path().join("missing.runner"))).unwrap();
     let out = Command::new(BIN).args(["serve", "--config", config.to_str().unwrap()]).current_dir(dir.path()).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("register the runner first"), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("forgejo.file: register the runner first"), "{stderr}");
     assert!(!dir.path().join("solstice-state.db").exists(), "a store was created for nothing");
 }
 
@@ -243,7 +243,7 @@ async fn a_vm_job_is_listed_while_it_runs_and_nothing_is_left_after_sigterm() {
     let fake = FakeForgejo::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = setup(&fake, dir.path(), "tiny:vm:tiny-linux", port, "shutdown_grace_seconds = 1").await;
+    let config = setup(&fake, dir.path(), "tiny:vm:tiny-linux", port, "shutdown_grace = 1").await;
     let store = format!("sqlite://{}", dir.path().join("state.db").display());
     let serve = Serve::start(&config);
     let job = fake.enqueue(
@@ -272,10 +272,10 @@ async fn a_vm_job_is_listed_while_it_runs_and_nothing_is_left_after_sigterm() {
     assert_nothing_left_of(&machine, &store);
 }
 
-/// A runner Forgejo refuses (its credentials are unknown) stops the service: exit 1
-/// with the runner named, after an orderly shutdown.
+/// A runner Forgejo refuses (its credentials are unknown) stops the service: exit 4
+/// (the forge refused the runner) with the runner named, after an orderly shutdown.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_refused_runner_stops_serve_with_exit_1() {
+async fn a_refused_runner_stops_serve_with_exit_4() {
     let fake = FakeForgejo::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let runner_file = dir.path().join(".runner");
@@ -299,7 +299,7 @@ async fn a_refused_runner_stops_serve_with_exit_1() {
     let serve = Serve::start(&config);
     let exit = tokio::time::timeout(Duration::from_secs(60), serve.wait()).await.expect("serve stopped by itself");
     let stderr = String::from_utf8_lossy(&exit.stderr);
-    assert_eq!(exit.status.code(), Some(1), "{stderr}");
+    assert_eq!(exit.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("the forgejo runner failed"), "{stderr}");
     assert!(!stderr.contains("not-a-registered-token"), "the token leaked: {stderr}");
 }
@@ -331,7 +331,7 @@ async fn opted_in_host_job(extra: &str) -> (Vec<String>, String, Option<i32>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_with_debug_ssh_wires_the_keeper_into_the_engine() {
     let debug_port = free_port();
-    let extra = format!("[debug_ssh]\nlisten = \"127.0.0.1\"\nfirst_port = {debug_port}\nlast_port = {debug_port}\nttl_seconds = 60\n");
+    let extra = format!("[debug_ssh]\nlisten = \"127.0.0.1\"\nfirst_port = {debug_port}\nlast_port = {debug_port}\nttl = 60\n");
     let (log, stderr, code) = opted_in_host_job(&extra).await;
     assert!(log.iter().any(|l| l.contains("Debug SSH: this job ran directly on the host")), "{log:#?}");
     assert!(!log.iter().any(|l| l.contains("does not offer debug SSH")), "{log:#?}");
@@ -363,7 +363,7 @@ async fn a_failed_vm_job_that_opted_in_is_kept_for_debug_ssh_until_serve_stops()
     let port = free_port();
     let debug_port = free_port();
     let extra = format!(
-        "shutdown_grace_seconds = 5\n[debug_ssh]\nlisten = \"127.0.0.1\"\nhost = \"debug.example.org\"\nfirst_port = {debug_port}\nlast_port = {debug_port}\nttl_seconds = 600\n"
+        "shutdown_grace = 5\n[debug_ssh]\nlisten = \"127.0.0.1\"\nhost = \"debug.example.org\"\nfirst_port = {debug_port}\nlast_port = {debug_port}\nttl = 600\n"
     );
     let config = setup(&fake, dir.path(), "tiny:vm:tiny-linux", port, &extra).await;
     let serve = Serve::start(&config);

@@ -124,9 +124,9 @@ pub enum MetricsTextError {
 /// # Example
 /// ```
 /// let text = "# TYPE solstice_jobs_running gauge\nsolstice_jobs_running 2\n";
-/// let samples = solstice_orchestrator::parse_metrics_text(text)?;
+/// let samples = solstice_service::parse_metrics_text(text)?;
 /// assert_eq!(samples.get("solstice_jobs_running"), Some(&2.0));
-/// # Ok::<(), solstice_orchestrator::MetricsTextError>(())
+/// # Ok::<(), solstice_service::MetricsTextError>(())
 /// ```
 pub fn parse_metrics_text(text: &str) -> Result<BTreeMap<String, f64>, MetricsTextError> {
     let mut samples = BTreeMap::new();

@@ -1,8 +1,7 @@
 //! The machines jobs run in, from the configuration and a [`LabelPlan`].
 
-use std::path::PathBuf;
-
-use solstice_config::OrchestratorConfig;
+use solstice_config::ServiceConfig;
+use solstice_forgejo::{LabelScheme, LabelSpec};
 use solstice_vm::{ImageCatalog, ImageError, MachineLimits, MachineSetup, Machines, SetupError};
 
 /// Which labels are served, and where their jobs run: on this host, or in fresh QEMU
@@ -18,14 +17,28 @@ pub struct LabelPlan {
 }
 
 impl LabelPlan {
-    /// The configuration's `host_labels`, then its `vm_images`.
-    pub fn from_config(config: &OrchestratorConfig) -> Self {
+    /// The one rule for every program: `[engine] host_labels`, then `[engine]
+    /// vm_images`, then the Forgejo runner's label specs (`name:host` on this host,
+    /// `name[:vm[:image]]` in a VM), then `[github] labels` (a VM if `vm_images` names
+    /// an image for it, else this host).
+    pub fn from_config(config: &ServiceConfig, forgejo: &[LabelSpec]) -> Self {
         let mut plan = Self::default();
-        for label in &config.host_labels {
+        for label in &config.engine.host_labels {
             plan.host(label.clone());
         }
-        for (label, image) in &config.vm_images {
+        for (label, image) in &config.engine.vm_images {
             plan.vm(label.clone(), image.clone());
+        }
+        for spec in forgejo {
+            match &spec.scheme {
+                LabelScheme::Host => plan.host(spec.name.clone()),
+                LabelScheme::Vm(_) => plan.vm(spec.name.clone(), spec.image().unwrap_or(&spec.name).to_owned()),
+            };
+        }
+        for label in config.github.iter().flat_map(|g| &g.labels) {
+            if !config.engine.vm_images.contains_key(label) {
+                plan.host(label.clone());
+            }
         }
         plan
     }
@@ -73,11 +86,12 @@ pub enum MachinesError {
     Setup(#[source] SetupError),
 }
 
-/// Sets up the machines for `plan`: the host for host labels, QEMU VMs for the others,
-/// with the configuration's `image_catalog` and `[vm_limits]`. Images and the test guest
-/// are cached in `cache_dir`, and machines keep their files in `cache_dir/run`: a fixed
-/// place, so that what a crashed run left is where the store's records say (and
-/// `solstice image prune` finds it).
+/// Sets up the machines for `plan`: the host for host labels (workspaces in `[engine]
+/// work_dir`), QEMU VMs for the others, with `[engine] image_catalog` and
+/// `[vm_limits]`. Images and the test guest are cached in `[engine] cache_dir` (default:
+/// [`solstice_config::default_cache_dir`]), and machines keep their files in its `run`
+/// directory: a fixed place, so that what a crashed run left is where the store's
+/// records say (and `solstice image prune` finds it).
 ///
 /// # Errors
 /// [`MachinesError::Catalog`] for a bad catalog file, [`MachinesError::Setup`] when the
@@ -86,8 +100,10 @@ pub enum MachinesError {
 /// # Cancel safety
 /// Not cancel safe: the tiny test guest may be left half built in the cache (it is
 /// rebuilt next time).
-pub async fn machines(config: &OrchestratorConfig, cache_dir: PathBuf, plan: &LabelPlan) -> Result<Machines, MachinesError> {
-    let catalog = config.image_catalog.as_deref().map(ImageCatalog::load).transpose()?.unwrap_or_default();
+pub async fn machines(config: &ServiceConfig, plan: &LabelPlan) -> Result<Machines, MachinesError> {
+    let engine = &config.engine;
+    let catalog = engine.image_catalog.as_deref().map(ImageCatalog::load).transpose()?.unwrap_or_default();
+    let cache_dir = engine.cache_dir.clone().unwrap_or_else(solstice_config::default_cache_dir);
     let run_dir = cache_dir.join("run");
     let limits = MachineLimits {
         max_machines: Some(config.vm_limits.max_vms),
@@ -95,6 +111,9 @@ pub async fn machines(config: &OrchestratorConfig, cache_dir: PathBuf, plan: &La
         vcpus: config.vm_limits.vcpus,
     };
     let mut setup = MachineSetup::new(cache_dir).catalog(catalog).run_dir(run_dir).limits(limits);
+    if let Some(dir) = &engine.work_dir {
+        setup = setup.host_dir(dir);
+    }
     let (host, vms) = plan.entries();
     for label in host {
         setup = setup.host_label(label.clone());
@@ -111,11 +130,11 @@ mod tests {
 
     #[test]
     fn the_first_mention_wins_and_host_labels_win_over_vm_labels() {
-        let mut config =
-            OrchestratorConfig { host_labels: vec!["host".into(), "both".into(), "host".into()], ..OrchestratorConfig::default() };
-        config.vm_images.insert("both".into(), "tiny-linux".into());
-        config.vm_images.insert("vm".into(), "tiny-linux".into());
-        let mut plan = LabelPlan::from_config(&config);
+        let mut config = ServiceConfig::default();
+        config.engine.host_labels = vec!["host".into(), "both".into(), "host".into()];
+        config.engine.vm_images.insert("both".into(), "tiny-linux".into());
+        config.engine.vm_images.insert("vm".into(), "tiny-linux".into());
+        let mut plan = LabelPlan::from_config(&config, &[]);
         plan.vm("vm", "other").vm("extra", "omnios").host("late");
         let (host, vms) = plan.entries();
         assert_eq!(host.collect::<Vec<_>>(), ["host", "both", "late"]);
@@ -125,20 +144,38 @@ mod tests {
         assert!(LabelPlan::default().is_empty());
     }
 
+    #[test]
+    fn forge_labels_join_the_engine_s_by_one_rule() {
+        let mut config = ServiceConfig::default();
+        config.engine.host_labels = vec!["trusted".into()];
+        config.engine.vm_images.insert("omnios".into(), "omnios-r151056".into());
+        config.github = Some(solstice_config::GithubConfig { labels: vec!["omnios".into(), "gh".into()], ..Default::default() });
+        let specs = ["local:host", "tiny:vm:tiny-linux", "bare"].map(|s| LabelSpec::parse(s).expect("spec"));
+        let plan = LabelPlan::from_config(&config, &specs);
+        let (host, vms) = plan.entries();
+        assert_eq!(host.collect::<Vec<_>>(), ["trusted", "local", "gh"]);
+        let vms: Vec<_> = vms.map(|(l, i)| (l.as_str(), i.as_str())).collect();
+        assert_eq!(vms, [("omnios", "omnios-r151056"), ("tiny", "tiny-linux"), ("bare", "bare")]);
+    }
+
     #[tokio::test]
     async fn host_labels_need_no_vm_and_machines_serve_the_plan() {
         let cache = tempfile::tempdir().expect("tempdir");
         let mut plan = LabelPlan::default();
         plan.host("a").host("b").host("a");
-        let machines = machines(&OrchestratorConfig::default(), cache.path().to_path_buf(), &plan).await.expect("host only");
+        let mut config = ServiceConfig::default();
+        config.engine.cache_dir = Some(cache.path().to_path_buf());
+        let machines = machines(&config, &plan).await.expect("host only");
         assert_eq!(machines.labels, ["a", "b"]);
     }
 
     #[tokio::test]
     async fn a_missing_catalog_is_named() {
         let cache = tempfile::tempdir().expect("tempdir");
-        let config = OrchestratorConfig { image_catalog: Some(cache.path().join("missing.toml")), ..OrchestratorConfig::default() };
-        let err = machines(&config, cache.path().to_path_buf(), &LabelPlan::default()).await.expect_err("no catalog");
+        let mut config = ServiceConfig::default();
+        config.engine.cache_dir = Some(cache.path().to_path_buf());
+        config.engine.image_catalog = Some(cache.path().join("missing.toml"));
+        let err = machines(&config, &LabelPlan::default()).await.expect_err("no catalog");
         assert!(matches!(err, MachinesError::Catalog(_)), "{err:?}");
         assert!(err.to_string().contains("missing.toml"), "{err}");
     }

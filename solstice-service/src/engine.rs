@@ -1,9 +1,8 @@
 //! The engine and its debug keeper, built from the configuration.
 
 use std::net::{AddrParseError, IpAddr};
-use std::time::Duration;
 
-use solstice_config::{DebugSshConfig, OrchestratorConfig};
+use solstice_config::{DebugSshConfig, ServiceConfig};
 use solstice_core::{DebugKeeper, DebugSshError, Engine, EngineError, JobQueue, Store};
 use solstice_vm::Machines;
 
@@ -81,18 +80,19 @@ pub fn debug_keeper(section: &DebugSshConfig) -> Result<Option<DebugKeeper>, Eng
     let mut builder = DebugKeeper::builder()
         .dangerous_listen(listen)
         .ports(section.first_port..section.last_port.saturating_add(1))
-        .ttl(Duration::from_secs(section.ttl_seconds));
+        .ttl(section.ttl);
     if !section.host.is_empty() {
         builder = builder.host(section.host.clone());
     }
     let keeper = builder.build().map_err(EngineSetupError::DebugSsh)?;
-    tracing::info!(%listen, ttl_seconds = section.ttl_seconds, "debug SSH into failed jobs that opt in is on");
+    tracing::info!(%listen, ttl = ?section.ttl, "debug SSH into failed jobs that opt in is on");
     Ok(Some(keeper))
 }
 
-/// Builds the engine for `machines` on `store` (named, sized and with debug SSH as the
-/// configuration says), then, before it takes any job, reaps what a crashed run under
-/// the same name left running, telling `queue` about their jobs.
+/// Builds the engine for `machines` (named, sized and with debug SSH as the
+/// configuration says). With a `store` (the orchestrator, `solstice serve`) it then,
+/// before it takes any job, reaps what a crashed run under the same name left
+/// running, telling `queue` about their jobs; a runner's engine has no store.
 ///
 /// # Errors
 /// [`EngineSetupError`]: bad `[debug_ssh]` settings, an engine that cannot be built, or
@@ -101,9 +101,9 @@ pub fn debug_keeper(section: &DebugSshConfig) -> Result<Option<DebugKeeper>, Eng
 /// # Cancel safety
 /// Not cancel safe: reaping may stop half way (the next start-up finishes it).
 pub async fn start_engine(
-    config: &OrchestratorConfig,
+    config: &ServiceConfig,
     machines: &Machines,
-    store: Store,
+    store: Option<Store>,
     queue: &dyn JobQueue,
 ) -> Result<Orchestrator, EngineSetupError> {
     let debug = debug_keeper(&config.debug_ssh)?;
@@ -112,12 +112,18 @@ pub async fn start_engine(
         .executor(machines.executor.clone())
         .capacity(config.capacity)
         .name(config.name.clone())
-        .claim_lease(Duration::from_secs(config.claim_lease_seconds))
-        .store(store);
+        .claim_lease(config.engine.claim_lease);
+    let reap = store.is_some();
+    if let Some(store) = store {
+        builder = builder.store(store);
+    }
     if let Some(keeper) = &debug {
         builder = builder.debug_keeper(keeper.clone());
     }
     let engine = builder.build().map_err(EngineSetupError::Build)?;
+    if !reap {
+        return Ok(Orchestrator { engine, debug });
+    }
     for reaped in engine.reap_orphans(Some(queue)).await.map_err(EngineSetupError::Reap)? {
         tracing::warn!(machine = %reaped.record.id, job_id = %reaped.record.job_id, job_failed = reaped.job_failed, "removed a machine left by a previous run");
     }
@@ -127,6 +133,7 @@ pub async fn start_engine(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn debug_ssh_is_off_without_listen_and_bad_settings_are_named() {
@@ -137,7 +144,7 @@ mod tests {
         let bad = DebugSshConfig { listen: "nowhere".into(), ..DebugSshConfig::default() };
         let err = debug_keeper(&bad).expect_err("not an address");
         assert_eq!(err.to_string(), "debug_ssh.listen `nowhere`");
-        let empty = DebugSshConfig { listen: "127.0.0.1".into(), ttl_seconds: 0, ..DebugSshConfig::default() };
+        let empty = DebugSshConfig { listen: "127.0.0.1".into(), ttl: Duration::ZERO, ..DebugSshConfig::default() };
         assert!(matches!(debug_keeper(&empty), Err(EngineSetupError::DebugSsh(_))));
     }
 }
