@@ -1,13 +1,13 @@
 //! The Forgejo runner: registration, the source built from `[forgejo]`, and the one
-//! place that runs [`solstice_forgejo::run_service`].
+//! place a Forgejo runner service is built on [`solstice_core::RunnerService`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use solstice_config::{ForgejoConfig, ServiceConfig};
-use solstice_core::{Engine, JobQueue, Secret};
-use solstice_forgejo::{DaemonError, ForgejoClient, ForgejoSource, ForgejoSourceBuilder, LabelSpec, Registration, RunnerFile, Service};
+use solstice_core::{Engine, JobQueue, RunnerService, Secret};
+use solstice_forgejo::{ForgejoClient, ForgejoSource, ForgejoSourceBuilder, LabelSpec, Registration, RunnerFile};
 
 use crate::runner::{RunnerParts, with_metrics};
 use crate::{ProgramError, ServiceError, Shutdown};
@@ -81,9 +81,12 @@ pub(crate) async fn forgejo_service(
     engine: Option<(Engine, Vec<String>)>,
     grace: Duration,
     shutdown: &Shutdown,
-) -> Result<(), DaemonError> {
-    let service = Service { source, queue, engine, grace: grace + REPORT_MARGIN };
-    solstice_forgejo::run_service(service, shutdown.stop().clone(), shutdown.abort().clone()).await
+) -> Result<(), solstice_core::ServiceError> {
+    let mut service = RunnerService::builder(queue).source(Arc::new(source)).grace(grace).report_limit(REPORT_MARGIN);
+    if let Some((engine, labels)) = engine {
+        service = service.engine(engine, labels);
+    }
+    service.build().run(shutdown.for_service()).await
 }
 
 /// `solstice-forgejo-runner daemon`: polls Forgejo for tasks and runs them (or hands

@@ -1,13 +1,14 @@
 //! The GitHub runner: registration and removal, the source built from `[github]`, and
-//! the one place that runs [`solstice_github::serve_with_queue`].
+//! the one place a GitHub runner service is built on [`solstice_core::RunnerService`].
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use solstice_config::{GithubConfig, ServiceConfig};
-use solstice_core::{Engine, JobQueue, Secret};
-use solstice_github::{GithubError, GithubSource, GithubSourceBuilder, RegistrationConfig, RunnerConfig, RunnerStore};
+use solstice_core::{Engine, JobQueue, RunnerService, Secret};
+use solstice_github::{GithubSource, GithubSourceBuilder, RegistrationConfig, RunnerConfig, RunnerStore};
 
 use crate::forgejo::REPORT_MARGIN;
 use crate::runner::{RunnerParts, with_metrics};
@@ -79,9 +80,14 @@ pub(crate) async fn github_service(
     source: GithubSource,
     queue: Arc<dyn JobQueue>,
     engine: Option<(Engine, Vec<String>)>,
+    grace: Duration,
     shutdown: &Shutdown,
-) -> Result<(), GithubError> {
-    solstice_github::serve_with_queue(source, queue, engine, shutdown.stop().clone()).await
+) -> Result<(), solstice_core::ServiceError> {
+    let mut service = RunnerService::builder(queue).source(Arc::new(source)).grace(grace).report_limit(REPORT_MARGIN);
+    if let Some((engine, labels)) = engine {
+        service = service.engine(engine, labels);
+    }
+    service.build().run(shutdown.for_service()).await
 }
 
 /// `solstice-github-runner run`: takes jobs from GitHub and runs them (or hands them to
@@ -99,7 +105,7 @@ pub async fn run_github_runner(mut config: ServiceConfig, ephemeral: bool) -> an
     let shutdown = Shutdown::on_signals(config.shutdown_grace);
     let parts = RunnerParts::start(&config, &[]).await?;
     let source = builder.ephemeral(ephemeral).metrics(parts.metrics.clone()).build().map_err(ProgramError::invalid)?;
-    let service = github_service(source.clone(), parts.queue.clone(), parts.engine.clone(), &shutdown);
+    let service = github_service(source.clone(), parts.queue.clone(), parts.engine.clone(), config.shutdown_grace, &shutdown);
     let served = with_metrics(config.metrics.listen(), parts.metrics.clone(), service).await;
     shutdown.finish();
     served??;

@@ -43,8 +43,8 @@ pub async fn run_serve(config: ServiceConfig) -> anyhow::Result<()> {
         runners.push(("forgejo", tokio::spawn(async move { Ok(forgejo_service(source, queue, None, grace, &shutdown).await?) })));
     }
     if let Some(source) = github {
-        let (queue, shutdown) = (queue.clone(), shutdown.clone());
-        runners.push(("github", tokio::spawn(async move { Ok(github_service(source, queue, None, &shutdown).await?) })));
+        let (queue, shutdown, grace) = (queue.clone(), shutdown.clone(), config.shutdown_grace);
+        runners.push(("github", tokio::spawn(async move { Ok(github_service(source, queue, None, grace, &shutdown).await?) })));
     }
     let engine_task = {
         let (engine, queue, labels) = (engine.clone(), queue.clone(), labels.clone());

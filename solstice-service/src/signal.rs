@@ -87,6 +87,21 @@ impl Shutdown {
         self.signalled.is_cancelled()
     }
 
+    /// The same stop as [`solstice_core::Shutdown`], for a
+    /// [`RunnerService`](solstice_core::RunnerService): it drains when
+    /// [`stop`](Shutdown::stop) fires and aborts when [`abort`](Shutdown::abort) does.
+    pub fn for_service(&self) -> solstice_core::Shutdown {
+        let service = solstice_core::Shutdown::new();
+        let (stop, abort, bridged) = (self.stop.clone(), self.abort.clone(), service.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            bridged.drain();
+            abort.cancelled().await;
+            bridged.abort();
+        });
+        service
+    }
+
     /// Ends the listener once the service has stopped (it would otherwise wait out
     /// the grace period).
     pub fn finish(&self) {
