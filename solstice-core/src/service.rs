@@ -333,7 +333,9 @@ impl RunnerService {
             }
         }
 
-        let fetch_stop = CancellationToken::new();
+        // Fired by the drain itself, so that no job is fetched between a drain and the
+        // moment this loop notices it.
+        let fetch_stop = shutdown.drain.child_token();
         let report_stop = CancellationToken::new();
         let ledgers = Ledgers(sources.iter().map(|_| Arc::new(Ledger::default())).collect());
         let mut fetch_ended = Vec::new();

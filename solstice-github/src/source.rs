@@ -429,6 +429,14 @@ impl GithubSource {
             "runnershutdown" => {
                 tracing::info!("GitHub asked the runner to shut down");
                 self.inner.shutdown_requested.store(true, Ordering::SeqCst);
+                // GitHub's runner stops its running job as on a shutdown signal: it is
+                // cancelled here and reported failed with the shutdown message, not as
+                // a cancellation GitHub asked for.
+                let running: Vec<JobId> = lock(&self.inner.jobs).keys().copied().collect();
+                let mut pending = lock(&self.inner.pending);
+                pending.extend(running.into_iter().map(SourceMessage::Cancel));
+                drop(pending);
+                self.inner.wake.notify_one();
             }
             other => {
                 tracing::debug!(message_type = other, "ignoring a message");

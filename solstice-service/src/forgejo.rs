@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use solstice_config::{ForgejoConfig, ServiceConfig};
-use solstice_core::{Engine, JobQueue, RunnerService, Secret};
+use solstice_core::{Engine, JobQueue, Secret};
 use solstice_forgejo::{ForgejoClient, ForgejoSource, ForgejoSourceBuilder, LabelSpec, Registration, RunnerFile};
 
-use crate::runner::{RunnerParts, with_metrics};
+use crate::runner::{RunnerParts, runner_service, with_metrics};
 use crate::{ProgramError, ServiceError, Shutdown};
 
 /// How long a stopping runner may go on reporting its tasks after the grace period.
@@ -82,11 +82,7 @@ pub(crate) async fn forgejo_service(
     grace: Duration,
     shutdown: &Shutdown,
 ) -> Result<(), solstice_core::ServiceError> {
-    let mut service = RunnerService::builder(queue).source(Arc::new(source)).grace(grace).report_limit(REPORT_MARGIN);
-    if let Some((engine, labels)) = engine {
-        service = service.engine(engine, labels);
-    }
-    service.build().run(shutdown.for_service()).await
+    runner_service(Arc::new(source), queue, engine, grace, shutdown).await
 }
 
 /// `solstice-forgejo-runner daemon`: polls Forgejo for tasks and runs them (or hands

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use solstice_config::{GithubConfig, ServiceConfig};
-use solstice_core::{Engine, JobQueue, RunnerService, Secret};
+use solstice_core::{Engine, JobQueue, Secret};
 use solstice_github::{GithubSource, GithubSourceBuilder, RegistrationConfig, RunnerConfig, RunnerStore};
 
 use crate::forgejo::REPORT_MARGIN;
-use crate::runner::{RunnerParts, with_metrics};
+use crate::runner::{RunnerParts, runner_service, with_metrics};
 use crate::{ProgramError, ServiceError, Shutdown};
 
 /// `[github]`, or its defaults when the file has none.
@@ -83,11 +83,7 @@ pub(crate) async fn github_service(
     grace: Duration,
     shutdown: &Shutdown,
 ) -> Result<(), solstice_core::ServiceError> {
-    let mut service = RunnerService::builder(queue).source(Arc::new(source)).grace(grace).report_limit(REPORT_MARGIN);
-    if let Some((engine, labels)) = engine {
-        service = service.engine(engine, labels);
-    }
-    service.build().run(shutdown.for_service()).await
+    runner_service(Arc::new(source), queue, engine, grace, shutdown).await
 }
 
 /// `solstice-github-runner run`: takes jobs from GitHub and runs them (or hands them to

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use solstice_config::ServiceConfig;
-use solstice_core::JobQueue;
+use solstice_core::{JobQueue, RunnerService};
 use solstice_forgejo::LabelSpec;
 use solstice_vm::Machines;
 
@@ -40,8 +40,10 @@ pub async fn run_orchestrator(config: ServiceConfig) -> anyhow::Result<()> {
     let labels = machines.labels.clone();
     let engine = orchestrator.engine().clone();
     let shutdown = Shutdown::on_signals(config.shutdown_grace);
-    tracing::info!(name = %config.name, ?labels, capacity = config.capacity, "serving jobs");
-    let serving = engine.serve(queue, &labels, shutdown.stop().clone(), shutdown.abort().clone());
+    tracing::info!(name = %config.name, labels = ?labels, capacity = config.capacity, "serving jobs");
+    // The runner-service loop with no source of its own: the same stop as every service.
+    let service = RunnerService::builder(queue).engine(engine.clone(), labels).grace(config.shutdown_grace).build();
+    let serving = service.run(shutdown.for_service());
     let served = with_metrics(config.metrics.listen(), engine.metrics().clone(), serving).await;
     shutdown.finish();
     orchestrator.shutdown().await;

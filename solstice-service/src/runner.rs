@@ -3,9 +3,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use solstice_config::ServiceConfig;
-use solstice_core::{Engine, EngineMetrics, JobQueue};
+use solstice_core::{Engine, EngineMetrics, JobQueue, JobSource, RunnerService};
 use solstice_forgejo::LabelSpec;
 use solstice_vm::Machines;
 
@@ -46,6 +47,22 @@ impl std::fmt::Debug for RunnerParts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunnerParts").field("engine", &self.engine).finish_non_exhaustive()
     }
+}
+
+/// Runs `source` into `queue` (with `engine` in this process, if given) on
+/// [`RunnerService`] until `shutdown` has stopped it: the loop of both runners.
+pub(crate) async fn runner_service(
+    source: Arc<dyn JobSource>,
+    queue: Arc<dyn JobQueue>,
+    engine: Option<(Engine, Vec<String>)>,
+    grace: Duration,
+    shutdown: &crate::Shutdown,
+) -> Result<(), solstice_core::ServiceError> {
+    let mut service = RunnerService::builder(queue).source(source).grace(grace).report_limit(crate::forgejo::REPORT_MARGIN);
+    if let Some((engine, labels)) = engine {
+        service = service.engine(engine, labels);
+    }
+    service.build().run(shutdown.for_service()).await
 }
 
 /// Serves `/metrics` and `/healthz` on `listen` (empty: nowhere) while `service` runs.

@@ -77,7 +77,7 @@ pub async fn run_serve(config: ServiceConfig) -> anyhow::Result<()> {
     }
     let cancelled = metrics.finished(JobResult::Cancelled) - before;
     if cancelled > 0 {
-        tracing::warn!(cancelled, "jobs were cancelled at shutdown and reported as cancelled");
+        tracing::warn!(cancelled, "jobs were cancelled at shutdown (reported as each forge's runner reports a job its shutdown interrupted)");
     }
     // Jobs still in the in-process queue will never run here.
     if let Some(source) = forgejo {

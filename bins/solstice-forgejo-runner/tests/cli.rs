@@ -315,3 +315,45 @@ fn catalog_declaring_freebsd(dir: &std::path::Path, label: &str) -> std::path::P
     std::fs::write(&path, text).expect("write the catalog");
     path
 }
+
+fn signal(daemon: &std::process::Child, name: &str) {
+    assert!(Command::new("kill").args([name, &daemon.id().to_string()]).status().unwrap().success());
+}
+
+/// The stop behaviour every service shares (operator guide, "Stopping and upgrading"):
+/// a task running at SIGTERM finishes and is reported, no new task is fetched after it;
+/// a second signal cancels the running task, reported as Forgejo's runner reports a
+/// task its shutdown interrupted (failed, the unfinished step cancelled).
+#[tokio::test]
+async fn the_first_sigterm_lets_the_running_task_finish_and_a_second_one_cancels_it() {
+    let fake = FakeForgejo::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = register(&fake, dir.path(), "stop-runner", "host:host", "").await;
+    // Two tasks at once (a top-level key, so before the file's tables).
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("capacity = 2\n{text}")).unwrap();
+    let daemon = spawn_daemon(&config, None);
+    let wait_for_line = |job, line: &'static str| {
+        let fake = &fake;
+        async move {
+            fake.wait_until(Duration::from_secs(60), |f| f.job_task(job).is_some_and(|t| f.log(t).iter().any(|l| l == line))).await
+        }
+    };
+    let quick = fake.enqueue(JobSpec::new("quick", "on: push\njobs:\n  quick:\n    runs-on: host\n    steps:\n      - run: echo q-started; sleep 3; echo q-finished\n"));
+    let slow = fake.enqueue(JobSpec::new("slow", "on: push\njobs:\n  slow:\n    runs-on: host\n    steps:\n      - run: echo s-started; sleep 120\n"));
+    assert!(wait_for_line(quick, "q-started").await && wait_for_line(slow, "s-started").await, "the jobs never started");
+    signal(&daemon, "-TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    let late = fake.enqueue(JobSpec::new("late", "on: push\njobs:\n  late:\n    runs-on: host\n    steps:\n      - run: echo late\n"));
+    assert!(wait_for_line(quick, "q-finished").await, "the running job was not let finish");
+    signal(&daemon, "-TERM");
+    let exit = tokio::task::spawn_blocking(move || daemon.wait_with_output().unwrap()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&exit.stderr);
+    assert!(exit.status.success(), "{stderr}");
+    let quick = fake.task(fake.job_task(quick).unwrap()).unwrap();
+    assert_eq!(quick.status, Status::Success, "{stderr}");
+    let slow_task = fake.job_task(slow).unwrap();
+    assert_eq!(fake.task(slow_task).unwrap().status, Status::Failure, "{stderr}");
+    assert!(fake.log(slow_task).iter().any(|l| l == "The runner was stopped before the job ended."), "{:?}", fake.log(slow_task));
+    assert!(fake.job_task(late).is_none(), "no task is fetched after the first signal");
+}

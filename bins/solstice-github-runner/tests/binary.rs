@@ -470,3 +470,55 @@ fn catalog_declaring_freebsd(dir: &std::path::Path, label: &str) -> std::path::P
     std::fs::write(&path, text).expect("write the catalog");
     path
 }
+
+fn signal(child: &tokio::process::Child, name: &str) {
+    let pid = child.id().expect("pid").to_string();
+    assert!(std::process::Command::new("kill").args([name, &pid]).status().expect("kill").success());
+}
+
+/// The stop behaviour every service shares (operator guide, "Stopping and upgrading"):
+/// a job running at SIGTERM finishes and is reported, and no new job is taken after it.
+#[tokio::test]
+async fn a_job_running_at_sigterm_finishes_and_no_new_job_is_taken() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = fake.repo_url();
+    let (ok, log) = run(&["register", "--url", &url, "--name", "stop-1", "--labels", "host"], dir.path(), Some("AREGTOKEN")).await;
+    assert!(ok, "register failed:\n{log}");
+    let first = fake.enqueue(FakeJob::new("first").labels(&["host"]).run("echo started; sleep 3; echo finished after sigterm")).await;
+    let mut child = spawn_run(dir.path(), &[], free_port());
+    fake.wait_for(&first, Duration::from_secs(60), |j| j.all_logs().contains("started")).await.expect("the job starts");
+    signal(&child, "-TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = fake.enqueue(FakeJob::new("second").labels(&["host"]).run("echo second")).await;
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await.expect("stops").expect("wait");
+    assert!(status.success(), "{status:?}");
+    let view = fake.job(&first).await.expect("job");
+    assert_eq!(view.result.as_deref(), Some("succeeded"), "{}", view.all_logs());
+    assert!(view.all_logs().contains("finished after sigterm"), "{}", view.all_logs());
+    let second = fake.job(&second).await.expect("job");
+    assert_eq!(second.result, None, "no job is taken after the first signal: {}", second.all_logs());
+}
+
+/// A second signal cancels the running job, and it is reported as GitHub's runner
+/// reports a job its shutdown interrupted: failed, with its shutdown message.
+#[tokio::test]
+async fn a_second_signal_cancels_the_running_job_and_it_is_reported_as_github_does() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = fake.repo_url();
+    let (ok, log) = run(&["register", "--url", &url, "--name", "stop-2", "--labels", "host"], dir.path(), Some("AREGTOKEN")).await;
+    assert!(ok, "register failed:\n{log}");
+    let id = fake.enqueue(FakeJob::new("long").labels(&["host"]).run("echo started; sleep 120")).await;
+    let mut child = spawn_run(dir.path(), &[], free_port());
+    fake.wait_for(&id, Duration::from_secs(60), |j| j.all_logs().contains("started")).await.expect("the job starts");
+    signal(&child, "-TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.job(&id).await.expect("job").result, None, "the first signal lets the job run");
+    signal(&child, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await.expect("stops").expect("wait");
+    assert!(status.success(), "{status:?}");
+    let view = fake.job(&id).await.expect("job");
+    assert_eq!(view.result.as_deref(), Some("failed"), "{}", view.all_logs());
+    assert!(view.all_logs().contains("The runner has received a shutdown signal."), "{}", view.all_logs());
+}

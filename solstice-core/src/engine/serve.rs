@@ -136,9 +136,13 @@ impl Engine {
         let tracker = TaskTracker::new();
         let slots = Arc::new(Semaphore::new(self.capacity()));
 
+        // The forge may cancel a job while it finishes after `stop` (a service draining
+        // for its grace period): cancellations are listened for until the last job ends.
+        let cancels_stop = CancellationToken::new();
+        let jobs = TaskTracker::new();
         let cancel_listener = {
             let running = running.clone();
-            let stop = stop.clone();
+            let stop = cancels_stop.clone();
             tracker.spawn(async move {
                 loop {
                     let id = tokio::select! {
@@ -213,15 +217,17 @@ impl Engine {
             let running = running.clone();
             let token = abort.child_token();
             let (stop, holder) = (stop.clone(), holder.clone());
-            tracker.spawn(async move {
+            jobs.spawn(async move {
                 engine.handle_delivery(delivery, queue, running, token, stop, holder).await;
                 drop(permit);
             });
         }
         poll_stop.cancel();
+        jobs.close();
+        jobs.wait().await;
+        cancels_stop.cancel();
         tracker.close();
-        // The cancel listener and the depth poller end with `stop`; the job tasks end on
-        // their own.
+        // The depth poller ended with `stop`, the cancel listener with the last job.
         tracker.wait().await;
         drop((cancel_listener, depth_poller));
         Ok(())

@@ -88,6 +88,10 @@ impl JobSource for TestSource {
             {
                 let mut pending = self.pending.lock().expect("lock");
                 let paused = self.paused.load(Ordering::SeqCst);
+                // As a forge's source: told to stop, it takes no new job.
+                if cancel.is_cancelled() && !paused {
+                    return Ok(None);
+                }
                 // A paused source hands out only cancellations.
                 let position = pending.iter().position(|m| !paused || matches!(m, SourceMessage::Cancel(_)));
                 if let Some(message) = position.and_then(|i| pending.remove(i)) {

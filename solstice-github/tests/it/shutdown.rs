@@ -57,7 +57,8 @@ async fn a_stopping_runner_takes_no_new_job_and_reports_the_running_one_to_its_e
 }
 
 /// GitHub asks the runner to shut down (`RunnerShutdown`) while a job runs: the runner
-/// takes no more jobs, ends its running job with a final state reported to GitHub,
+/// takes no more jobs, stops its running job and reports it failed with the shutdown
+/// message (as GitHub's runner does),
 /// and stops on its own, leaving its session to GitHub as the official runner does.
 #[tokio::test]
 async fn a_runner_shutdown_message_stops_the_runner_after_reporting_its_job() {
@@ -74,7 +75,9 @@ async fn a_runner_shutdown_message_stops_the_runner_after_reporting_its_job() {
         .expect("join")
         .expect("serve");
     let first = fake.job(&first).await.expect("first job");
-    assert_eq!((first.state.as_str(), first.result.as_deref()), ("completed", Some("canceled")));
+    // As GitHub's runner reports a job its shutdown interrupted.
+    assert_eq!((first.state.as_str(), first.result.as_deref()), ("completed", Some("failed")));
+    assert!(first.all_logs().contains("The runner has received a shutdown signal."), "{}", first.all_logs());
     assert_eq!(fake.job(&second).await.expect("second job").state, "queued", "a stopping runner took a job");
     assert_eq!(fake.session_count().await, 1, "the session is left to GitHub");
 }
