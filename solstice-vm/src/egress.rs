@@ -137,7 +137,7 @@ fn bad(message: impl Into<String>) -> EgressError {
 /// # Errors
 /// [`EgressError::BadRequest`] for anything but `CONNECT host:port HTTP/1.x` and
 /// `METHOD http://authority[/path] HTTP/1.x`.
-pub fn parse_request_line(line: &str) -> Result<ProxyRequest, EgressError> {
+pub(crate) fn parse_request_line(line: &str) -> Result<ProxyRequest, EgressError> {
     let mut parts = line.split(' ');
     let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(bad("the request line is not `METHOD TARGET VERSION`"));
@@ -173,7 +173,7 @@ pub fn parse_request_line(line: &str) -> Result<ProxyRequest, EgressError> {
 /// # Errors
 /// [`EgressError::BadRequest`] for a malformed authority, user information, or a
 /// missing port without a default.
-pub fn parse_authority(authority: &str, default_port: Option<u16>) -> Result<(String, u16), EgressError> {
+pub(crate) fn parse_authority(authority: &str, default_port: Option<u16>) -> Result<(String, u16), EgressError> {
     if authority.contains('@') {
         return Err(bad("user information in the authority is not allowed"));
     }
@@ -207,7 +207,7 @@ pub fn parse_authority(authority: &str, default_port: Option<u16>) -> Result<(St
 }
 
 /// Why the default policy refuses `ip`, or `None` if it is a public address.
-pub fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
+pub(crate) fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => forbidden_v4(v4),
         IpAddr::V6(v6) => {

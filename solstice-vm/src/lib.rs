@@ -97,7 +97,7 @@ pub use accel::{Accel, AccelChoice, AccelProbe, AccelVerdict};
 pub use budget::OverBudget;
 pub use guest::GuestProfile;
 pub use keys::{KeyError, SshKeyPair};
-pub use egress::{Destination, EgressError, EgressProxy, EgressProxyBuilder, ProxyRequest, forbidden_reason, parse_authority, parse_request_line};
+pub use egress::{Destination, EgressError, EgressProxy, EgressProxyBuilder, ProxyRequest};
 pub use net::{EGRESS_PROXY_ADDR, EGRESS_PROXY_URL, EgressConfig, NetSpec};
 pub use ports::{PortAllocator, PortError, PortLease};
 pub use qemu::{BootSpec, QemuError, QemuProcess, StopOutcome, VmSpec};
@@ -111,4 +111,4 @@ pub use image::{
     LogProgress, MachineDir, YOUNG_MACHINE_DIR, create_overlay, machine_dirs, prune_machine_dirs,
 };
 pub use ssh::{ExecOutput, SshError, SshExecutor, SshSession};
-pub use testguest::{TEST_GUEST_APPEND, TINY_LINUX, TestGuest, TestGuestBuilder, TestGuestError};
+pub use testguest::{TINY_LINUX, TestGuest, TestGuestBuilder, TestGuestError};

@@ -32,7 +32,7 @@ const STANDARD_DIRS: &[&str] = &[
 pub const TINY_LINUX: &str = "tiny-linux";
 
 /// The guest's kernel command line.
-pub const TEST_GUEST_APPEND: &str = "console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off";
+pub(crate) const TEST_GUEST_APPEND: &str = "console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off";
 
 const INIT: &str = r#"#!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
