@@ -58,7 +58,7 @@ pub fn format(d: Duration) -> String {
     out
 }
 
-/// Serializes as [`format`] writes it.
+/// Serializes as [`format()`] writes it.
 ///
 /// # Errors
 /// The serializer's.
