@@ -1,19 +1,16 @@
-//! The Forgejo runner: registration, the source built from `[forgejo]`, and the one
-//! place a Forgejo runner service is built on [`solstice_core::RunnerService`].
+//! The Forgejo runner: registration, the source built from `[forgejo]`, and
+//! `daemon` (on [`solstice_core::RunnerService`], like every service).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use solstice_config::{ForgejoConfig, ServiceConfig};
-use solstice_core::{Engine, JobQueue, Secret};
+use solstice_core::Secret;
 use solstice_forgejo::{ForgejoClient, ForgejoSource, ForgejoSourceBuilder, LabelSpec, Registration, RunnerFile};
 
 use crate::runner::{RunnerParts, runner_service, with_metrics};
 use crate::{ProgramError, ServiceError, Shutdown};
-
-/// How long a stopping runner may go on reporting its tasks after the grace period.
-pub(crate) const REPORT_MARGIN: Duration = Duration::from_secs(60);
 
 /// What `solstice-forgejo-runner register` was given.
 #[derive(Debug)]
@@ -72,19 +69,6 @@ pub(crate) fn forgejo_parts(config: &ServiceConfig, section: &ForgejoConfig) -> 
     Ok((file, specs, source))
 }
 
-/// Runs `source` into `queue` (with `engine` in this process, if given) until
-/// `shutdown`: the one place a Forgejo runner service is run, for
-/// `solstice-forgejo-runner` and `solstice serve`.
-pub(crate) async fn forgejo_service(
-    source: ForgejoSource,
-    queue: Arc<dyn JobQueue>,
-    engine: Option<(Engine, Vec<String>)>,
-    grace: Duration,
-    shutdown: &Shutdown,
-) -> Result<(), solstice_core::ServiceError> {
-    runner_service(Arc::new(source), queue, engine, grace, shutdown).await
-}
-
 /// `solstice-forgejo-runner daemon`: polls Forgejo for tasks and runs them (or hands
 /// them to orchestrators over RabbitMQ) until SIGTERM or SIGINT.
 ///
@@ -98,7 +82,7 @@ pub async fn run_forgejo_runner(config: ServiceConfig) -> anyhow::Result<()> {
     let parts = RunnerParts::start(&config, &specs).await?;
     let source = source.metrics(parts.metrics.clone()).build().map_err(ProgramError::invalid)?;
     tracing::info!(labels = ?specs.iter().map(|s| &s.name).collect::<Vec<_>>(), "polling for jobs");
-    let service = forgejo_service(source, parts.queue.clone(), parts.engine.clone(), config.shutdown_grace, &shutdown);
+    let service = runner_service(Arc::new(source), parts.queue.clone(), parts.engine.clone(), config.shutdown_grace, &shutdown);
     let served = with_metrics(config.metrics.listen(), parts.metrics.clone(), service).await;
     shutdown.finish();
     Ok(served??)

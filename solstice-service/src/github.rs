@@ -1,16 +1,14 @@
 //! The GitHub runner: registration and removal, the source built from `[github]`, and
-//! the one place a GitHub runner service is built on [`solstice_core::RunnerService`].
+//! `run` (on [`solstice_core::RunnerService`], like every service).
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use solstice_config::{GithubConfig, ServiceConfig};
-use solstice_core::{Engine, JobQueue, Secret};
+use solstice_core::Secret;
 use solstice_github::{GithubSource, GithubSourceBuilder, RegistrationConfig, RunnerConfig, RunnerStore};
 
-use crate::forgejo::REPORT_MARGIN;
 use crate::runner::{RunnerParts, runner_service, with_metrics};
 use crate::{ProgramError, ServiceError, Shutdown};
 
@@ -61,29 +59,13 @@ pub(crate) struct Registered {
 
 /// The source of the registered runner, to be given its metrics and built: it records
 /// jobs in flight next to the credentials (a restart after a crash completes them as
-/// failed), and reports its jobs for as long as they may still run (the grace period
-/// and a margin).
+/// failed).
 pub(crate) fn github_source(config: &ServiceConfig) -> Result<(Registered, GithubSourceBuilder), ServiceError> {
     let runner = load_runner(config)?;
     let registered = Registered { ephemeral: runner.settings.ephemeral, admin_flow: runner.settings.use_runner_admin_flow };
     tracing::info!(name = %runner.settings.agent_name, "GitHub runner configured");
-    let builder = GithubSource::builder(runner)
-        .state_dir(github_section(config).dir)
-        .drain_limit(config.shutdown_grace + REPORT_MARGIN);
+    let builder = GithubSource::builder(runner).state_dir(github_section(config).dir);
     Ok((registered, builder))
-}
-
-/// Runs `source` over `queue` (with `engine` in this process, if given) until
-/// `shutdown` stops it: the one place a GitHub runner service is run, for
-/// `solstice-github-runner` and `solstice serve`.
-pub(crate) async fn github_service(
-    source: GithubSource,
-    queue: Arc<dyn JobQueue>,
-    engine: Option<(Engine, Vec<String>)>,
-    grace: Duration,
-    shutdown: &Shutdown,
-) -> Result<(), solstice_core::ServiceError> {
-    runner_service(Arc::new(source), queue, engine, grace, shutdown).await
 }
 
 /// `solstice-github-runner run`: takes jobs from GitHub and runs them (or hands them to
@@ -101,7 +83,7 @@ pub async fn run_github_runner(mut config: ServiceConfig, ephemeral: bool) -> an
     let shutdown = Shutdown::on_signals(config.shutdown_grace);
     let parts = RunnerParts::start(&config, &[]).await?;
     let source = builder.ephemeral(ephemeral).metrics(parts.metrics.clone()).build().map_err(ProgramError::invalid)?;
-    let service = github_service(source.clone(), parts.queue.clone(), parts.engine.clone(), config.shutdown_grace, &shutdown);
+    let service = runner_service(Arc::new(source.clone()), parts.queue.clone(), parts.engine.clone(), config.shutdown_grace, &shutdown);
     let served = with_metrics(config.metrics.listen(), parts.metrics.clone(), service).await;
     shutdown.finish();
     served??;

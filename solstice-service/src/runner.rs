@@ -49,6 +49,9 @@ impl std::fmt::Debug for RunnerParts {
     }
 }
 
+/// How long a stopping runner may go on reporting its jobs once none runs here.
+const REPORT_MARGIN: Duration = Duration::from_secs(60);
+
 /// Runs `source` into `queue` (with `engine` in this process, if given) on
 /// [`RunnerService`] until `shutdown` has stopped it: the loop of both runners.
 pub(crate) async fn runner_service(
@@ -58,7 +61,7 @@ pub(crate) async fn runner_service(
     grace: Duration,
     shutdown: &crate::Shutdown,
 ) -> Result<(), solstice_core::ServiceError> {
-    let mut service = RunnerService::builder(queue).source(source).grace(grace).report_limit(crate::forgejo::REPORT_MARGIN);
+    let mut service = RunnerService::builder(queue).source(source).grace(grace).report_limit(REPORT_MARGIN);
     if let Some((engine, labels)) = engine {
         service = service.engine(engine, labels);
     }

@@ -1,13 +1,16 @@
 //! `solstice serve`: an orchestrator engine and the configured runner services in one
 //! process, on the in-process queue and the state store.
 
+use std::sync::Arc;
+
 use solstice_config::ServiceConfig;
 use solstice_core::JobResult;
 use tokio::task::JoinHandle;
 
-use crate::forgejo::{forgejo_parts, forgejo_service};
-use crate::github::{github_service, github_source};
+use crate::forgejo::forgejo_parts;
+use crate::github::github_source;
 use crate::orchestrator::start_orchestrator;
+use crate::runner::runner_service;
 use crate::{MetricsEndpoint, ProgramError, ServiceError, Shutdown};
 
 /// A runner service's task, named for the logs.
@@ -40,11 +43,11 @@ pub async fn run_serve(config: ServiceConfig) -> anyhow::Result<()> {
     let mut runners: Vec<RunnerTask> = Vec::new();
     if let Some(source) = forgejo.clone() {
         let (queue, shutdown, grace) = (queue.clone(), shutdown.clone(), config.shutdown_grace);
-        runners.push(("forgejo", tokio::spawn(async move { Ok(forgejo_service(source, queue, None, grace, &shutdown).await?) })));
+        runners.push(("forgejo", tokio::spawn(async move { Ok(runner_service(Arc::new(source), queue, None, grace, &shutdown).await?) })));
     }
     if let Some(source) = github {
         let (queue, shutdown, grace) = (queue.clone(), shutdown.clone(), config.shutdown_grace);
-        runners.push(("github", tokio::spawn(async move { Ok(github_service(source, queue, None, grace, &shutdown).await?) })));
+        runners.push(("github", tokio::spawn(async move { Ok(runner_service(Arc::new(source), queue, None, grace, &shutdown).await?) })));
     }
     let engine_task = {
         let (engine, queue, labels) = (engine.clone(), queue.clone(), labels.clone());
