@@ -51,8 +51,8 @@ fn step_command(step: &StepPlan) -> StepCommand {
         id: Some(step.id.clone()),
         name: step.name.clone(),
         action,
-        // The step env already holds workflow and job env (later wins); the job-level
-        // env is set separately so the engine can show it, and the step's overrides it.
+        // The step's own env only: the engine puts it over the job's env and the
+        // `$GITHUB_ENV` writes of earlier steps, evaluating each when it runs.
         env: env_map(&step.env),
         working_directory: step.working_directory.clone(),
         condition: Some(step.condition.clone()).filter(|c| !c.trim().is_empty()),

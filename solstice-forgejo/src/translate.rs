@@ -119,8 +119,13 @@ pub(crate) fn translate(task: &pb::Task, source: &str) -> Translation {
     secrets.dedup();
     job.secrets = secrets.into_iter().filter(|s| !s.trim().is_empty()).map(Secret::new).collect();
 
-    for (name, value) in default_env(&github, &plan.id) {
-        job.env.entry(name).or_insert(value);
+    // The engine makes the `GITHUB_*` variables of the `github` context; `GITHUB_JOB` is
+    // the job's id, as Forgejo's runner sets it, and Forgejo's runner says who it is.
+    if let Some(Value::Object(github)) = job.contexts.get_mut("github") {
+        github.entry("job").or_insert_with(|| Value::String(plan.id.clone()));
+    }
+    for name in ["GITEA_ACTIONS", "FORGEJO_ACTIONS"] {
+        job.env.entry(name.to_owned()).or_insert_with(|| "true".to_owned());
     }
     let server_url = text(&github, "server_url");
     let sha = text(&github, "sha");
@@ -175,43 +180,6 @@ fn needs_status(task: &pb::Task) -> JobStatus {
     }
 }
 
-/// The variables a Forgejo runner sets for every step, from the `github` context.
-fn default_env(github: &Map<String, Value>, job_id: &str) -> Vec<(String, String)> {
-    let mut env = vec![
-        ("GITHUB_JOB".to_owned(), job_id.to_owned()),
-        ("GITEA_ACTIONS".to_owned(), "true".to_owned()),
-        ("FORGEJO_ACTIONS".to_owned(), "true".to_owned()),
-        ("GITHUB_SERVER_URL".to_owned(), text(github, "server_url").trim_end_matches('/').to_owned()),
-    ];
-    for (var, key) in [
-        ("GITHUB_REPOSITORY", "repository"),
-        ("GITHUB_REPOSITORY_OWNER", "repository_owner"),
-        ("GITHUB_SHA", "sha"),
-        ("GITHUB_REF", "ref"),
-        ("GITHUB_REF_NAME", "ref_name"),
-        ("GITHUB_REF_TYPE", "ref_type"),
-        ("GITHUB_HEAD_REF", "head_ref"),
-        ("GITHUB_BASE_REF", "base_ref"),
-        ("GITHUB_EVENT_NAME", "event_name"),
-        ("GITHUB_ACTOR", "actor"),
-        ("GITHUB_WORKFLOW", "workflow"),
-        ("GITHUB_RUN_ID", "run_id"),
-        ("GITHUB_RUN_NUMBER", "run_number"),
-        ("GITHUB_RUN_ATTEMPT", "run_attempt"),
-        ("GITHUB_API_URL", "api_url"),
-    ] {
-        if let Some(value) = github.get(key) {
-            let value = match value {
-                Value::String(s) => s.clone(),
-                Value::Null => continue,
-                other => other.to_string(),
-            };
-            env.push((var.to_owned(), value));
-        }
-    }
-    env
-}
-
 /// The payload with line numbers, so an error's line and column can be found.
 fn echo_payload(payload: &str) -> Vec<String> {
     let mut lines = vec!["The job as Forgejo sent it:".to_owned()];
@@ -256,11 +224,14 @@ mod tests {
         assert_eq!(job.id, solstice_core::JobId::from_external("forgejo:r", "17"));
         assert_eq!(job.runs_on, ["host"]);
         let StepAction::Run { script, .. } = &job.steps[1].action else { panic!("run step") };
-        assert_eq!(script, "echo omnios 42 ${{ secrets.DEPLOY }} 7");
+        // Evaluated when the step runs, against these contexts.
+        assert_eq!(script, "echo ${{ vars.TARGET }} ${{ github.run_id }} ${{ secrets.DEPLOY }} ${{ needs.setup.outputs.n }}");
+        let script = solstice_workflow::interpolate(script, &job.contexts).expect("evaluates");
+        assert_eq!(script, "echo omnios 42 hunter2 7");
         assert!(job.contexts["secrets"]["DEPLOY"] == "hunter2");
         assert!(job.secrets.iter().any(|s| s.expose() == "hunter2") && job.secrets.iter().any(|s| s.expose() == "t0k3n"));
-        assert_eq!(job.env.get("GITHUB_RUN_ID").map(String::as_str), Some("42"));
-        assert_eq!(job.env.get("GITHUB_SERVER_URL").map(String::as_str), Some("https://forge.example"));
+        assert_eq!(job.contexts["github"]["job"], "build", "GITHUB_JOB is the job's id");
+        assert_eq!(job.env.get("FORGEJO_ACTIONS").map(String::as_str), Some("true"));
         assert!(matches!(&job.checkout, Some(CheckoutSource::Git { url, rev, .. }) if url == "https://forge.example/o/r.git" && rev == "abc123"));
         assert_eq!(outputs.get("v"), Some(&json!("${{ steps.x.outputs.v }}")));
     }

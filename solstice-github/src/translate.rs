@@ -114,20 +114,25 @@ pub(crate) fn translate(msg: &JobMessage, source: &str, runs_on: &[String]) -> T
         note(None, "This runner does not support job containers (`container:`); the job runs in a virtual machine.".into());
     }
 
-    // Job env: workflow env, then job env; each entry may use the ones before.
-    let mut env = github_env(&contexts);
+    // Job env: workflow env, then job env. The values go to the engine as templates: it
+    // evaluates them when the job starts, with the machine known (`github.workspace`),
+    // as GitHub's runner does. Here they are evaluated as far as they can be only for the
+    // `env` context of what is decided before the job runs (display names, defaults).
+    let mut env = BTreeMap::new();
     let mut env_ctx: Map<String, Value> = Map::new();
     for mapping in &msg.environment {
         if let Token::Mapping(pairs) = mapping {
             for (k, v) in pairs {
                 let mut ctx = contexts.clone();
                 ctx.insert("env".to_owned(), Value::Object(env_ctx.clone()));
-                match (k.evaluate_string(&ctx), v.evaluate_string(&ctx)) {
-                    (Ok(k), Ok(v)) => {
-                        env_ctx.insert(k.clone(), Value::String(v.clone()));
-                        env.insert(k, v);
+                match k.evaluate_string(&ctx) {
+                    Ok(k) => {
+                        if let Ok(value) = v.evaluate_string(&ctx) {
+                            env_ctx.insert(k.clone(), Value::String(value));
+                        }
+                        env.insert(k, v.template_text());
                     }
-                    (Err(e), _) | (_, Err(e)) => note(None, format!("The job's env could not be evaluated: {e}")),
+                    Err(e) => note(None, format!("The job's env could not be evaluated: {e}")),
                 }
             }
         }
@@ -176,7 +181,12 @@ pub(crate) fn translate(msg: &JobMessage, source: &str, runs_on: &[String]) -> T
     request.origin = JobOrigin { source: source.to_owned(), external_id: msg.job_id.clone(), repository };
     // The opt-in is read from the job's env as evaluated above (workflow env, then job
     // env), the same way the planner reads it for Forgejo and KDL jobs.
-    request.debug_ssh = env.get(solstice_workflow::DEBUG_SSH_ENV).is_some_and(|v| solstice_workflow::debug_ssh_requested(v));
+    // The opt-in is read from the value evaluated here (the job's env is evaluated again
+    // when the job starts, but whether to keep a machine must be known before).
+    request.debug_ssh = env_ctx
+        .get(solstice_workflow::DEBUG_SSH_ENV)
+        .and_then(Value::as_str)
+        .is_some_and(solstice_workflow::debug_ssh_requested);
     request.env = env;
     request.secrets = secrets;
     request.checkout = checkout;
@@ -349,26 +359,6 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
-/// The `GITHUB_*` variables every step sees, from the `github` context.
-fn github_env(contexts: &Map<String, Value>) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
-    let Some(github) = contexts.get("github").and_then(Value::as_object) else { return env };
-    for key in [
-        "repository", "repository_owner", "sha", "ref", "ref_name", "ref_type", "head_ref", "base_ref", "event_name",
-        "run_id", "run_number", "run_attempt", "actor", "triggering_actor", "server_url", "api_url", "graphql_url",
-        "workflow", "workflow_ref", "job", "retention_days", "repository_id", "repository_owner_id", "actor_id",
-    ] {
-        let value = match github.get(key) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            Some(Value::Bool(b)) => b.to_string(),
-            _ => continue,
-        };
-        env.insert(format!("GITHUB_{}", key.to_ascii_uppercase()), value);
-    }
-    env
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,8 +413,9 @@ mod tests {
         let job = &t.request;
         assert_eq!(job.id, JobId::from_external("github:r", "b0000000-0000-0000-0000-000000000002"));
         assert_eq!(job.route_label(), "host");
-        assert_eq!(job.env.get("BOTH").map(String::as_str), Some("hello world"));
-        assert_eq!(job.env.get("GITHUB_SHA").map(String::as_str), Some("0123abcd"));
+        // Evaluated when the job starts (the engine's `job_env`), reading GREETING.
+        assert_eq!(job.env.get("BOTH").map(String::as_str), Some("${{ format('{0} world', env.GREETING) }}"));
+        assert_eq!(job.contexts["github"]["sha"], "0123abcd", "the engine makes GITHUB_SHA of it");
         assert_eq!(job.steps[0].name, "Run echo $GREETING");
         assert_eq!(job.steps[0].action, StepAction::Run { script: "echo $GREETING\n".into(), shell: "sh -e {0}".into() });
         assert!(matches!(&job.steps[1].action, StepAction::Checkout(c) if c.fetch_depth == 0));

@@ -114,7 +114,8 @@ pub struct JobPlan {
     pub timeout_minutes: u64,
     /// `continue-on-error`.
     pub continue_on_error: bool,
-    /// Workflow `env` then job `env` (job wins); values may hold run-time `${{ }}`.
+    /// Workflow `env` then job `env` (job wins), as written: the engine evaluates the
+    /// `${{ }}` in them when the job starts.
     pub env: Map<String, Value>,
     /// `outputs:` (expressions kept for the engine).
     pub outputs: Map<String, Value>,
@@ -185,9 +186,8 @@ pub struct StepPlan {
     pub name: String,
     /// `run` or `checkout`.
     pub kind: StepKind,
-    /// The script of a run step; translation-time expressions substituted, run-time ones
-    /// (`steps.*`, `env.*`, `secrets.*`, `job.*`, `runner.*`, `needs.*`, `hashFiles()`) left
-    /// as `${{ }}` for [`crate::interpolate`].
+    /// The script of a run step, as written: its `${{ }}` are evaluated when the step
+    /// runs ([`crate::interpolate`]), with the contexts of that moment.
     pub run: Option<String>,
     /// The full shell command line of a run step, `{0}` standing for the script file
     /// (`bash --noprofile --norc -eo pipefail {0}`, `sh -e {0}`, `python {0}`, ...).
@@ -197,9 +197,11 @@ pub struct StepPlan {
     /// The `if:` condition, normalized, without `${{ }}`.
     #[serde(rename = "if")]
     pub condition: String,
-    /// `working-directory` (step, else job default, else workflow default).
+    /// `working-directory` (step, else job default, else workflow default), as written
+    /// (evaluated when the step runs).
     pub working_directory: Option<String>,
-    /// Workflow `env`, then job `env`, then step `env` (later wins).
+    /// The step's own `env:`, as written (evaluated when the step runs). The job's
+    /// [`JobPlan::env`] and what earlier steps wrote to `$GITHUB_ENV` lie under it.
     pub env: Map<String, Value>,
     /// `continue-on-error`.
     pub continue_on_error: bool,
@@ -534,16 +536,11 @@ fn plan_job(workflow: &Workflow, job: &Job, options: &PlanOptions, diag: &mut Di
                 false
             }),
         };
+        // Kept as written: the engine evaluates the job's env when the job starts, with
+        // the machine known (`github.workspace`, `runner.*`), as GitHub's runner does.
         let mut env = Map::new();
         for (k, v) in workflow.env.iter().chain(job.env.iter()) {
-            let text = v.as_str().unwrap_or_default();
-            match resolver.text(text) {
-                Ok(t) => env.insert(k.clone(), Value::String(t)),
-                Err(m) => {
-                    fail(pos_of("env"), m);
-                    None
-                }
-            };
+            env.insert(k.clone(), Value::String(v.as_str().unwrap_or_default().to_owned()));
         }
         let defaults = RunDefaults {
             shell: job.defaults.shell.clone().or_else(|| workflow.defaults.shell.clone()),
@@ -557,11 +554,16 @@ fn plan_job(workflow: &Workflow, job: &Job, options: &PlanOptions, diag: &mut Di
         let family = crate::os::job_family(&labels, options);
         let mut steps = Vec::new();
         for step in crate::os::setup_steps(workflow, job, family.as_deref()).chain(&job.steps) {
-            if let Some(plan) = plan_step(step, &defaults, &env, &resolver, options, diag) {
+            if let Some(plan) = plan_step(step, &defaults, &resolver, options, diag) {
                 steps.push(plan);
             }
         }
-        let debug_ssh = env.get(DEBUG_SSH_ENV).is_some_and(debug_ssh_on);
+        // The opt-in is read now, with what is known now; a run-time expression leaves it off.
+        let debug_ssh = env
+            .get(DEBUG_SSH_ENV)
+            .and_then(Value::as_str)
+            .and_then(|text| resolver.value(text).ok())
+            .is_some_and(|value| debug_ssh_on(&value));
         out.push(JobPlan {
             id: job.id.clone(),
             name,
@@ -666,23 +668,17 @@ fn bool_field(resolver: &Resolver<'_>, raw: &Value) -> Result<bool, String> {
 fn plan_step(
     step: &Step,
     defaults: &RunDefaults,
-    job_env: &Map<String, Value>,
     resolver: &Resolver<'_>,
     options: &PlanOptions,
     diag: &mut Diagnostics,
 ) -> Option<StepPlan> {
-    let mut fail = |message: String| diag.push(WorkflowErrorKind::Expression, step.pos, message);
-    let mut text = |raw: &str| {
-        resolver.text(raw).unwrap_or_else(|m| {
-            fail(m);
-            raw.to_owned()
-        })
-    };
-    let mut env = job_env.clone();
-    for (k, v) in &step.env {
-        env.insert(k.clone(), Value::String(text(v.as_str().unwrap_or_default())));
-    }
-    let working_directory = step.working_directory.as_deref().or(defaults.working_directory.as_deref()).map(&mut text);
+    // `env`, `working-directory` and `run` are kept as written (their expressions were
+    // checked when the workflow was read): the engine evaluates them when the step runs,
+    // with the contexts of that moment, as GitHub's runner does.
+    let env: Map<String, Value> =
+        step.env.iter().map(|(k, v)| (k.clone(), Value::String(v.as_str().unwrap_or_default().to_owned()))).collect();
+    let working_directory =
+        step.working_directory.as_deref().or(defaults.working_directory.as_deref()).map(str::to_owned);
     let continue_on_error = match &step.continue_on_error {
         None => false,
         Some(raw) => bool_field(resolver, raw).unwrap_or_else(|m| {
@@ -702,10 +698,7 @@ fn plan_step(
     };
     let explicit_name = step.name.as_deref().map(|n| resolver.text(n).unwrap_or_else(|_| n.to_owned()));
     if let Some(run) = &step.run {
-        let script = resolver.text(run).unwrap_or_else(|m| {
-            diag.push(WorkflowErrorKind::Expression, step.pos, m);
-            run.clone()
-        });
+        let script = run.clone();
         let shell = match step.shell.as_deref().or(defaults.shell.as_deref()) {
             Some(shell) => match shell_command_line(shell.trim()) {
                 Ok(line) => line,

@@ -2,6 +2,7 @@
 //! through an executor, events back.
 
 mod condition;
+mod contexts;
 mod debug;
 mod debug_slot;
 mod emit;

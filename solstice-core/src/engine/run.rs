@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::condition::{JobStatus, evaluate_condition, interpolate};
+use super::contexts::{contexts, job_env, process_env};
 use super::debug::{Declined, DebugKeeper, OnDestroyed, Reservation, authorized_keys, install_script};
 use super::debug_slot::{SharedSlot, SlotRefused};
 use super::emit::Emitter;
@@ -380,6 +381,15 @@ async fn run_steps(
     let mut steps_context = Map::new();
     let mut added_env: BTreeMap<String, String> = BTreeMap::new();
     let mut added_path: Vec<String> = Vec::new();
+    // The job's `env:` is evaluated once, now that the machine is known (GitHub's runner
+    // does it when the job starts; an expression that fails there fails the job).
+    let job_env = match job_env(job, machine) {
+        Ok(env) => env,
+        Err(message) => {
+            emitter.log(None, LogStream::System, &format!("##[error]{message}")).await;
+            return JobResult::Failure;
+        }
+    };
 
     for (index, step) in job.steps.iter().enumerate() {
         if cancel.is_cancelled() && status != JobStatus::Cancelled {
@@ -389,21 +399,30 @@ async fn run_steps(
                 JobStatus::Cancelled
             };
         }
-        emitter.emit(JobEventKind::StepStarted { index, name: step.name.clone() }).await;
 
-        // The step's own env values may hold run-time expressions (`steps.x.outputs.y`):
-        // they are evaluated against the env without them, as on GitHub.
-        let base_env = step_env(job, machine, &added_env);
-        let base_contexts = contexts(job, machine, &steps_context, &base_env, status);
-        let mut env = base_env;
+        // The `env` context before the step's own `env:` (job env, then `$GITHUB_ENV`
+        // writes): the step's values are evaluated against it, as on GitHub.
+        let mut env = job_env.clone();
+        env.extend(added_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let base_contexts = contexts(job, machine, &steps_context, &env, status);
+        let mut env_error = None;
         for (name, value) in &step.env {
-            let value = interpolate(value, &base_contexts).unwrap_or_else(|e| {
-                tracing::warn!(job_id = %job.id, step = index, variable = %name, error = %e, "env expression failed");
-                String::new()
-            });
-            env.insert(name.clone(), value);
+            match interpolate(value, &base_contexts) {
+                Ok(value) => {
+                    env.insert(name.clone(), value);
+                }
+                // The message goes to the job log (masked), never to the service log:
+                // it may quote a secret.
+                Err(e) => {
+                    env_error.get_or_insert_with(|| format!("The step's env `{name}` could not be evaluated: {e}"));
+                }
+            }
         }
         let contexts = contexts(job, machine, &steps_context, &env, status);
+        // Display names may use run-time contexts too; they are masked like log lines.
+        let name = interpolate(&step.name, &contexts).unwrap_or_else(|_| step.name.clone());
+        let name = emitter.mask(&name);
+        emitter.emit(JobEventKind::StepStarted { index, name }).await;
         let run = match evaluate_condition(step.condition.as_deref(), status, &contexts) {
             Ok(run) => run,
             Err(message) => {
@@ -419,6 +438,23 @@ async fn run_steps(
             finish_step(emitter, &mut steps_context, step, index, JobResult::Skipped, JobResult::Skipped, None, BTreeMap::new()).await;
             continue;
         }
+        let working_directory = match step.working_directory.as_deref().map(|dir| interpolate(dir, &contexts)).transpose() {
+            Ok(dir) => dir,
+            Err(e) => {
+                env_error.get_or_insert_with(|| format!("The step's `working-directory` could not be evaluated: {e}"));
+                None
+            }
+        };
+        if let Some(message) = env_error {
+            emitter.log(Some(index), LogStream::System, &format!("##[error]{message}")).await;
+            let conclusion = if step.continue_on_error { JobResult::Success } else { JobResult::Failure };
+            if conclusion == JobResult::Failure {
+                false_with_failure(&mut status);
+            }
+            finish_step(emitter, &mut steps_context, step, index, JobResult::Failure, conclusion, None, BTreeMap::new()).await;
+            continue;
+        }
+        let env = process_env(job, machine, &env);
 
         // A step that runs after the job was cancelled (always(), cancelled()) gets a
         // fresh token with a bounded time; otherwise the step shares the job's token.
@@ -431,7 +467,7 @@ async fn run_steps(
 
         let started = Instant::now();
         let (exit, timed_out) =
-            execute_step(engine, job, machine, step, index, env, &added_path, &contexts, emitter, step_cancel.clone(), limit).await;
+            execute_step(engine, job, machine, step, index, env, working_directory, &added_path, &contexts, emitter, step_cancel.clone(), limit).await;
         let elapsed = started.elapsed();
 
         let outcome = match &exit {
@@ -512,6 +548,7 @@ async fn execute_step(
     step: &StepCommand,
     index: usize,
     env: BTreeMap<String, String>,
+    working_directory: Option<String>,
     added_path: &[String],
     contexts: &Map<String, Value>,
     emitter: &mut Emitter,
@@ -539,11 +576,6 @@ async fn execute_step(
         let result = match &step.action {
             StepAction::Run { script, shell } => match interpolate(script, contexts) {
                 Ok(script) => {
-                    // `working-directory` may read run-time contexts (`runner.temp`).
-                    let working_directory = step
-                        .working_directory
-                        .as_deref()
-                        .map(|dir| interpolate(dir, contexts).unwrap_or_else(|_| dir.to_owned()));
                     let run = ScriptRun {
                         index,
                         script,
@@ -619,49 +651,6 @@ async fn collect_lines(mut lines: tokio::sync::mpsc::Receiver<OutputLine>) -> Ve
         collected.push(line);
     }
     collected
-}
-
-/// The environment of a step before its own `env:`: the machine's ([`Machine::step_env`]),
-/// GitHub's default variables, then the job's, then what earlier steps exported.
-fn step_env(job: &JobRequest, machine: &Machine, added: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    // The machine's own variables (RUNNER_*, an egress proxy) first: the job may override them.
-    let mut env = machine.step_env();
-    env.insert("CI".to_owned(), "true".to_owned());
-    env.insert("GITHUB_ACTIONS".to_owned(), "true".to_owned());
-    env.insert("GITHUB_WORKSPACE".to_owned(), machine.workspace.clone());
-    env.insert("SOLSTICE_JOB_ID".to_owned(), job.id.to_string());
-    env.insert("SOLSTICE_MACHINE".to_owned(), machine.id.clone());
-    env.extend(job.env.clone());
-    env.extend(added.clone());
-    env
-}
-
-fn contexts(
-    job: &JobRequest,
-    machine: &Machine,
-    steps: &Map<String, Value>,
-    env: &BTreeMap<String, String>,
-    status: JobStatus,
-) -> Map<String, Value> {
-    let mut contexts = job.contexts.clone();
-    contexts.insert("steps".into(), Value::Object(steps.clone()));
-    contexts.insert("env".into(), json!(env));
-    let status = match status {
-        JobStatus::Success => "success",
-        JobStatus::Failure => "failure",
-        JobStatus::Cancelled => "cancelled",
-    };
-    contexts.insert("job".into(), json!({ "status": status }));
-    // The machine is the only one that knows what it is: whatever a job brought is replaced.
-    let runner = &machine.runner;
-    contexts.insert(
-        "runner".into(),
-        json!({
-            "os": runner.os, "arch": runner.arch, "name": runner.name, "temp": runner.temp,
-            "tool_cache": runner.tool_cache, "workspace": machine.workspace, "environment": "self-hosted",
-        }),
-    );
-    contexts
 }
 
 fn human_duration(d: Duration) -> String {

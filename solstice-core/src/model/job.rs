@@ -119,7 +119,8 @@ pub struct StepCommand {
     pub name: String,
     /// What the step does.
     pub action: StepAction,
-    /// Environment for this step (job env already merged in by the translator).
+    /// The step's own `env:`, over the job's [`JobRequest::env`] and earlier steps'
+    /// `$GITHUB_ENV` writes. Values may hold `${{ }}`, evaluated when the step runs.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// Working directory, relative to the workspace, or absolute.
@@ -166,7 +167,8 @@ pub struct JobRequest {
     pub runs_on: Vec<String>,
     /// The steps, in order.
     pub steps: Vec<StepCommand>,
-    /// Job-level environment (workflow env merged with job env).
+    /// Job-level environment (workflow env merged with job env). Values may hold `${{ }}`,
+    /// evaluated when the job starts, with the machine known.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// Values that must be masked as `***` in every log line.

@@ -6,6 +6,7 @@ mod engine;
 mod host;
 mod memory_queue;
 mod orphans;
+mod runtime_contexts;
 mod serve;
 mod service;
 mod store;

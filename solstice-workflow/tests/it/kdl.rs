@@ -89,7 +89,9 @@ job "build" {
     let names: Vec<&str> = plan.jobs.iter().map(|j| j.name.as_str()).collect();
     assert_eq!(names, ["build (omnios-r151056)", "build (openindiana-hipster)", "build (tiny-linux)"]);
     assert_eq!(plan.jobs[1].runs_on, ["openindiana-hipster"]);
-    assert_eq!(plan.jobs[2].steps[0].run.as_deref(), Some("echo tiny-linux"));
+    // Scripts are evaluated when the step runs, against the job's contexts.
+    let script = plan.jobs[2].steps[0].run.as_deref().expect("a run step");
+    assert_eq!(solstice_workflow::interpolate(script, &plan.jobs[2].contexts).expect("evaluates"), "echo tiny-linux");
     assert_eq!(plan.jobs[2].contexts["strategy"]["job-total"], 3);
 }
 
@@ -144,7 +146,9 @@ job "j" {
     assert_eq!(steps[1].working_directory.as_deref(), Some("src"));
     assert_eq!((steps[1].timeout_minutes, steps[1].continue_on_error), (Some(5), true));
     assert_eq!(steps[1].condition, "success() && (github.ref == 'refs/heads/main')");
-    assert_eq!(serde_json::Value::Object(steps[1].env.clone()), serde_json::json!({"A": "1", "B": "2", "C": "true"}));
+    // The step's own env; the job's lies under it when the step runs.
+    assert_eq!(serde_json::Value::Object(steps[1].env.clone()), serde_json::json!({"B": "2", "C": "true"}));
+    assert_eq!(serde_json::Value::Object(plan.jobs[0].env.clone()), serde_json::json!({"A": "1"}));
     assert_eq!(steps[2].shell.as_deref(), Some("sh -e {0}"));
     assert_eq!(steps[2].name, "Run plain");
 }
