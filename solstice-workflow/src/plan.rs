@@ -699,14 +699,29 @@ fn plan_step(
     let explicit_name = step.name.as_deref().map(|n| resolver.text(n).unwrap_or_else(|_| n.to_owned()));
     if let Some(run) = &step.run {
         let script = run.clone();
-        let shell = match step.shell.as_deref().or(defaults.shell.as_deref()) {
-            Some(shell) => match shell_command_line(shell.trim()) {
+        // GitHub's schema lets `shell` read `matrix`, `needs`, `github`, `vars`, `inputs`
+        // (`defaults.run.shell: ${{ matrix.shell }}`): resolved now, because the shell
+        // decides how the script file is named and started.
+        let shell = match step.shell.as_deref().or(defaults.shell.as_deref()).map(|shell| resolver.text(shell)) {
+            Some(Ok(shell)) if shell.contains("${{") => {
+                diag.push(
+                    WorkflowErrorKind::Expression,
+                    step.pos,
+                    format!("the shell '{shell}' depends on values known only while the job runs; it may use matrix, strategy, needs, github, vars and inputs"),
+                );
+                return None;
+            }
+            Some(Ok(shell)) => match shell_command_line(shell.trim()) {
                 Ok(line) => line,
                 Err(m) => {
                     diag.push(WorkflowErrorKind::Syntax, step.pos, m);
                     return None;
                 }
             },
+            Some(Err(m)) => {
+                diag.push(WorkflowErrorKind::Expression, step.pos, m);
+                return None;
+            }
             None => options.default_shell.clone().unwrap_or_else(|| DEFAULT_SHELL.to_owned()),
         };
         let name = explicit_name.unwrap_or_else(|| format!("Run {}", run.lines().next().unwrap_or_default().trim()));
