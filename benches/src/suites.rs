@@ -43,10 +43,13 @@ pub enum Suite {
     /// `tests/scale/src/bin/queue_bench.rs`: jobs per second through the queues (RabbitMQ
     /// for two of its rows).
     Queue,
+    /// `solstice-core/benches/step_eval.rs` (criterion): evaluating a step's expressions
+    /// when it runs.
+    Steps,
 }
 
 impl Suite {
-    pub const ALL: [Self; 4] = [Self::Workflow, Self::Log, Self::Provision, Self::Queue];
+    pub const ALL: [Self; 5] = [Self::Workflow, Self::Steps, Self::Log, Self::Provision, Self::Queue];
 
     pub fn target(self) -> Target {
         match self {
@@ -54,6 +57,7 @@ impl Suite {
             Self::Log => Target::Bench { package: "solstice-forgejo", name: "log_throughput" },
             Self::Provision => Target::Bench { package: "solstice-vm", name: "provision" },
             Self::Queue => Target::Bin { package: "solstice-scale", name: "queue_bench" },
+            Self::Steps => Target::Bench { package: "solstice-core", name: "step_eval" },
         }
     }
 
@@ -63,6 +67,7 @@ impl Suite {
             Self::Log => log(context),
             Self::Provision => provision(context),
             Self::Queue => queue(context),
+            Self::Steps => steps(context),
         }
     }
 }
@@ -118,6 +123,39 @@ fn workflow(context: &Context) -> Vec<Row> {
             with_note(row, missing(&[ours, base], reason.as_deref()))
         })
         .collect()
+}
+
+/// A job's steps through the real engine (fake machine and executor) with expressions in
+/// every step's name, env, `if:`, working directory and script, evaluated when each step
+/// runs, against the same job without expressions. Per step; the goal (under 1 ms added
+/// per step, issue 15) is checked on our whole figure, which includes the baseline.
+fn steps(context: &Context) -> Vec<Row> {
+    const STEPS: f64 = 20.0;
+    let mut command = Command::new(context.executable(Suite::Steps.target()));
+    command.args(["--bench", "--noplot"]).env("CRITERION_HOME", &context.criterion_home);
+    if context.quick {
+        command.args(["--warm-up-time", "1", "--measurement-time", "2"]);
+    }
+    let outcome = process::run("steps", command, Duration::from_secs(10 * 60));
+    let mut reason = outcome.failure;
+    let mut figure = |id: &str| match criterion_estimate(&context.criterion_home, id) {
+        Ok(t) => Some(t / STEPS),
+        Err(e) => {
+            reason.get_or_insert_with(|| e.to_string());
+            None
+        }
+    };
+    let ours = figure("job_20_steps_evaluated_at_run_time");
+    let base = figure("job_20_steps_without_expressions");
+    let row = Row::new("engine: a step's expressions evaluated when it runs, per step", Unit::Seconds)
+        .ours(ours)
+        .baseline("the same step without expressions through the same engine", base)
+        .goal(Goal::AtMost(1e-3));
+    let note = missing(&[ours, base], reason.as_deref()).or_else(|| {
+        let (ours, base) = (ours?, base?);
+        Some(format!("adds {} per step (name, 3 env values, if, working directory, script; 32 KB event)", Unit::Seconds.format(ours - base)))
+    });
+    vec![with_note(row, note)]
 }
 
 /// A step's output to the fake Forgejo's stored log, against the same command's output

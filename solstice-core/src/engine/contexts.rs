@@ -45,20 +45,20 @@ const GITHUB_ALIASES: &[&str] = &["forge", "gitea"];
 /// A job's `env:` (workflow then job, already merged by the translator), evaluated when
 /// the job starts against the job's contexts.
 ///
-/// # Errors
-/// The first variable whose expression fails, with the reason; GitHub's runner fails
-/// the job then.
-///
 /// GitHub's runner evaluates workflow env then job env with the `env` context growing as
 /// it goes, so a job value may read a workflow value (`${{ env.GREETING }}`). The order
 /// is not kept here; plain values are known first, then expressions are evaluated in
 /// name order, each seeing the plain values and those evaluated before it.
-pub(crate) fn job_env(job: &JobRequest, machine: &Machine) -> Result<BTreeMap<String, String>, String> {
+///
+/// # Errors
+/// The first variable whose expression fails, with the reason; GitHub's runner fails
+/// the job then.
+pub(crate) fn job_env(job: &JobRequest, contexts: &mut JobContexts) -> Result<BTreeMap<String, String>, String> {
     let mut env: BTreeMap<String, String> =
         job.env.iter().filter(|(_, value)| !value.contains("${{")).map(|(k, v)| (k.clone(), v.clone())).collect();
     for (name, value) in job.env.iter().filter(|(_, value)| value.contains("${{")) {
-        let contexts = contexts(job, machine, &Map::new(), &env, JobStatus::Success);
-        let value = interpolate(value, &contexts).map_err(|e| format!("The job's env `{name}` could not be evaluated: {e}"))?;
+        let now = contexts.at(&env, JobStatus::Success);
+        let value = interpolate(value, now).map_err(|e| format!("The job's env `{name}` could not be evaluated: {e}"))?;
         env.insert(name.clone(), value);
     }
     Ok(env)
@@ -97,47 +97,72 @@ pub(crate) fn process_env(job: &JobRequest, machine: &Machine, env: &BTreeMap<St
     process
 }
 
-/// The contexts an expression of the job sees now: what the job brought (`github`,
-/// `matrix`, `strategy`, `needs`, `vars`, `secrets`, `inputs`), completed by what only
-/// the running engine knows (`github.workspace`, `runner`, `steps`, `job`, `env`).
-pub(crate) fn contexts(
-    job: &JobRequest,
-    machine: &Machine,
-    steps: &Map<String, Value>,
-    env: &BTreeMap<String, String>,
-    status: JobStatus,
-) -> Map<String, Value> {
-    let mut contexts = job.contexts.clone();
-    for name in ALWAYS_PRESENT {
-        if !contexts.get(*name).is_some_and(Value::is_object) {
-            contexts.insert((*name).to_owned(), Value::Object(Map::new()));
+/// The contexts an expression of one job sees, kept for the whole job: what the job
+/// brought (`github`, `matrix`, `strategy`, `needs`, `vars`, `secrets`, `inputs`),
+/// completed once with what only the running engine knows (`github.workspace`,
+/// `runner`), and the parts that change as the job goes (`steps`, `env`, `job`) updated
+/// in place. A push event can be tens of kilobytes: it is never copied per step.
+#[derive(Debug)]
+pub(crate) struct JobContexts {
+    map: Map<String, Value>,
+}
+
+impl JobContexts {
+    pub(crate) fn new(job: &JobRequest, machine: &Machine) -> Self {
+        let mut map = job.contexts.clone();
+        for name in ALWAYS_PRESENT {
+            if !map.get(*name).is_some_and(Value::is_object) {
+                map.insert((*name).to_owned(), Value::Object(Map::new()));
+            }
+        }
+        if let Some(Value::Object(github)) = map.get_mut("github") {
+            github.insert("workspace".into(), Value::String(machine.workspace.clone()));
+        }
+        for alias in GITHUB_ALIASES {
+            if !map.contains_key(*alias) {
+                let github = map.get("github").cloned().unwrap_or_else(|| json!({}));
+                map.insert((*alias).to_owned(), github);
+            }
+        }
+        // The machine is the only one that knows what it is: whatever a job brought is replaced.
+        let runner = &machine.runner;
+        map.insert(
+            "runner".into(),
+            json!({
+                "os": runner.os, "arch": runner.arch, "name": runner.name, "temp": runner.temp,
+                "tool_cache": runner.tool_cache, "workspace": machine.workspace, "environment": "self-hosted",
+            }),
+        );
+        map.insert("steps".into(), Value::Object(Map::new()));
+        let mut contexts = Self { map };
+        contexts.at(&BTreeMap::new(), JobStatus::Success);
+        contexts
+    }
+
+    /// The `steps` context, for recording a finished step.
+    pub(crate) fn steps_mut(&mut self) -> &mut Map<String, Value> {
+        let steps = self.map.entry("steps").or_insert_with(|| Value::Object(Map::new()));
+        if !steps.is_object() {
+            *steps = Value::Object(Map::new());
+        }
+        match steps {
+            Value::Object(steps) => steps,
+            _ => unreachable!("made an object just above"),
         }
     }
-    if let Some(Value::Object(github)) = contexts.get_mut("github") {
-        github.insert("workspace".into(), Value::String(machine.workspace.clone()));
+
+    /// The contexts with `env` (the `env` context: layers 2–4) and the job's status as
+    /// they are now.
+    pub(crate) fn at(&mut self, env: &BTreeMap<String, String>, status: JobStatus) -> &Map<String, Value> {
+        self.map.insert("env".into(), json!(env));
+        let status = match status {
+            JobStatus::Success => "success",
+            JobStatus::Failure => "failure",
+            JobStatus::Cancelled => "cancelled",
+        };
+        self.map.insert("job".into(), json!({ "status": status }));
+        &self.map
     }
-    let github = contexts.get("github").cloned().unwrap_or_else(|| json!({}));
-    for alias in GITHUB_ALIASES {
-        contexts.entry(*alias).or_insert_with(|| github.clone());
-    }
-    contexts.insert("steps".into(), Value::Object(steps.clone()));
-    contexts.insert("env".into(), json!(env));
-    let status = match status {
-        JobStatus::Success => "success",
-        JobStatus::Failure => "failure",
-        JobStatus::Cancelled => "cancelled",
-    };
-    contexts.insert("job".into(), json!({ "status": status }));
-    // The machine is the only one that knows what it is: whatever a job brought is replaced.
-    let runner = &machine.runner;
-    contexts.insert(
-        "runner".into(),
-        json!({
-            "os": runner.os, "arch": runner.arch, "name": runner.name, "temp": runner.temp,
-            "tool_cache": runner.tool_cache, "workspace": machine.workspace, "environment": "self-hosted",
-        }),
-    );
-    contexts
 }
 
 #[cfg(test)]
@@ -185,7 +210,9 @@ mod tests {
     fn every_context_is_there_and_forge_names_the_github_context() {
         let mut job = JobRequest::new("j", vec!["host".into()], vec![]);
         job.contexts.insert("github".into(), json!({ "sha": "abc", "workspace": "" }));
-        let contexts = contexts(&job, &machine(), &Map::new(), &BTreeMap::new(), JobStatus::Success);
+        let mut contexts = JobContexts::new(&job, &machine());
+        let contexts = contexts.at(&BTreeMap::new(), JobStatus::Failure);
+        assert_eq!(contexts["job"]["status"], "failure");
         assert_eq!(contexts["github"]["workspace"], "/work/ws");
         assert_eq!(contexts["forge"]["sha"], "abc");
         assert_eq!(contexts["gitea"]["workspace"], "/work/ws");
@@ -203,12 +230,12 @@ mod tests {
         job.env.insert("OS".into(), "${{ runner.os }}-${{ github.sha }}".into());
         job.env.insert("GREETING".into(), "hello".into());
         job.env.insert("ALSO".into(), "${{ env.GREETING }} world".into());
-        let env = job_env(&job, &machine()).expect("evaluates");
+        let env = job_env(&job, &mut JobContexts::new(&job, &machine())).expect("evaluates");
         assert_eq!(env["BUILD"], "/work/ws/build");
         assert_eq!(env["OS"], "SunOS-abc");
         assert_eq!(env["ALSO"], "hello world", "job values may read workflow values");
         job.env.insert("BAD".into(), "${{ fromJSON('{') }}".into());
-        let error = job_env(&job, &machine()).expect_err("a bad expression fails the job");
+        let error = job_env(&job, &mut JobContexts::new(&job, &machine())).expect_err("a bad expression fails the job");
         assert!(error.contains("`BAD`"), "{error}");
     }
 }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::condition::{JobStatus, evaluate_condition, interpolate};
-use super::contexts::{contexts, job_env, process_env};
+use super::contexts::{JobContexts, job_env, process_env};
 use super::debug::{Declined, DebugKeeper, OnDestroyed, Reservation, authorized_keys, install_script};
 use super::debug_slot::{SharedSlot, SlotRefused};
 use super::emit::Emitter;
@@ -378,12 +378,12 @@ async fn run_steps(
     deadline: &JobDeadline,
 ) -> JobResult {
     let mut status = JobStatus::Success;
-    let mut steps_context = Map::new();
+    let mut job_contexts = JobContexts::new(job, machine);
     let mut added_env: BTreeMap<String, String> = BTreeMap::new();
     let mut added_path: Vec<String> = Vec::new();
     // The job's `env:` is evaluated once, now that the machine is known (GitHub's runner
     // does it when the job starts; an expression that fails there fails the job).
-    let job_env = match job_env(job, machine) {
+    let job_env = match job_env(job, &mut job_contexts) {
         Ok(env) => env,
         Err(message) => {
             emitter.log(None, LogStream::System, &format!("##[error]{message}")).await;
@@ -404,12 +404,13 @@ async fn run_steps(
         // writes): the step's values are evaluated against it, as on GitHub.
         let mut env = job_env.clone();
         env.extend(added_env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let base_contexts = contexts(job, machine, &steps_context, &env, status);
+        let mut step_env = BTreeMap::new();
         let mut env_error = None;
+        let base_contexts = job_contexts.at(&env, status);
         for (name, value) in &step.env {
-            match interpolate(value, &base_contexts) {
+            match interpolate(value, base_contexts) {
                 Ok(value) => {
-                    env.insert(name.clone(), value);
+                    step_env.insert(name.clone(), value);
                 }
                 // The message goes to the job log (masked), never to the service log:
                 // it may quote a secret.
@@ -418,27 +419,28 @@ async fn run_steps(
                 }
             }
         }
-        let contexts = contexts(job, machine, &steps_context, &env, status);
+        env.extend(step_env);
+        let contexts = job_contexts.at(&env, status);
         // Display names may use run-time contexts too; they are masked like log lines.
-        let name = interpolate(&step.name, &contexts).unwrap_or_else(|_| step.name.clone());
+        let name = interpolate(&step.name, contexts).unwrap_or_else(|_| step.name.clone());
         let name = emitter.mask(&name);
         emitter.emit(JobEventKind::StepStarted { index, name }).await;
-        let run = match evaluate_condition(step.condition.as_deref(), status, &contexts) {
+        let run = match evaluate_condition(step.condition.as_deref(), status, contexts) {
             Ok(run) => run,
             Err(message) => {
                 emitter
                     .log(Some(index), LogStream::System, &format!("##[error]The step's `if:` could not be evaluated: {message}"))
                     .await;
                 false_with_failure(&mut status);
-                finish_step(emitter, &mut steps_context, step, index, JobResult::Failure, JobResult::Failure, None, BTreeMap::new()).await;
+                finish_step(emitter, job_contexts.steps_mut(), step, index, JobResult::Failure, JobResult::Failure, None, BTreeMap::new()).await;
                 continue;
             }
         };
         if !run {
-            finish_step(emitter, &mut steps_context, step, index, JobResult::Skipped, JobResult::Skipped, None, BTreeMap::new()).await;
+            finish_step(emitter, job_contexts.steps_mut(), step, index, JobResult::Skipped, JobResult::Skipped, None, BTreeMap::new()).await;
             continue;
         }
-        let working_directory = match step.working_directory.as_deref().map(|dir| interpolate(dir, &contexts)).transpose() {
+        let working_directory = match step.working_directory.as_deref().map(|dir| interpolate(dir, contexts)).transpose() {
             Ok(dir) => dir,
             Err(e) => {
                 env_error.get_or_insert_with(|| format!("The step's `working-directory` could not be evaluated: {e}"));
@@ -451,7 +453,7 @@ async fn run_steps(
             if conclusion == JobResult::Failure {
                 false_with_failure(&mut status);
             }
-            finish_step(emitter, &mut steps_context, step, index, JobResult::Failure, conclusion, None, BTreeMap::new()).await;
+            finish_step(emitter, job_contexts.steps_mut(), step, index, JobResult::Failure, conclusion, None, BTreeMap::new()).await;
             continue;
         }
         let env = process_env(job, machine, &env);
@@ -467,7 +469,7 @@ async fn run_steps(
 
         let started = Instant::now();
         let (exit, timed_out) =
-            execute_step(engine, job, machine, step, index, env, working_directory, &added_path, &contexts, emitter, step_cancel.clone(), limit).await;
+            execute_step(engine, job, machine, step, index, env, working_directory, &added_path, contexts, emitter, step_cancel.clone(), limit).await;
         let elapsed = started.elapsed();
 
         let outcome = match &exit {
@@ -501,7 +503,7 @@ async fn run_steps(
         emitter
             .log(Some(index), LogStream::System, &format!("Step finished: {outcome} in {:.1} s", elapsed.as_secs_f64()))
             .await;
-        finish_step(emitter, &mut steps_context, step, index, outcome, conclusion, exit_code, outputs.unwrap_or_default()).await;
+        finish_step(emitter, job_contexts.steps_mut(), step, index, outcome, conclusion, exit_code, outputs.unwrap_or_default()).await;
     }
     match status {
         JobStatus::Success => JobResult::Success,
