@@ -77,6 +77,19 @@ impl PlanOptions {
     pub(crate) fn declared_families(&self) -> impl Iterator<Item = &str> {
         self.os_families.iter().map(|(_, f)| f.as_str())
     }
+
+    /// The contexts given, plus Forgejo's and Gitea's names for `github`
+    /// ([`crate::GITHUB_CONTEXT_ALIASES`]) holding the `github` value wherever the caller
+    /// gave `github` but not the alias itself.
+    pub(crate) fn contexts_with_aliases(&self) -> Map<String, Value> {
+        let mut contexts = self.contexts.clone();
+        if let Some(github) = self.contexts.get("github") {
+            for alias in crate::GITHUB_CONTEXT_ALIASES {
+                contexts.entry(*alias).or_insert_with(|| github.clone());
+            }
+        }
+        contexts
+    }
 }
 
 /// A translated workflow: one [`JobPlan`] per job and matrix combination.
@@ -142,8 +155,27 @@ pub struct JobPlan {
 pub enum StepKind {
     /// A `run:` script executed with [`StepPlan::shell`].
     Run,
-    /// The built-in checkout (`uses: actions/checkout@*`), see [`StepPlan::checkout`].
+    /// The built-in checkout (`uses: actions/checkout@*`, or a URL whose path is
+    /// `actions/checkout`), see [`StepPlan::checkout`].
     Checkout,
+    /// An action step (`uses:`) the runner cannot run yet, see [`StepPlan::action`]. It is
+    /// not an error in the workflow: the step fails with [`ActionPlan::message`] when, and
+    /// only if, its `if:` lets it run.
+    #[serde(rename = "unsupported_action")]
+    UnsupportedAction,
+}
+
+/// The action reference of an action step: what `uses:` names and the `with:` inputs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ActionPlan {
+    /// `uses:` as written (`actions/setup-node@v4`, `./local`, `docker://alpine`,
+    /// `https://code.example/org/action@v1`).
+    pub uses: String,
+    /// `with:`; translation-time expressions substituted, run-time ones kept as `${{ }}`.
+    pub with: Map<String, Value>,
+    /// Why the runner cannot run the action: the error the step reports when it runs.
+    pub message: String,
 }
 
 /// Inputs of the built-in checkout.
@@ -194,6 +226,9 @@ pub struct StepPlan {
     pub shell: Option<String>,
     /// The checkout inputs of a checkout step.
     pub checkout: Option<CheckoutPlan>,
+    /// The action of an [`StepKind::UnsupportedAction`] step (absent from the JSON otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<ActionPlan>,
     /// The `if:` condition, normalized, without `${{ }}`.
     #[serde(rename = "if")]
     pub condition: String,
@@ -209,8 +244,9 @@ pub struct StepPlan {
 
 /// Translates a GitHub Actions workflow into a plan: reads it ([`parse_workflow`]), then
 /// expands matrices, resolves shells and defaults, merges env, maps `actions/checkout` to
-/// the built-in checkout and rejects what Solstice CI cannot run. `file_name` is only used
-/// in error messages; no file is read.
+/// the built-in checkout, plans other actions as [`StepKind::UnsupportedAction`] steps and
+/// rejects the job-level features Solstice CI cannot run (`container:`, `services:`,
+/// reusable workflows). `file_name` is only used in error messages; no file is read.
 ///
 /// # Errors
 /// Every problem found, each with file, line and column.
@@ -303,8 +339,13 @@ pub(crate) fn value_text(value: &Value) -> String {
     }
 }
 
+/// Whether `uses:` names the checkout action Solstice CI runs itself: `actions/checkout@*`,
+/// or a full URL on any host whose path is `actions/checkout`, as Forgejo spells it
+/// (`https://data.forgejo.org/actions/checkout@v4`,
+/// <https://forgejo.org/docs/latest/user/actions/reference/#jobsjob_idstepsuses>).
 fn is_checkout(uses: &str) -> bool {
     let path = uses.split('@').next().unwrap_or_default();
+    let path = crate::syntax::action_url_path(path).unwrap_or(path);
     path.eq_ignore_ascii_case("actions/checkout")
 }
 
@@ -430,18 +471,7 @@ fn plan_job(workflow: &Workflow, job: &Job, options: &PlanOptions, diag: &mut Di
             format!("job '{}' uses 'services:', which Solstice CI does not support; start the service in a 'run' step instead", job.id),
         );
     }
-    for step in &job.steps {
-        if let Some(uses) = &step.uses
-            && !is_checkout(uses)
-        {
-            diag.push(
-                WorkflowErrorKind::Unsupported,
-                step.uses_pos,
-                format!("step 'uses: {uses}' is not supported: Solstice CI runs 'run' steps and the built-in checkout (actions/checkout) only; replace the action with 'run' commands that do the same work"),
-            );
-        }
-    }
-    let base_contexts = options.contexts.clone();
+    let base_contexts = options.contexts_with_aliases();
     let strategy = job.strategy.as_ref();
     let combos: Vec<Option<Map<String, Value>>> = match strategy.and_then(|s| s.matrix.as_ref()) {
         None => vec![None],
@@ -724,6 +754,7 @@ fn plan_step(
             run: Some(script),
             shell: Some(shell),
             checkout: None,
+            action: None,
             condition: step.condition.clone(),
             working_directory,
             env,
@@ -732,17 +763,26 @@ fn plan_step(
         });
     }
     let uses = step.uses.as_deref()?;
-    if !is_checkout(uses) {
-        return None; // already reported
-    }
-    let checkout = plan_checkout(step, resolver, diag)?;
+    let name = explicit_name.unwrap_or_else(|| format!("Run {uses}"));
+    // What the runner cannot do is reported by the step when, and only if, it runs: a step
+    // guarded by `if: failure()` must not make a succeeding workflow invalid.
+    let (kind, checkout, action) = match plan_checkout(step, resolver, diag) {
+        Some(Ok(checkout)) => (StepKind::Checkout, Some(checkout), None),
+        Some(Err(message)) => (StepKind::UnsupportedAction, None, Some(action_plan(step, uses, message, resolver, diag))),
+        None if is_checkout(uses) => return None, // a malformed input, already reported
+        None => {
+            let message = format!("the action '{uses}' cannot run on Solstice CI yet: Solstice CI runs 'run' steps and the built-in checkout (actions/checkout) only; replace the action with 'run' commands that do the same work");
+            (StepKind::UnsupportedAction, None, Some(action_plan(step, uses, message, resolver, diag)))
+        }
+    };
     Some(StepPlan {
         id: step.id.clone(),
-        name: explicit_name.unwrap_or_else(|| format!("Run {uses}")),
-        kind: StepKind::Checkout,
+        name,
+        kind,
         run: None,
         shell: None,
-        checkout: Some(checkout),
+        checkout,
+        action,
         condition: step.condition.clone(),
         working_directory,
         env,
@@ -756,9 +796,31 @@ fn plan_step(
 const IGNORED_CHECKOUT_INPUTS: &[&str] =
     &["token", "persist-credentials", "clean", "show-progress", "set-safe-directory", "fetch-tags", "filter"];
 
-fn plan_checkout(step: &Step, resolver: &Resolver<'_>, diag: &mut Diagnostics) -> Option<CheckoutPlan> {
+/// The action reference of a step the runner cannot run, its `with:` resolved as far as
+/// translation-time contexts allow.
+fn action_plan(step: &Step, uses: &str, message: String, resolver: &Resolver<'_>, diag: &mut Diagnostics) -> ActionPlan {
+    let mut with = Map::new();
+    for (key, raw) in &step.with {
+        let raw = raw.as_str().unwrap_or_default();
+        let value = resolver.text(raw).unwrap_or_else(|m| {
+            diag.push(WorkflowErrorKind::Expression, step.pos, m);
+            raw.to_owned()
+        });
+        with.insert(key.clone(), Value::String(value));
+    }
+    ActionPlan { uses: uses.to_owned(), with, message }
+}
+
+/// The built-in checkout's inputs: `None` when `uses:` is not the checkout or an input is
+/// malformed (reported to `diag`), `Some(Err(why))` when it asks for something the
+/// built-in checkout cannot do.
+fn plan_checkout(step: &Step, resolver: &Resolver<'_>, diag: &mut Diagnostics) -> Option<Result<CheckoutPlan, String>> {
+    if !step.uses.as_deref().is_some_and(is_checkout) {
+        return None;
+    }
     let mut plan = CheckoutPlan { path: None, git_ref: None, fetch_depth: 1, submodules: Submodules::False };
     let mut ok = true;
+    let mut unsupported = Vec::new();
     for (key, raw) in &step.with {
         let raw = raw.as_str().unwrap_or_default();
         let value = match resolver.text(raw) {
@@ -789,17 +851,17 @@ fn plan_checkout(step: &Step, resolver: &Resolver<'_>, diag: &mut Diagnostics) -
                 }
             },
             k if IGNORED_CHECKOUT_INPUTS.contains(&k) => {}
-            other => {
-                diag.push(
-                    WorkflowErrorKind::Unsupported,
-                    step.pos,
-                    format!("the built-in checkout does not support the input '{other}'; supported inputs are path, ref, fetch-depth and submodules"),
-                );
-                ok = false;
-            }
+            other => unsupported.push(other.to_owned()),
         }
     }
-    ok.then_some(plan)
+    if !ok {
+        return None;
+    }
+    Some(match unsupported.as_slice() {
+        [] => Ok(plan),
+        [one] => Err(format!("the built-in checkout does not support the input '{one}'; supported inputs are path, ref, fetch-depth and submodules")),
+        many => Err(format!("the built-in checkout does not support the inputs '{}'; supported inputs are path, ref, fetch-depth and submodules", many.join("', '"))),
+    })
 }
 
 #[cfg(test)]

@@ -661,6 +661,7 @@ fn generated_id_base(step_uses: Option<&str>) -> String {
         return "run".to_owned();
     };
     let uses = uses.strip_prefix("docker://").unwrap_or(uses);
+    let uses = uses.strip_prefix("https://").or_else(|| uses.strip_prefix("http://")).unwrap_or(uses);
     let uses = match uses.rfind('@') {
         Some(at) if !uses.starts_with("./") || at > 0 => &uses[..at],
         _ => uses,
@@ -762,10 +763,29 @@ fn read_steps(r: &mut Reader<'_>, node: &Node) -> Vec<Step> {
     steps
 }
 
+/// The path of an action named by a full URL (`https://code.example/org/action` gives
+/// `org/action`), the way Forgejo and Gitea let `uses:` name an action on any host
+/// (<https://forgejo.org/docs/latest/user/actions/reference/#jobsjob_idstepsuses>); `None` when
+/// `uses` is not an `http(s)://` URL with a host.
+pub(crate) fn action_url_path(uses: &str) -> Option<&str> {
+    let rest = uses.strip_prefix("https://").or_else(|| uses.strip_prefix("http://"))?;
+    let (host, path) = rest.split_once('/')?;
+    (!host.is_empty()).then_some(path)
+}
+
 fn valid_uses(uses: &str) -> bool {
     if uses.starts_with("docker://") || uses.starts_with("./") || uses.contains("${{") {
         return true;
     }
+    // A full URL (Forgejo's dialect) must name `{org}/{repo}[/path]@ref` on its host.
+    let uses = match uses.split_once('@') {
+        Some((path, _)) => match action_url_path(path) {
+            Some(url_path) => &uses[path.len() - url_path.len()..],
+            None if path.contains("://") => return false,
+            None => uses,
+        },
+        None => return false,
+    };
     match uses.split_once('@') {
         Some((path, reference)) => {
             !reference.is_empty()
