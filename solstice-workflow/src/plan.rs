@@ -380,11 +380,20 @@ pub(crate) fn expand_matrix(matrix: &Map<String, Value>) -> Result<Vec<Map<Strin
         }
     }
     let entries = |key: &str| -> Result<Vec<Map<String, Value>>, String> {
+        let entry = |item: &Value| item.as_object().cloned().ok_or_else(|| format!("each matrix '{key}' entry must be a mapping"));
         match matrix.get(key) {
             None | Some(Value::Null) => Ok(Vec::new()),
+            // An entry that is itself a sequence (an expression such as
+            // `${{ fromJSON(needs.x.outputs.extra) }}` that yields an array) is spliced into
+            // the list, as GitHub's template reader does with a sequence item evaluating to a
+            // sequence (`SequenceItemBasicExpression` in actions/runner's
+            // src/Sdk/DTObjectTemplating/ObjectTemplating/TemplateUnraveler.cs).
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|i| i.as_object().cloned().ok_or_else(|| format!("each matrix '{key}' entry must be a mapping")))
+                .flat_map(|item| match item {
+                    Value::Array(spliced) => spliced.iter().map(entry).collect::<Vec<_>>(),
+                    single => vec![entry(single)],
+                })
                 .collect(),
             Some(_) => Err(format!("matrix '{key}' must be a sequence of mappings")),
         }
@@ -908,6 +917,21 @@ mod tests {
         let big = m(serde_json::json!({"a": (0..16).collect::<Vec<_>>(), "b": (0..17).collect::<Vec<_>>()}));
         let err = expand_matrix(&big).expect_err("too big");
         assert!(err.contains("272"), "{err}");
+    }
+
+    #[test]
+    fn a_sequence_valued_include_or_exclude_entry_is_spliced() {
+        // `include: [{...}, ${{ fromJSON('[...]') }}]` after the expression is evaluated.
+        let matrix = m(serde_json::json!({
+            "os": ["a", "b"],
+            "include": [{"os": "a", "extra": 1}, [{"os": "b", "extra": 2}, {"os": "c"}]],
+            "exclude": [[{"os": "b"}]]
+        }));
+        let combos = expand_matrix(&matrix).expect("expands");
+        let expected = serde_json::json!([{"os": "a", "extra": 1}, {"os": "b", "extra": 2}, {"os": "c"}]);
+        assert_eq!(Value::Array(combos.into_iter().map(Value::Object).collect()), expected);
+        let nested = m(serde_json::json!({"os": ["a"], "include": [["not a mapping"]]}));
+        assert!(expand_matrix(&nested).expect_err("an entry must be a mapping").contains("mapping"));
     }
 
     #[test]
