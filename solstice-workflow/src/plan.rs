@@ -329,6 +329,40 @@ impl Resolver<'_> {
     }
 }
 
+/// The key under which the reader keeps a `${{ insert }}` whose value is an expression
+/// (a literal mapping under `${{ insert }}` is spliced in while reading).
+pub(crate) const INSERT_KEY: &str = "${{ insert }}";
+
+/// `map` with its `${{ insert }}` entry replaced by the pairs of the mapping its expression
+/// yields, GitHub's insert directive (`env: { ${{ insert }}: ${{ fromJSON(vars.ENV) }} }`).
+/// The expression must be known at planning, since the pairs decide the map's keys.
+fn with_inserts(map: &Map<String, Value>, resolver: &Resolver<'_>) -> Result<Map<String, Value>, String> {
+    if !map.contains_key(INSERT_KEY) {
+        return Ok(map.clone());
+    }
+    let mut out = Map::new();
+    for (key, value) in map {
+        if key != INSERT_KEY {
+            out.insert(key.clone(), value.clone());
+            continue;
+        }
+        let text = value.as_str().unwrap_or_default();
+        match resolver.value(text)? {
+            Value::Object(pairs) => {
+                for (k, v) in pairs {
+                    out.insert(k, Value::String(value_text(&v)));
+                }
+            }
+            Value::Null => {}
+            Value::String(s) if s.contains("${{") => {
+                return Err(format!("the {INSERT_KEY} value '{s}' depends on values known only while the workflow runs; Solstice CI must know the keys it inserts before the job starts"));
+            }
+            other => return Err(format!("the {INSERT_KEY} value must be a mapping, not '{}'", value_text(&other))),
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn value_text(value: &Value) -> String {
     match value {
         Value::Null => String::new(),
@@ -369,6 +403,31 @@ pub(crate) fn shell_command_line(shell: &str) -> Result<String, String> {
 
 /// Expands a matrix object with GitHub's rules.
 pub(crate) fn expand_matrix(matrix: &Map<String, Value>) -> Result<Vec<Map<String, Value>>, String> {
+    // `${{ insert }}: ${{ fromJSON(...) }}` adds the vectors of the mapping it yields, in
+    // its place (the expression was evaluated with the rest of the matrix).
+    let spliced;
+    let matrix = match matrix.get(INSERT_KEY) {
+        None => matrix,
+        Some(Value::Object(_)) => {
+            let mut out = Map::new();
+            for (key, value) in matrix {
+                match (key.as_str(), value) {
+                    (INSERT_KEY, Value::Object(pairs)) => out.extend(pairs.clone()),
+                    _ => {
+                        out.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            spliced = out;
+            &spliced
+        }
+        Some(other) => {
+            return Err(format!(
+                "the matrix's {INSERT_KEY} value must be a mapping known before the job starts, not '{}'",
+                value_text(other)
+            ));
+        }
+    };
     let vectors: Vec<(&String, Vec<Value>)> = matrix
         .iter()
         .filter(|(k, _)| k.as_str() != "include" && k.as_str() != "exclude")
@@ -574,7 +633,15 @@ fn plan_job(workflow: &Workflow, job: &Job, options: &PlanOptions, diag: &mut Di
             }),
         };
         let mut env = Map::new();
-        for (k, v) in workflow.env.iter().chain(job.env.iter()) {
+        let mut with_inserts = |map: &Map<String, Value>| {
+            with_inserts(map, &resolver).unwrap_or_else(|m| {
+                diag.push(WorkflowErrorKind::Expression, pos_of("env"), m);
+                Map::new()
+            })
+        };
+        let (workflow_env, job_env) = (with_inserts(&workflow.env), with_inserts(&job.env));
+        let mut fail = |pos: Pos, message: String| diag.push(WorkflowErrorKind::Expression, pos, message);
+        for (k, v) in workflow_env.iter().chain(job_env.iter()) {
             let text = v.as_str().unwrap_or_default();
             match resolver.text(text) {
                 Ok(t) => env.insert(k.clone(), Value::String(t)),
@@ -710,6 +777,10 @@ fn plan_step(
     options: &PlanOptions,
     diag: &mut Diagnostics,
 ) -> Option<StepPlan> {
+    let step_env = with_inserts(&step.env, resolver).unwrap_or_else(|m| {
+        diag.push(WorkflowErrorKind::Expression, step.pos, m);
+        Map::new()
+    });
     let mut fail = |message: String| diag.push(WorkflowErrorKind::Expression, step.pos, message);
     let mut text = |raw: &str| {
         resolver.text(raw).unwrap_or_else(|m| {
@@ -718,7 +789,7 @@ fn plan_step(
         })
     };
     let mut env = job_env.clone();
-    for (k, v) in &step.env {
+    for (k, v) in &step_env {
         env.insert(k.clone(), Value::String(text(v.as_str().unwrap_or_default())));
     }
     let working_directory = step.working_directory.as_deref().or(defaults.working_directory.as_deref()).map(&mut text);
@@ -809,7 +880,11 @@ const IGNORED_CHECKOUT_INPUTS: &[&str] =
 /// translation-time contexts allow.
 fn action_plan(step: &Step, uses: &str, message: String, resolver: &Resolver<'_>, diag: &mut Diagnostics) -> ActionPlan {
     let mut with = Map::new();
-    for (key, raw) in &step.with {
+    let inputs = with_inserts(&step.with, resolver).unwrap_or_else(|m| {
+        diag.push(WorkflowErrorKind::Expression, step.pos, m);
+        Map::new()
+    });
+    for (key, raw) in &inputs {
         let raw = raw.as_str().unwrap_or_default();
         let value = resolver.text(raw).unwrap_or_else(|m| {
             diag.push(WorkflowErrorKind::Expression, step.pos, m);
@@ -830,7 +905,11 @@ fn plan_checkout(step: &Step, resolver: &Resolver<'_>, diag: &mut Diagnostics) -
     let mut plan = CheckoutPlan { path: None, git_ref: None, fetch_depth: 1, submodules: Submodules::False };
     let mut ok = true;
     let mut unsupported = Vec::new();
-    for (key, raw) in &step.with {
+    let inputs = with_inserts(&step.with, resolver).unwrap_or_else(|m| {
+        diag.push(WorkflowErrorKind::Expression, step.pos, m);
+        Map::new()
+    });
+    for (key, raw) in &inputs {
         let raw = raw.as_str().unwrap_or_default();
         let value = match resolver.text(raw) {
             Ok(v) => v,

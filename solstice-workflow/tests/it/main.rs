@@ -7,6 +7,8 @@ mod corpus;
 mod actions;
 mod debug_ssh;
 mod forgejo_dialect;
+mod insert;
 mod kdl;
+mod permissions;
 mod robustness;
 mod support;
