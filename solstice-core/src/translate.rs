@@ -40,6 +40,18 @@ fn step_command(step: &StepPlan) -> StepCommand {
                 }),
             })
         }
+        StepKind::UnsupportedAction => match &step.action {
+            Some(action) => StepAction::UnsupportedAction {
+                uses: action.uses.clone(),
+                with: env_map(&action.with),
+                message: action.message.clone(),
+            },
+            None => StepAction::UnsupportedAction {
+                uses: String::new(),
+                with: BTreeMap::new(),
+                message: "this action step cannot run on Solstice CI".to_owned(),
+            },
+        },
         _ => StepAction::Run {
             script: step.run.clone().unwrap_or_default(),
             shell: step.shell.clone().unwrap_or_else(|| solstice_workflow::DEFAULT_SHELL.to_owned()),
@@ -107,6 +119,18 @@ mod tests {
         assert_eq!(test.timeout, Some(Duration::from_secs(300)));
         assert_eq!(test.env.get("LOCAL").map(String::as_str), Some("yes"));
         assert!(!job.debug_ssh, "debug SSH is never on by default");
+    }
+
+    #[test]
+    fn an_action_step_keeps_its_reference_inputs_and_reason() {
+        let yaml = "on: push\njobs:\n  build:\n    runs-on: linux\n    steps:\n      - uses: actions/setup-node@v4\n        if: failure()\n        with:\n          node-version: 20\n";
+        let plan = plan_workflow(yaml, "ci.yml", &PlanOptions::new()).expect("plan");
+        let job = job_request_from_plan(&plan.jobs[0], JobOrigin::default());
+        let StepAction::UnsupportedAction { uses, with, message } = &job.steps[0].action else { panic!("{:?}", job.steps[0].action) };
+        assert_eq!(uses, "actions/setup-node@v4");
+        assert_eq!(with.get("node-version").map(String::as_str), Some("20"));
+        assert!(message.contains("cannot run on Solstice CI yet"), "{message}");
+        assert_eq!(job.steps[0].condition.as_deref(), Some("failure()"));
     }
 
     #[test]

@@ -237,12 +237,35 @@ mod tests {
     }
 
     #[test]
-    fn an_unsupported_action_fails_with_the_position_and_the_payload() {
-        let payload = "on: push\njobs:\n  build:\n    runs-on: host\n    steps:\n      - run: echo hi\n      - uses: actions/setup-node@v4\n";
+    fn a_malformed_step_fails_with_the_position_and_the_payload() {
+        let payload = "on: push\njobs:\n  build:\n    runs-on: host\n    steps:\n      - run: echo hi\n      - uses: actions/checkout@v4\n        with:\n          fetch-depth: many\n";
         let Translation::Fail { steps, lines } = translate(&task(payload), "forgejo:r") else { panic!("should fail") };
         assert_eq!(steps, 2);
-        assert!(lines.iter().any(|l| l.contains("ci.yml") && l.contains("Line: 7") && l.contains("setup-node")), "{lines:#?}");
-        assert!(lines.iter().any(|l| l == "   7 |       - uses: actions/setup-node@v4"), "{lines:#?}");
+        assert!(lines.iter().any(|l| l.contains("ci.yml") && l.contains("Line: 7") && l.contains("fetch-depth")), "{lines:#?}");
+        assert!(lines.iter().any(|l| l == "   9 |           fetch-depth: many"), "{lines:#?}");
+    }
+
+    #[test]
+    fn an_action_the_runner_cannot_run_is_a_step_that_fails_only_if_it_runs() {
+        let payload = "on: push\njobs:\n  build:\n    runs-on: host\n    steps:\n      - run: echo hi\n      - uses: actions/setup-node@v4\n        if: failure()\n";
+        let Translation::Run { job, .. } = translate(&task(payload), "forgejo:r") else { panic!("runnable") };
+        let StepAction::UnsupportedAction { uses, message, .. } = &job.steps[1].action else { panic!("an action step") };
+        assert_eq!(uses, "actions/setup-node@v4");
+        assert!(message.contains("setup-node"), "{message}");
+        assert_eq!(job.steps[1].condition.as_deref(), Some("failure()"));
+    }
+
+    /// Forgejo's own spelling of checkout and its `forge` context (an alias of `github`),
+    /// <https://forgejo.org/docs/latest/user/actions/reference/>; Gitea's runner calls it `gitea`.
+    #[test]
+    fn the_forgejo_dialect_reads_full_url_actions_and_the_forge_context() {
+        let payload = "on: push\njobs:\n  build:\n    runs-on: host\n    if: forge.event_name == 'push'\n    steps:\n      - uses: https://data.forgejo.org/actions/checkout@v4\n      - run: echo ${{ forge.repository }} ${{ gitea.sha }}\n";
+        let Translation::Run { job, .. } = translate(&task(payload), "forgejo:r") else { panic!("runnable") };
+        assert!(matches!(&job.steps[0].action, StepAction::Checkout(_)), "{:?}", job.steps[0].action);
+        let StepAction::Run { script, .. } = &job.steps[1].action else { panic!("run step") };
+        let script = solstice_workflow::interpolate(script, &job.contexts).expect("evaluates");
+        assert_eq!(script, "echo o/r abc123");
+        assert_eq!(job.contexts["forge"]["repository"], "o/r");
     }
 
     #[test]

@@ -15,8 +15,9 @@ pub enum WorkflowErrorKind {
     Syntax,
     /// An expression that does not lex, parse or evaluate.
     Expression,
-    /// Valid on GitHub but not supported by Solstice CI (`uses:` other than checkout,
-    /// `container:`, `services:`, reusable workflows).
+    /// Valid on GitHub but not supported by Solstice CI at the job level (`container:`,
+    /// `services:`, reusable workflows). An action step Solstice CI cannot run is no error:
+    /// it fails when it runs (see [`crate::StepKind::UnsupportedAction`]).
     Unsupported,
     /// The matrix is invalid or expands to too many jobs.
     Matrix,

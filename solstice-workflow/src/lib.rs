@@ -12,8 +12,9 @@
 //!   at translation time (`github`, `vars`, `inputs`, ...).
 //! * It works in two stages: [`parse_workflow`] decodes and validates the YAML as GitHub's
 //!   reader does, giving a [`Workflow`]; [`plan_parsed`] expands matrices, resolves shells,
-//!   defaults and env, and rejects what Solstice CI cannot run (`uses:` other than
-//!   `actions/checkout`, `container:`, `services:`, reusable workflows).
+//!   defaults and env, and rejects the job-level features Solstice CI cannot run
+//!   (`container:`, `services:`, reusable workflows). A `uses:` step other than
+//!   `actions/checkout` becomes a [`StepKind::UnsupportedAction`] step that fails if it runs.
 //! * Solstice CI's KDL dialect (`.solstice/workflow.kdl`, documented in
 //!   `docs/workflow-kdl.md`) adds per-OS [`Setup`] scripts and jobs fanned out over several
 //!   images: [`parse_kdl_workflow`] reads it into the same [`Workflow`], [`plan_kdl_workflow`]
@@ -53,8 +54,13 @@
 //! assert_eq!(plan.jobs[0].steps[0].kind, StepKind::Checkout);
 //! assert_eq!(plan.jobs[0].steps[1].shell.as_deref(), Some("bash --noprofile --norc -eo pipefail {0}"));
 //!
-//! let broken = "on: push\njobs:\n  x:\n    runs-on: linux\n    steps:\n      - uses: actions/setup-node@v4\n";
-//! let errors = plan_workflow(broken, "ci.yml", &PlanOptions::new()).expect_err("unsupported action");
+//! // An action Solstice CI cannot run yet is a step that fails if it runs, not an error.
+//! let node = "on: push\njobs:\n  x:\n    runs-on: linux\n    steps:\n      - uses: actions/setup-node@v4\n";
+//! let plan = plan_workflow(node, "ci.yml", &PlanOptions::new())?;
+//! assert_eq!(plan.jobs[0].steps[0].kind, StepKind::UnsupportedAction);
+//!
+//! let broken = "on: push\njobs:\n  x:\n    runs-on: linux\n    steps:\n      - uses: setup-node\n";
+//! let errors = plan_workflow(broken, "ci.yml", &PlanOptions::new()).expect_err("malformed uses");
 //! assert_eq!((errors.errors()[0].line, errors.errors()[0].column), (6, 15));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -73,7 +79,7 @@ mod syntax;
 
 pub use error::{WorkflowError, WorkflowErrorKind, WorkflowErrors};
 pub use plan::{
-    CheckoutPlan, DEBUG_SSH_ENV, DEFAULT_SHELL, DEFAULT_TIMEOUT_MINUTES, JobPlan, MAX_MATRIX_JOBS, PlanOptions, StepKind, StepPlan, Submodules,
+    ActionPlan, CheckoutPlan, DEBUG_SSH_ENV, DEFAULT_SHELL, DEFAULT_TIMEOUT_MINUTES, JobPlan, MAX_MATRIX_JOBS, PlanOptions, StepKind, StepPlan, Submodules,
     WorkflowPlan, debug_ssh_requested, plan_parsed, plan_workflow,
 };
 pub use syntax::{Job, RunDefaults, RunsOn, Setup, Step, Strategy, Workflow, parse_kdl_workflow, parse_workflow};
@@ -82,6 +88,7 @@ pub use dialect::{WorkflowFormat, plan_any, plan_kdl_workflow};
 pub use os::{OS_FAMILIES, label_os_family};
 
 pub use expression::{
-    EvaluatedValue, Expression, ExpressionError, ExpressionErrorKind, FileHasher, JobStatus, STANDARD_CONTEXTS,
+    EvaluatedValue, Expression, ExpressionError, ExpressionErrorKind, FileHasher, GITHUB_CONTEXT_ALIASES, JobStatus,
+    STANDARD_CONTEXTS,
     ValueKind, evaluate_condition, evaluate_expression, interpolate, interpolate_with_hasher,
 };

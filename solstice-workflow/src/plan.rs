@@ -77,6 +77,19 @@ impl PlanOptions {
     pub(crate) fn declared_families(&self) -> impl Iterator<Item = &str> {
         self.os_families.iter().map(|(_, f)| f.as_str())
     }
+
+    /// The contexts given, plus Forgejo's and Gitea's names for `github`
+    /// ([`crate::GITHUB_CONTEXT_ALIASES`]) holding the `github` value wherever the caller
+    /// gave `github` but not the alias itself.
+    pub(crate) fn contexts_with_aliases(&self) -> Map<String, Value> {
+        let mut contexts = self.contexts.clone();
+        if let Some(github) = self.contexts.get("github") {
+            for alias in crate::GITHUB_CONTEXT_ALIASES {
+                contexts.entry(*alias).or_insert_with(|| github.clone());
+            }
+        }
+        contexts
+    }
 }
 
 /// A translated workflow: one [`JobPlan`] per job and matrix combination.
@@ -143,8 +156,27 @@ pub struct JobPlan {
 pub enum StepKind {
     /// A `run:` script executed with [`StepPlan::shell`].
     Run,
-    /// The built-in checkout (`uses: actions/checkout@*`), see [`StepPlan::checkout`].
+    /// The built-in checkout (`uses: actions/checkout@*`, or a URL whose path is
+    /// `actions/checkout`), see [`StepPlan::checkout`].
     Checkout,
+    /// An action step (`uses:`) the runner cannot run yet, see [`StepPlan::action`]. It is
+    /// not an error in the workflow: the step fails with [`ActionPlan::message`] when, and
+    /// only if, its `if:` lets it run.
+    #[serde(rename = "unsupported_action")]
+    UnsupportedAction,
+}
+
+/// The action reference of an action step: what `uses:` names and the `with:` inputs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ActionPlan {
+    /// `uses:` as written (`actions/setup-node@v4`, `./local`, `docker://alpine`,
+    /// `https://code.example/org/action@v1`).
+    pub uses: String,
+    /// `with:`; translation-time expressions substituted, run-time ones kept as `${{ }}`.
+    pub with: Map<String, Value>,
+    /// Why the runner cannot run the action: the error the step reports when it runs.
+    pub message: String,
 }
 
 /// Inputs of the built-in checkout.
@@ -194,6 +226,9 @@ pub struct StepPlan {
     pub shell: Option<String>,
     /// The checkout inputs of a checkout step.
     pub checkout: Option<CheckoutPlan>,
+    /// The action of an [`StepKind::UnsupportedAction`] step (absent from the JSON otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<ActionPlan>,
     /// The `if:` condition, normalized, without `${{ }}`.
     #[serde(rename = "if")]
     pub condition: String,
@@ -211,8 +246,9 @@ pub struct StepPlan {
 
 /// Translates a GitHub Actions workflow into a plan: reads it ([`parse_workflow`]), then
 /// expands matrices, resolves shells and defaults, merges env, maps `actions/checkout` to
-/// the built-in checkout and rejects what Solstice CI cannot run. `file_name` is only used
-/// in error messages; no file is read.
+/// the built-in checkout, plans other actions as [`StepKind::UnsupportedAction`] steps and
+/// rejects the job-level features Solstice CI cannot run (`container:`, `services:`,
+/// reusable workflows). `file_name` is only used in error messages; no file is read.
 ///
 /// # Errors
 /// Every problem found, each with file, line and column.
@@ -295,6 +331,40 @@ impl Resolver<'_> {
     }
 }
 
+/// The key under which the reader keeps a `${{ insert }}` whose value is an expression
+/// (a literal mapping under `${{ insert }}` is spliced in while reading).
+pub(crate) const INSERT_KEY: &str = "${{ insert }}";
+
+/// `map` with its `${{ insert }}` entry replaced by the pairs of the mapping its expression
+/// yields, GitHub's insert directive (`env: { ${{ insert }}: ${{ fromJSON(vars.ENV) }} }`).
+/// The expression must be known at planning, since the pairs decide the map's keys.
+fn with_inserts(map: &Map<String, Value>, resolver: &Resolver<'_>) -> Result<Map<String, Value>, String> {
+    if !map.contains_key(INSERT_KEY) {
+        return Ok(map.clone());
+    }
+    let mut out = Map::new();
+    for (key, value) in map {
+        if key != INSERT_KEY {
+            out.insert(key.clone(), value.clone());
+            continue;
+        }
+        let text = value.as_str().unwrap_or_default();
+        match resolver.value(text)? {
+            Value::Object(pairs) => {
+                for (k, v) in pairs {
+                    out.insert(k, Value::String(value_text(&v)));
+                }
+            }
+            Value::Null => {}
+            Value::String(s) if s.contains("${{") => {
+                return Err(format!("the {INSERT_KEY} value '{s}' depends on values known only while the workflow runs; Solstice CI must know the keys it inserts before the job starts"));
+            }
+            other => return Err(format!("the {INSERT_KEY} value must be a mapping, not '{}'", value_text(&other))),
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn value_text(value: &Value) -> String {
     match value {
         Value::Null => String::new(),
@@ -305,8 +375,13 @@ pub(crate) fn value_text(value: &Value) -> String {
     }
 }
 
+/// Whether `uses:` names the checkout action Solstice CI runs itself: `actions/checkout@*`,
+/// or a full URL on any host whose path is `actions/checkout`, as Forgejo spells it
+/// (`https://data.forgejo.org/actions/checkout@v4`,
+/// <https://forgejo.org/docs/latest/user/actions/reference/#jobsjob_idstepsuses>).
 fn is_checkout(uses: &str) -> bool {
     let path = uses.split('@').next().unwrap_or_default();
+    let path = crate::syntax::action_url_path(path).unwrap_or(path);
     path.eq_ignore_ascii_case("actions/checkout")
 }
 
@@ -330,6 +405,31 @@ pub(crate) fn shell_command_line(shell: &str) -> Result<String, String> {
 
 /// Expands a matrix object with GitHub's rules.
 pub(crate) fn expand_matrix(matrix: &Map<String, Value>) -> Result<Vec<Map<String, Value>>, String> {
+    // `${{ insert }}: ${{ fromJSON(...) }}` adds the vectors of the mapping it yields, in
+    // its place (the expression was evaluated with the rest of the matrix).
+    let spliced;
+    let matrix = match matrix.get(INSERT_KEY) {
+        None => matrix,
+        Some(Value::Object(_)) => {
+            let mut out = Map::new();
+            for (key, value) in matrix {
+                match (key.as_str(), value) {
+                    (INSERT_KEY, Value::Object(pairs)) => out.extend(pairs.clone()),
+                    _ => {
+                        out.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            spliced = out;
+            &spliced
+        }
+        Some(other) => {
+            return Err(format!(
+                "the matrix's {INSERT_KEY} value must be a mapping known before the job starts, not '{}'",
+                value_text(other)
+            ));
+        }
+    };
     let vectors: Vec<(&String, Vec<Value>)> = matrix
         .iter()
         .filter(|(k, _)| k.as_str() != "include" && k.as_str() != "exclude")
@@ -341,11 +441,20 @@ pub(crate) fn expand_matrix(matrix: &Map<String, Value>) -> Result<Vec<Map<Strin
         }
     }
     let entries = |key: &str| -> Result<Vec<Map<String, Value>>, String> {
+        let entry = |item: &Value| item.as_object().cloned().ok_or_else(|| format!("each matrix '{key}' entry must be a mapping"));
         match matrix.get(key) {
             None | Some(Value::Null) => Ok(Vec::new()),
+            // An entry that is itself a sequence (an expression such as
+            // `${{ fromJSON(needs.x.outputs.extra) }}` that yields an array) is spliced into
+            // the list, as GitHub's template reader does with a sequence item evaluating to a
+            // sequence (`SequenceItemBasicExpression` in actions/runner's
+            // src/Sdk/DTObjectTemplating/ObjectTemplating/TemplateUnraveler.cs).
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|i| i.as_object().cloned().ok_or_else(|| format!("each matrix '{key}' entry must be a mapping")))
+                .flat_map(|item| match item {
+                    Value::Array(spliced) => spliced.iter().map(entry).collect::<Vec<_>>(),
+                    single => vec![entry(single)],
+                })
                 .collect(),
             Some(_) => Err(format!("matrix '{key}' must be a sequence of mappings")),
         }
@@ -432,18 +541,7 @@ fn plan_job(workflow: &Workflow, job: &Job, options: &PlanOptions, diag: &mut Di
             format!("job '{}' uses 'services:', which Solstice CI does not support; start the service in a 'run' step instead", job.id),
         );
     }
-    for step in &job.steps {
-        if let Some(uses) = &step.uses
-            && !is_checkout(uses)
-        {
-            diag.push(
-                WorkflowErrorKind::Unsupported,
-                step.uses_pos,
-                format!("step 'uses: {uses}' is not supported: Solstice CI runs 'run' steps and the built-in checkout (actions/checkout) only; replace the action with 'run' commands that do the same work"),
-            );
-        }
-    }
-    let base_contexts = options.contexts.clone();
+    let base_contexts = options.contexts_with_aliases();
     let strategy = job.strategy.as_ref();
     let combos: Vec<Option<Map<String, Value>>> = match strategy.and_then(|s| s.matrix.as_ref()) {
         None => vec![None],
@@ -539,7 +637,14 @@ fn plan_job(workflow: &Workflow, job: &Job, options: &PlanOptions, diag: &mut Di
         // Kept as written: the engine evaluates the job's env when the job starts, with
         // the machine known (`github.workspace`, `runner.*`), as GitHub's runner does.
         let mut env = Map::new();
-        for (k, v) in workflow.env.iter().chain(job.env.iter()) {
+        let mut with_inserts = |map: &Map<String, Value>| {
+            with_inserts(map, &resolver).unwrap_or_else(|m| {
+                diag.push(WorkflowErrorKind::Expression, pos_of("env"), m);
+                Map::new()
+            })
+        };
+        let (workflow_env, job_env) = (with_inserts(&workflow.env), with_inserts(&job.env));
+        for (k, v) in workflow_env.iter().chain(job_env.iter()) {
             env.insert(k.clone(), Value::String(v.as_str().unwrap_or_default().to_owned()));
         }
         let defaults = RunDefaults {
@@ -674,9 +779,14 @@ fn plan_step(
 ) -> Option<StepPlan> {
     // `env`, `working-directory` and `run` are kept as written (their expressions were
     // checked when the workflow was read): the engine evaluates them when the step runs,
-    // with the contexts of that moment, as GitHub's runner does.
+    // with the contexts of that moment, as GitHub's runner does. Only `${{ insert }}`
+    // directives are resolved now: they change which keys there are.
+    let step_env = with_inserts(&step.env, resolver).unwrap_or_else(|m| {
+        diag.push(WorkflowErrorKind::Expression, step.pos, m);
+        Map::new()
+    });
     let env: Map<String, Value> =
-        step.env.iter().map(|(k, v)| (k.clone(), Value::String(v.as_str().unwrap_or_default().to_owned()))).collect();
+        step_env.iter().map(|(k, v)| (k.clone(), Value::String(v.as_str().unwrap_or_default().to_owned()))).collect();
     let working_directory =
         step.working_directory.as_deref().or(defaults.working_directory.as_deref()).map(str::to_owned);
     let continue_on_error = match &step.continue_on_error {
@@ -732,6 +842,7 @@ fn plan_step(
             run: Some(script),
             shell: Some(shell),
             checkout: None,
+            action: None,
             condition: step.condition.clone(),
             working_directory,
             env,
@@ -740,17 +851,26 @@ fn plan_step(
         });
     }
     let uses = step.uses.as_deref()?;
-    if !is_checkout(uses) {
-        return None; // already reported
-    }
-    let checkout = plan_checkout(step, resolver, diag)?;
+    let name = explicit_name.unwrap_or_else(|| format!("Run {uses}"));
+    // What the runner cannot do is reported by the step when, and only if, it runs: a step
+    // guarded by `if: failure()` must not make a succeeding workflow invalid.
+    let (kind, checkout, action) = match plan_checkout(step, resolver, diag) {
+        Some(Ok(checkout)) => (StepKind::Checkout, Some(checkout), None),
+        Some(Err(message)) => (StepKind::UnsupportedAction, None, Some(action_plan(step, uses, message, resolver, diag))),
+        None if is_checkout(uses) => return None, // a malformed input, already reported
+        None => {
+            let message = format!("the action '{uses}' cannot run on Solstice CI yet: Solstice CI runs 'run' steps and the built-in checkout (actions/checkout) only; replace the action with 'run' commands that do the same work");
+            (StepKind::UnsupportedAction, None, Some(action_plan(step, uses, message, resolver, diag)))
+        }
+    };
     Some(StepPlan {
         id: step.id.clone(),
-        name: explicit_name.unwrap_or_else(|| format!("Run {uses}")),
-        kind: StepKind::Checkout,
+        name,
+        kind,
         run: None,
         shell: None,
-        checkout: Some(checkout),
+        checkout,
+        action,
         condition: step.condition.clone(),
         working_directory,
         env,
@@ -764,10 +884,40 @@ fn plan_step(
 const IGNORED_CHECKOUT_INPUTS: &[&str] =
     &["token", "persist-credentials", "clean", "show-progress", "set-safe-directory", "fetch-tags", "filter"];
 
-fn plan_checkout(step: &Step, resolver: &Resolver<'_>, diag: &mut Diagnostics) -> Option<CheckoutPlan> {
+/// The action reference of a step the runner cannot run, its `with:` resolved as far as
+/// translation-time contexts allow.
+fn action_plan(step: &Step, uses: &str, message: String, resolver: &Resolver<'_>, diag: &mut Diagnostics) -> ActionPlan {
+    let mut with = Map::new();
+    let inputs = with_inserts(&step.with, resolver).unwrap_or_else(|m| {
+        diag.push(WorkflowErrorKind::Expression, step.pos, m);
+        Map::new()
+    });
+    for (key, raw) in &inputs {
+        let raw = raw.as_str().unwrap_or_default();
+        let value = resolver.text(raw).unwrap_or_else(|m| {
+            diag.push(WorkflowErrorKind::Expression, step.pos, m);
+            raw.to_owned()
+        });
+        with.insert(key.clone(), Value::String(value));
+    }
+    ActionPlan { uses: uses.to_owned(), with, message }
+}
+
+/// The built-in checkout's inputs: `None` when `uses:` is not the checkout or an input is
+/// malformed (reported to `diag`), `Some(Err(why))` when it asks for something the
+/// built-in checkout cannot do.
+fn plan_checkout(step: &Step, resolver: &Resolver<'_>, diag: &mut Diagnostics) -> Option<Result<CheckoutPlan, String>> {
+    if !step.uses.as_deref().is_some_and(is_checkout) {
+        return None;
+    }
     let mut plan = CheckoutPlan { path: None, git_ref: None, fetch_depth: 1, submodules: Submodules::False };
     let mut ok = true;
-    for (key, raw) in &step.with {
+    let mut unsupported = Vec::new();
+    let inputs = with_inserts(&step.with, resolver).unwrap_or_else(|m| {
+        diag.push(WorkflowErrorKind::Expression, step.pos, m);
+        Map::new()
+    });
+    for (key, raw) in &inputs {
         let raw = raw.as_str().unwrap_or_default();
         let value = match resolver.text(raw) {
             Ok(v) => v,
@@ -797,17 +947,17 @@ fn plan_checkout(step: &Step, resolver: &Resolver<'_>, diag: &mut Diagnostics) -
                 }
             },
             k if IGNORED_CHECKOUT_INPUTS.contains(&k) => {}
-            other => {
-                diag.push(
-                    WorkflowErrorKind::Unsupported,
-                    step.pos,
-                    format!("the built-in checkout does not support the input '{other}'; supported inputs are path, ref, fetch-depth and submodules"),
-                );
-                ok = false;
-            }
+            other => unsupported.push(other.to_owned()),
         }
     }
-    ok.then_some(plan)
+    if !ok {
+        return None;
+    }
+    Some(match unsupported.as_slice() {
+        [] => Ok(plan),
+        [one] => Err(format!("the built-in checkout does not support the input '{one}'; supported inputs are path, ref, fetch-depth and submodules")),
+        many => Err(format!("the built-in checkout does not support the inputs '{}'; supported inputs are path, ref, fetch-depth and submodules", many.join("', '"))),
+    })
 }
 
 #[cfg(test)]
@@ -854,6 +1004,21 @@ mod tests {
         let big = m(serde_json::json!({"a": (0..16).collect::<Vec<_>>(), "b": (0..17).collect::<Vec<_>>()}));
         let err = expand_matrix(&big).expect_err("too big");
         assert!(err.contains("272"), "{err}");
+    }
+
+    #[test]
+    fn a_sequence_valued_include_or_exclude_entry_is_spliced() {
+        // `include: [{...}, ${{ fromJSON('[...]') }}]` after the expression is evaluated.
+        let matrix = m(serde_json::json!({
+            "os": ["a", "b"],
+            "include": [{"os": "a", "extra": 1}, [{"os": "b", "extra": 2}, {"os": "c"}]],
+            "exclude": [[{"os": "b"}]]
+        }));
+        let combos = expand_matrix(&matrix).expect("expands");
+        let expected = serde_json::json!([{"os": "a", "extra": 1}, {"os": "b", "extra": 2}, {"os": "c"}]);
+        assert_eq!(Value::Array(combos.into_iter().map(Value::Object).collect()), expected);
+        let nested = m(serde_json::json!({"os": ["a"], "include": [["not a mapping"]]}));
+        assert!(expand_matrix(&nested).expect_err("an entry must be a mapping").contains("mapping"));
     }
 
     #[test]

@@ -598,6 +598,7 @@ async fn execute_step(
                     .map_err(|e| error_chain(&e)),
                 None => Err("this job has no repository to check out".to_owned()),
             },
+            StepAction::UnsupportedAction { message, .. } => Err(message.clone()),
         };
         // Stop the timer once the step is over.
         cancel.cancel();

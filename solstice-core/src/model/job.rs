@@ -108,6 +108,18 @@ pub enum StepAction {
     },
     /// The built-in checkout.
     Checkout(CheckoutStep),
+    /// An action step (`uses:`) this runner cannot run yet. The step fails with `message`
+    /// when its `if:` lets it run, and is skipped like any other step otherwise. Kept with
+    /// its action reference so that a runner able to run actions can run it instead.
+    UnsupportedAction {
+        /// `uses:` as written (`actions/setup-node@v4`, `./local`, `docker://alpine`, ...).
+        uses: String,
+        /// The `with:` inputs.
+        #[serde(default)]
+        with: BTreeMap<String, String>,
+        /// Why the step cannot run, shown as the step's error.
+        message: String,
+    },
 }
 
 /// One step of a job, ready to run.
@@ -272,6 +284,28 @@ mod tests {
         let text = serde_json::to_string(&job).expect("serialize");
         let back: JobRequest = serde_json::from_str(&text).expect("deserialize");
         assert_eq!(back, job);
+    }
+
+    #[test]
+    fn step_actions_keep_their_tagged_json_shape() {
+        // Jobs queued before the `unsupported_action` kind existed still read, and the new
+        // kind is one more tag, so the queue's JSON stays backwards compatible.
+        let old = r#"{"kind":"run","script":"make","shell":"sh -e {0}"}"#;
+        assert_eq!(
+            serde_json::from_str::<StepAction>(old).expect("old json"),
+            StepAction::Run { script: "make".into(), shell: "sh -e {0}".into() }
+        );
+        let action = StepAction::UnsupportedAction {
+            uses: "actions/setup-node@v4".into(),
+            with: BTreeMap::from([("node-version".to_owned(), "20".to_owned())]),
+            message: "cannot run".into(),
+        };
+        let json = serde_json::to_value(&action).expect("json");
+        assert_eq!(json["kind"], "unsupported_action");
+        assert_eq!(json["with"]["node-version"], "20");
+        assert_eq!(serde_json::from_value::<StepAction>(json).expect("back"), action);
+        let without_inputs = r#"{"kind":"unsupported_action","uses":"./","message":"m"}"#;
+        assert!(matches!(serde_json::from_str(without_inputs), Ok(StepAction::UnsupportedAction { with, .. }) if with.is_empty()));
     }
 
     #[test]

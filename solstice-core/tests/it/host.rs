@@ -97,3 +97,51 @@ async fn output_is_streamed_while_the_step_runs() {
     assert!(exit.expect("exit").succeeded());
     hv.destroy(&machine).await.expect("destroy");
 }
+
+/// A job planned from a workflow: the built-in checkout's place is taken by a `run` step
+/// here, and an action the runner cannot run yet is guarded by `if:` (issue 15).
+fn planned_job(workflow: &str) -> JobRequest {
+    let plan = solstice_workflow::plan_workflow(workflow, "ci.yml", &solstice_workflow::PlanOptions::new()).expect("plans");
+    solstice_core::job_request_from_plan(&plan.jobs[0], solstice_core::JobOrigin::default())
+}
+
+#[tokio::test]
+async fn an_action_the_runner_cannot_run_is_skipped_when_its_condition_is_false() {
+    let hv = HostHypervisor::new();
+    let job = planned_job("on: push\njobs:\n  build:\n    runs-on: host\n    steps:\n      - run: echo built\n      - name: Report\n        if: failure()\n        uses: ./.github/actions/report\n      - run: echo after\n");
+    let (result, events) = host_engine(&hv).run_job_collect(job).await;
+    assert_eq!(result, JobResult::Success, "{:#?}", log_lines(&events));
+    assert_eq!(
+        step_results(&events),
+        [
+            (0, JobResult::Success, JobResult::Success),
+            (1, JobResult::Skipped, JobResult::Skipped),
+            (2, JobResult::Success, JobResult::Success),
+        ]
+    );
+    assert!(!log_lines(&events).iter().any(|l| l.contains("##[error]")), "{:#?}", log_lines(&events));
+}
+
+#[tokio::test]
+async fn an_action_the_runner_cannot_run_fails_the_job_with_the_reason_when_it_runs() {
+    let hv = HostHypervisor::new();
+    let job = planned_job("on: push\njobs:\n  build:\n    runs-on: host\n    steps:\n      - run: echo built\n      - uses: actions/setup-node@v4\n        with:\n          node-version: 20\n      - run: echo not reached\n      - if: failure()\n        run: echo cleaning up\n");
+    let (result, events) = host_engine(&hv).run_job_collect(job).await;
+    assert_eq!(result, JobResult::Failure);
+    assert_eq!(
+        step_results(&events),
+        [
+            (0, JobResult::Success, JobResult::Success),
+            (1, JobResult::Failure, JobResult::Failure),
+            (2, JobResult::Skipped, JobResult::Skipped),
+            (3, JobResult::Success, JobResult::Success),
+        ]
+    );
+    let error = step_lines(&events, 1);
+    assert!(
+        error.iter().any(|l| l.starts_with("##[error]the action 'actions/setup-node@v4' cannot run on Solstice CI yet")),
+        "{error:#?}"
+    );
+    assert_eq!(step_lines(&events, 3).first().map(String::as_str), Some("cleaning up"));
+    assert_eq!(hv.live_machines(), 0);
+}

@@ -139,19 +139,34 @@ async fn a_server_answering_503_for_a_while_loses_nothing() {
 }
 
 #[tokio::test]
-async fn an_unsupported_action_fails_the_task_with_the_reason_and_position() {
+async fn a_malformed_step_fails_the_task_with_the_reason_and_position() {
+    let fake = FakeForgejo::start().await.unwrap();
+    let runner = Runner::start(&fake).await;
+    let steps = "      - run: echo hi\n      - uses: actions/checkout@v4\n        with:\n          fetch-depth: many\n";
+    let job = fake.enqueue(JobSpec::new("build", &payload(steps)));
+    let task = fake.wait_job_done(job, WAIT).await.expect("task done");
+    assert_eq!(task.status, Status::Failure);
+    let log = fake.log(task.id);
+    let error = log.iter().find(|l| l.contains("fetch-depth") && l.starts_with("##[error]")).expect("error line");
+    assert!(error.contains("ci.yml") && error.contains("Line: 9"), "{error}");
+    assert!(log.iter().any(|l| l == "  11 |           fetch-depth: many"), "{log:#?}");
+    assert!(!log.iter().any(|l| l.starts_with("Job accepted")), "the job never ran");
+    assert!(task.steps.iter().all(|s| s.status == Some(Status::Failure) || s.status == Some(Status::Cancelled)));
+    runner.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_action_the_runner_cannot_run_fails_its_step_with_the_reason() {
     let fake = FakeForgejo::start().await.unwrap();
     let runner = Runner::start(&fake).await;
     let steps = "      - run: echo hi\n      - uses: actions/setup-node@v4\n        with:\n          node-version: 20\n";
     let job = fake.enqueue(JobSpec::new("build", &payload(steps)));
     let task = fake.wait_job_done(job, WAIT).await.expect("task done");
     assert_eq!(task.status, Status::Failure);
-    let log = fake.log(task.id);
-    let error = log.iter().find(|l| l.contains("setup-node") && l.starts_with("##[error]")).expect("error line");
-    assert!(error.contains("ci.yml") && error.contains("Line: 9"), "{error}");
-    assert!(log.iter().any(|l| l == "   9 |       - uses: actions/setup-node@v4"), "{log:#?}");
-    assert!(!log.iter().any(|l| l.starts_with("Job accepted")), "the job never ran");
-    assert!(task.steps.iter().all(|s| s.status == Some(Status::Failure) || s.status == Some(Status::Cancelled)));
+    assert_eq!(task.steps.iter().map(|s| s.status).collect::<Vec<_>>(), [Some(Status::Success), Some(Status::Failure)]);
+    assert_eq!(output(&fake.step_log(task.id, 0)), ["hi"]);
+    let log = fake.step_log(task.id, 1);
+    assert!(log.iter().any(|l| l.starts_with("##[error]the action 'actions/setup-node@v4' cannot run on Solstice CI yet")), "{log:#?}");
     runner.stop().await.unwrap();
 }
 

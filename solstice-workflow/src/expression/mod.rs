@@ -20,10 +20,20 @@ use eval::Scope;
 use parser::{Node, Parser};
 use value::eq_ignore_case;
 
-/// The named-values (contexts) GitHub defines for workflows. Expressions may reference these
-/// whether or not the caller supplies them; a missing context evaluates to `null`.
-pub const STANDARD_CONTEXTS: &[&str] =
-    &["github", "env", "vars", "secrets", "matrix", "strategy", "runner", "job", "jobs", "steps", "needs", "inputs"];
+/// The named-values (contexts) GitHub defines for workflows, plus the aliases of `github`
+/// that Forgejo and Gitea define ([`GITHUB_CONTEXT_ALIASES`]), so that a workflow written for
+/// those forges reads too. Expressions may reference these whether or not the caller supplies
+/// them; a missing context evaluates to `null`.
+pub const STANDARD_CONTEXTS: &[&str] = &[
+    "github", "forge", "gitea", "env", "vars", "secrets", "matrix", "strategy", "runner", "job", "jobs", "steps",
+    "needs", "inputs",
+];
+
+/// Other names of the `github` context: Forgejo documents `forge` as an alias of `github`
+/// (<https://forgejo.org/docs/latest/user/actions/reference/#forge>), and Gitea's runner
+/// also answers to `gitea`. Wherever `github` is known, these hold the same value unless
+/// given on their own.
+pub const GITHUB_CONTEXT_ALIASES: &[&str] = &["forge", "gitea"];
 
 /// The outcome so far of the job (or of the steps before the current one), which the status
 /// functions `success()`, `failure()`, `cancelled()` and `always()` look at.

@@ -221,11 +221,53 @@ const MAX_EXPRESSION_LENGTH: usize = 21_000;
 /// Every problem found, each with file, line and column.
 pub fn parse_workflow(source: &str, file_name: &str) -> Result<Workflow, WorkflowErrors> {
     let mut diag = Diagnostics::new(file_name);
-    let Some(root) = yaml::parse(source, &mut diag) else {
+    let Some(mut root) = yaml::parse(source, &mut diag) else {
         return diag.into_result(empty_workflow());
     };
+    splice_inserts(&mut root, &mut diag);
     let workflow = read_workflow(&root, &mut diag);
     diag.into_result(workflow)
+}
+
+/// Whether `text` is exactly GitHub's `${{ insert }}` directive.
+fn is_insert_directive(text: &str) -> bool {
+    let trimmed = text.trim();
+    trimmed
+        .strip_prefix("${{")
+        .and_then(|t| t.strip_suffix("}}"))
+        .is_some_and(|inner| inner.trim().eq_ignore_ascii_case("insert"))
+}
+
+/// GitHub's `${{ insert }}` mapping key: a literal mapping under it is spliced into the
+/// enclosing mapping in its place; an expression under it is kept, under
+/// [`crate::plan::INSERT_KEY`], for the planner to evaluate (it may read contexts such as
+/// `vars`). Anything else under it is an error. GitHub's template reader does the same
+/// (`StartMappingInsertion` in actions/runner's
+/// src/Sdk/DTObjectTemplating/ObjectTemplating/TemplateUnraveler.cs).
+fn splice_inserts(node: &mut Node, diag: &mut Diagnostics) {
+    match &mut node.value {
+        Value::Seq(items) => items.iter_mut().for_each(|item| splice_inserts(item, diag)),
+        Value::Map(pairs) => {
+            let mut out = Vec::with_capacity(pairs.len());
+            for (mut key, mut value) in std::mem::take(pairs) {
+                splice_inserts(&mut value, diag);
+                if !is_insert_directive(&key.name) {
+                    out.push((key, value));
+                    continue;
+                }
+                match value.value {
+                    Value::Map(inserted) => out.extend(inserted),
+                    Value::String(ref s) if s.contains("${{") => {
+                        key.name = crate::plan::INSERT_KEY.to_owned();
+                        out.push((key, value));
+                    }
+                    _ => diag.syntax(value.pos, "Expected a mapping"),
+                }
+            }
+            *pairs = out;
+        }
+        _ => {}
+    }
 }
 
 pub(crate) fn empty_workflow() -> Workflow {
@@ -306,6 +348,11 @@ impl Reader<'_> {
             Ok(parts) => {
                 for part in parts {
                     if let TemplatePart::Expression { text: expr, .. } = part {
+                        if expr.trim().eq_ignore_ascii_case("insert") {
+                            // GitHub's message (errors-insert in its workflow-reader data).
+                            self.diag.syntax(pos, "The directive 'insert' is not allowed in this context. Directives are not supported for expressions that are embedded within a string. Directives are only supported when the entire value is an expression.");
+                            continue;
+                        }
                         if expr.len() > MAX_EXPRESSION_LENGTH {
                             self.diag
                                 .syntax(pos, format!("Exceeded max expression length {MAX_EXPRESSION_LENGTH}"));
@@ -353,6 +400,34 @@ impl Reader<'_> {
             }
         }
         out
+    }
+
+    /// `permissions:` validated as GitHub's workflow schema does: `read-all`, `write-all`, or
+    /// a mapping of known scopes to `read`, `write` or `none` (GitHub docs, "Assigning
+    /// permissions to jobs": <https://docs.github.com/en/actions/writing-workflows/choosing-what-your-workflow-does/controlling-permissions-for-github_token>).
+    fn permissions(&mut self, node: &Node) -> serde_json::Value {
+        const SCOPES: &[&str] = &[
+            "actions", "attestations", "checks", "contents", "deployments", "discussions", "id-token", "issues",
+            "models", "packages", "pages", "pull-requests", "repository-projects", "security-events", "statuses",
+        ];
+        let unexpected = |r: &mut Self, n: &Node| {
+            r.diag.syntax(n.pos, format!("Unexpected value '{}'", n.scalar_text().unwrap_or_default()));
+        };
+        match &node.value {
+            Value::String(s) if s.contains("${{") => self.diag.syntax(node.pos, "A template expression is not allowed in this context"),
+            Value::String(s) if matches!(s.as_str(), "read-all" | "write-all") => {}
+            Value::Map(pairs) => {
+                for (key, value) in pairs {
+                    if !SCOPES.contains(&key.name.as_str()) {
+                        self.diag.syntax(key.pos, format!("Unexpected value '{}'", key.name));
+                    } else if !matches!(&value.value, Value::String(v) if matches!(v.as_str(), "read" | "write" | "none")) {
+                        unexpected(self, value);
+                    }
+                }
+            }
+            _ => unexpected(self, node),
+        }
+        node.to_json()
     }
 
     fn defaults(&mut self, node: &Node) -> RunDefaults {
@@ -462,7 +537,7 @@ fn read_workflow(root: &Node, diag: &mut Diagnostics) -> Workflow {
             "on" => workflow.on = value.to_json(),
             "env" => workflow.env = r.string_map(value),
             "defaults" => workflow.defaults = r.defaults(value),
-            "permissions" => workflow.permissions = r.json(value),
+            "permissions" => workflow.permissions = r.permissions(value),
             "concurrency" => workflow.concurrency = r.json(value),
             _ => {}
         }
@@ -562,7 +637,7 @@ fn read_job(r: &mut Reader<'_>, key: &Key, node: &Node) -> Job {
             "strategy" => job.strategy = Some(read_strategy(r, value)),
             "environment" => job.environment = r.json(value),
             "concurrency" => job.concurrency = r.json(value),
-            "permissions" => job.permissions = r.json(value),
+            "permissions" => job.permissions = r.permissions(value),
             "container" => job.container = value.to_json(),
             "services" => job.services = value.to_json(),
             "uses" => job.uses = r.literal_string(value),
@@ -661,6 +736,7 @@ fn generated_id_base(step_uses: Option<&str>) -> String {
         return "run".to_owned();
     };
     let uses = uses.strip_prefix("docker://").unwrap_or(uses);
+    let uses = uses.strip_prefix("https://").or_else(|| uses.strip_prefix("http://")).unwrap_or(uses);
     let uses = match uses.rfind('@') {
         Some(at) if !uses.starts_with("./") || at > 0 => &uses[..at],
         _ => uses,
@@ -762,10 +838,29 @@ fn read_steps(r: &mut Reader<'_>, node: &Node) -> Vec<Step> {
     steps
 }
 
+/// The path of an action named by a full URL (`https://code.example/org/action` gives
+/// `org/action`), the way Forgejo and Gitea let `uses:` name an action on any host
+/// (<https://forgejo.org/docs/latest/user/actions/reference/#jobsjob_idstepsuses>); `None` when
+/// `uses` is not an `http(s)://` URL with a host.
+pub(crate) fn action_url_path(uses: &str) -> Option<&str> {
+    let rest = uses.strip_prefix("https://").or_else(|| uses.strip_prefix("http://"))?;
+    let (host, path) = rest.split_once('/')?;
+    (!host.is_empty()).then_some(path)
+}
+
 fn valid_uses(uses: &str) -> bool {
     if uses.starts_with("docker://") || uses.starts_with("./") || uses.contains("${{") {
         return true;
     }
+    // A full URL (Forgejo's dialect) must name `{org}/{repo}[/path]@ref` on its host.
+    let uses = match uses.split_once('@') {
+        Some((path, _)) => match action_url_path(path) {
+            Some(url_path) => &uses[path.len() - url_path.len()..],
+            None if path.contains("://") => return false,
+            None => uses,
+        },
+        None => return false,
+    };
     match uses.split_once('@') {
         Some((path, reference)) => {
             !reference.is_empty()
