@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use solstice_core::{JobId, LogSink, Machine, MachineRequest, OutputLine, ProvisionContext, ScriptRun, StepExecutor, StepExit};
-use solstice_vm::{AccelChoice, GuestProfile, PortAllocator, QemuHypervisor, QemuHypervisorBuilder, SshExecutor, TestGuest};
+use solstice_vm::ports::PortAllocator;
+use solstice_vm::{AccelChoice, GuestProfile, QemuHypervisor, QemuHypervisorBuilder, SshExecutor, TestGuest};
 use tokio_util::sync::CancellationToken;
 
 /// The label the test guest serves.
