@@ -90,7 +90,7 @@ where
             Err(e) if e.is_transient() => {
                 failures += 1;
                 if failures == 1 || failures.is_multiple_of(10) {
-                    tracing::warn!(what, failures, error = %crate::error_chain(&e), "the queue is unavailable; retrying");
+                    tracing::warn!(what, failures, error = %crate::support::error_chain(&e), "the queue is unavailable; retrying");
                 }
                 if !backoff.wait(stop).await {
                     return Ok(None);

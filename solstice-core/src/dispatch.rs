@@ -9,8 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::service::Ledger;
 use crate::{
-    Backoff, JobEvent, JobQueue, JobRequest, JobSource, QueueError, ReportOutcome, SourceMessage, retry_while_unavailable,
+    JobEvent, JobQueue, JobRequest, JobSource, QueueError, ReportOutcome, SourceMessage,
 };
+use crate::support::{Backoff, retry_while_unavailable};
 
 /// How many jobs [`serve_source`] has being published (awaiting the broker's confirm)
 /// at once.

@@ -5,7 +5,7 @@
 ///
 /// ```
 /// let io = std::io::Error::other("disk full");
-/// let text = solstice_core::error_chain(&io);
+/// let text = solstice_core::support::error_chain(&io);
 /// assert_eq!(text, "disk full");
 /// ```
 pub fn error_chain(e: &dyn std::error::Error) -> String {

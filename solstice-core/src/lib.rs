@@ -3,7 +3,8 @@
 //! A [`JobSource`] (a forge, a local workflow) yields [`JobRequest`]s; a [`JobQueue`]
 //! carries them to an orchestrator's [`Engine`], which asks a [`Hypervisor`] for a
 //! machine, runs each step with a [`StepExecutor`], and sends [`JobEvent`]s back the same
-//! way. Everything else in Solstice CI implements one of these seams.
+//! way. Everything else in Solstice CI implements one of these seams; the helpers an
+//! implementation outside this crate shares with the ones inside it are in [`support`].
 //!
 //! ```
 //! use solstice_core::{Engine, HostExecutor, HostHypervisor, JobRequest, MemoryQueue, StepCommand};
@@ -48,27 +49,23 @@ mod source;
 mod translate;
 #[cfg(feature = "_store")]
 mod store;
+pub mod support;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use backoff::{Backoff, retry_while_unavailable};
 pub use dispatch::serve_source;
 pub use engine::{
     DEFAULT_DEBUG_PORTS, DEFAULT_DEBUG_TTL, DebugKeeper, DebugKeeperBuilder, DebugSshError, Engine, EngineBuilder, EngineError,
 };
 #[cfg(feature = "_store")]
 pub use engine::ReapedMachine;
-pub use error_chain::error_chain;
-pub use executor::{
-    ExecError, ScriptRun, ShellCommand, StepExecutor, StepExit, parse_command_file, shell_command,
-};
+pub use executor::{ExecError, ScriptRun, StepExecutor, StepExit};
 pub use host::{HostExecutor, HostHypervisor};
 pub use local::LocalSource;
 pub use machine::{
     Hypervisor, HypervisorError, Machine, MachineAccess, MachineFootprint, MachineJournal, MachineRequest, NoJournal,
     ProvisionContext, RunnerInfo, SshAccess,
 };
-pub use mask::Masker;
 pub use metrics::EngineMetrics;
 pub use model::*;
 #[cfg(feature = "amqp")]

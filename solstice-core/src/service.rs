@@ -11,9 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::{Halves, dispatch};
 use crate::{
-    Backoff, Engine, EngineError, JobEvent, JobEventKind, JobId, JobQueue, JobResult, JobSource, LogStream, QueueError,
+    Engine, EngineError, JobEvent, JobEventKind, JobId, JobQueue, JobResult, JobSource, LogStream, QueueError,
     SourceError,
 };
+use crate::support::Backoff;
 
 /// The line a job that never started gets when the service stops for good.
 pub const NOT_STARTED_MESSAGE: &str = "The runner stopped before the job started.";
@@ -476,7 +477,7 @@ async fn open(source: &dyn JobSource, shutdown: &Shutdown) -> Result<bool, Servi
         if !error.is_transient() {
             return Err(ServiceError::Open { name: source.name().to_owned(), source: error });
         }
-        tracing::warn!(source = source.name(), error = %crate::error_chain(&error), "the forge is unavailable; retrying");
+        tracing::warn!(source = source.name(), error = %crate::support::error_chain(&error), "the forge is unavailable; retrying");
         tokio::select! {
             () = tokio::time::sleep(backoff.next_delay()) => {}
             () = shutdown.draining() => return Ok(false),

@@ -546,7 +546,7 @@ impl GithubSource {
         };
         let fetched = match &self.inner.keys {
             Some(keys) => tokio::select! {
-                fetched = keys.fetch(server, user) => fetched.map_err(|e| solstice_core::error_chain(&e)),
+                fetched = keys.fetch(server, user) => fetched.map_err(|e| solstice_core::support::error_chain(&e)),
                 _ = self.inner.stop.cancelled() => Err("the runner is stopping".to_owned()),
             },
             None => Err("this runner cannot make HTTP requests for them".to_owned()),
@@ -630,7 +630,7 @@ impl GithubSource {
             });
         }
         kinds.push(JobEventKind::JobFinished { result: JobResult::Failure });
-        let mut backoff = solstice_core::Backoff::default();
+        let mut backoff = solstice_core::support::Backoff::default();
         for (seq, kind) in kinds.into_iter().enumerate() {
             let event = JobEvent { job_id, attempt: 1, seq: seq as u64 + 1, at: time::OffsetDateTime::now_utc(), kind };
             loop {

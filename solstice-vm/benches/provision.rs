@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 
 use solstice_bench::Figures;
 use solstice_core::{JobId, LogSink, MachineRequest, ProvisionContext, SshAccess};
-use solstice_vm::{
-    AccelChoice, BootSpec, NetSpec, PortAllocator, QemuHypervisor, QemuProcess, SeedConfig, SshKeyPair, SshSession,
-    TestGuest, VmSpec,
-};
+use solstice_vm::accel::Accel;
+use solstice_vm::ports::PortAllocator;
+use solstice_vm::qemu::{BootSpec, NetSpec, QemuProcess, VmSpec};
+use solstice_vm::seed::SeedConfig;
+use solstice_vm::ssh::{SshKeyPair, SshSession};
+use solstice_vm::{AccelChoice, QemuHypervisor, TestGuest};
 use tokio_util::sync::CancellationToken;
 
 const INTERVAL: Duration = Duration::from_millis(250);
@@ -77,7 +79,7 @@ fn median(v: &mut [Duration]) -> Duration {
 /// starts) and polls SSH every `INTERVAL` until `true` runs.
 async fn baseline(
     guest: &TestGuest,
-    accel: solstice_vm::Accel,
+    accel: Accel,
     ports: &PortAllocator,
     dir: &std::path::Path,
 ) -> Result<Duration, Box<dyn std::error::Error>> {

@@ -5,6 +5,10 @@
 //! after the firmware hands over to the kernel, and `-accel kvm:tcg` never falls back
 //! then. So the probe boots a kernel under KVM with the CPU model machines will use and
 //! waits, with a deadline, for the kernel's first console line.
+//!
+//! [`AccelChoice`] (also at the crate root) is what a hypervisor is told; an
+//! [`AccelVerdict`] is what [`crate::QemuHypervisor::accelerator`] decided, and an
+//! [`AccelProbe`] makes that decision for programs that start QEMU themselves.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,9 @@
 //! A machine reserves its catalog entry's memory and vCPUs before QEMU starts and
 //! gives them back when it is destroyed. Reservations are taken in one order (memory,
 //! then vCPUs), so two machines waiting for each other's share cannot deadlock.
+//!
+//! The budget is set on [`crate::QemuHypervisorBuilder`]; this module holds the error a
+//! machine that could never fit reports ([`crate::VmError::OverBudget`]).
 
 use std::sync::Arc;
 

@@ -9,6 +9,13 @@
 //! RFC 1918, link-local, CGNAT, unspecified, multicast and broadcast addresses, and the
 //! IPv6 loopback, ULA and link-local ranges. The check is made on the resolved address,
 //! so a name that resolves to `127.0.0.1` is refused as well.
+//!
+//! You need this module to start a proxy of your own ([`EgressProxy::builder`]) and hand
+//! it to [`crate::QemuHypervisorBuilder::egress_proxy`], or to run steps that need the
+//! address guests see ([`EGRESS_PROXY_ADDR`], [`EGRESS_PROXY_URL`]). [`MachineSetup`]
+//! starts one for you.
+//!
+//! [`MachineSetup`]: crate::MachineSetup
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -20,7 +27,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::net::EgressConfig;
+pub use crate::net::{EGRESS_PROXY_ADDR, EGRESS_PROXY_URL, EgressConfig};
 
 /// Why the proxy could not start, or why it refused or failed one request.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +103,7 @@ impl EgressError {
 
 /// What a client asked the proxy for, from its request line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProxyRequest {
+pub(crate) enum ProxyRequest {
     /// `CONNECT host:port`: a tunnel.
     Connect {
         /// Host name or address (IPv6 without brackets).
@@ -121,7 +128,7 @@ pub enum ProxyRequest {
 
 impl ProxyRequest {
     /// The destination host and port.
-    pub fn target(&self) -> (&str, u16) {
+    pub(crate) fn target(&self) -> (&str, u16) {
         match self {
             Self::Connect { host, port } | Self::Forward { host, port, .. } => (host, *port),
         }

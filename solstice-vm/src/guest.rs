@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 ///   illumos uses `pfexec` instead of `sudo`, has bash as `/bin/bash` (ksh93 is
 ///   `/bin/sh`) and often no `git`, which is why the executor uploads the repository
 ///   instead of cloning it there.
-/// - [`GuestProfile::tiny`]: the test guest of [`crate::TestGuest`]: busybox, bash and
+/// - [`GuestProfile::tiny`]: the tiny test guest (`TestGuest`, feature `test-guest`): busybox, bash and
 ///   dropbear as root, reading only the keys from the seed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

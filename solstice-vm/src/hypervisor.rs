@@ -319,7 +319,7 @@ impl QemuHypervisorBuilder {
     /// Gives guests outbound access to public addresses through an [`EgressProxy`] that
     /// the hypervisor starts with `proxy` when the first machine boots and stops when the
     /// hypervisor is dropped. Steps see `http_proxy`, `https_proxy`, `HTTP_PROXY` and
-    /// `HTTPS_PROXY` set to [`crate::EGRESS_PROXY_URL`] (through [`Machine::env`]).
+    /// `HTTPS_PROXY` set to [`crate::egress::EGRESS_PROXY_URL`] (through [`Machine::env`]).
     pub fn start_egress_proxy(mut self, proxy: EgressProxyBuilder) -> Self {
         self.config.egress = Some(Egress::Start(proxy));
         self
@@ -476,7 +476,7 @@ impl QemuHypervisor {
                 });
                 match (config.accel, kernel) {
                     (AccelChoice::Auto, None) => AccelVerdict {
-                        accel: crate::Accel::Tcg,
+                        accel: crate::accel::Accel::Tcg,
                         reason: "no kernel to probe KVM with; set probe_kernel to enable KVM detection".into(),
                     },
                     (choice, kernel) => {

@@ -8,22 +8,40 @@
 //! `127.0.0.1` only. Everything is removed when the job ends.
 //!
 //! # Overview
+//! The crate root holds what a program composing a VM runner needs:
+//! - [`MachineSetup`] turns "these labels on the host, those in VMs of these images" into
+//!   [`Machines`]: the hypervisor and executor an engine runs on ([`MachineLimits`] caps
+//!   what the VMs may use together, [`SetupError`] says why setup failed).
 //! - [`QemuHypervisor`] (built with [`QemuHypervisor::builder`]) provisions and destroys
-//!   machines; it owns a [`PortAllocator`], an [`ImageCache`] and an [`ImageCatalog`]
-//!   mapping `runs-on` labels to [`ImageEntry`]s, and chooses the accelerator with an
-//!   [`AccelProbe`] (KVM when a kernel really boots under it, TCG otherwise).
-//! - [`SshExecutor`] runs steps over SSH ([`SshSession`], russh + SFTP), streaming their
-//!   output and killing them on cancellation.
-//! - Lower layers are public too: [`VmSpec`] (the QEMU command line), [`QemuProcess`]
-//!   (spawn and ordered stop), [`QmpClient`], [`SeedConfig`] (the NoCloud ISO),
-//!   [`SshKeyPair`], [`NetSpec`], [`ConsoleTail`].
-//! - [`EgressProxy`] gives guests outbound HTTP(S) to public addresses only (package
-//!   installs), through a guest forward, while they stay cut off from the host.
-//! - [`TestGuest`] builds a tiny busybox + dropbear guest from the host's Debian packages,
-//!   used by the end-to-end tests and the `solstice run` demo.
+//!   machines from an [`ImageCatalog`] mapping `runs-on` labels to [`ImageEntry`]s (read
+//!   from TOML; [`ImageError`]), with the accelerator an [`AccelChoice`] asks for; what goes
+//!   wrong is a [`VmError`]. A [`GuestProfile`] says how an image's OS differs once booted,
+//!   and an [`EgressConfig`] gives guests a way out through a proxy.
+//! - [`SshExecutor`] runs steps over SSH (russh + SFTP), streaming their output and
+//!   killing them on cancellation.
+//!
+//! Lower layers are public modules, for tools and for programs that start QEMU by hand:
+//! - [`image`]: the download cache and the machine directories of a run directory (the
+//!   `solstice image` and `solstice vm` tools).
+//! - [`qemu`]: the QEMU command line ([`qemu::VmSpec`], with its [`qemu::NetSpec`]), the
+//!   process ([`qemu::QemuProcess`]) and its serial console ([`qemu::ConsoleTail`]). The
+//!   network and the console are parts of one QEMU process, so they sit here rather than
+//!   in modules of their own.
+//! - [`accel`]: the KVM probe and its verdict, and [`ports`]: the host ports for SSH
+//!   forwards. These stay separate from [`qemu`] because they belong to the host and are
+//!   shared by every machine (and hypervisor) on it.
+//! - [`qmp`]: a QMP client; [`seed`]: the cloud-init NoCloud ISO; [`ssh`]: sessions and
+//!   the ephemeral keys; [`egress`]: the egress proxy that gives guests outbound HTTP(S) to
+//!   public addresses only (package installs) while they stay cut off from the host;
+//!   [`budget`]: the error of a machine bigger than the host's budget.
+//! - With the `test-guest` feature, `TestGuest` builds a tiny busybox + dropbear guest from
+//!   the host's Debian packages, served as the `tiny-linux` label: used by the end-to-end
+//!   tests, the bundled programs and the `solstice run` demo.
 //!
 //! # Running a job in a VM
+//! This example needs the `test-guest` feature (for `TestGuest`).
 //! ```no_run
+//! # #[cfg(feature = "test-guest")] mod example {
 //! use solstice_core::{Engine, JobRequest, StepCommand};
 //! use solstice_vm::{QemuHypervisor, SshExecutor, TestGuest, TINY_LINUX};
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -39,11 +57,14 @@
 //! let (result, _events) = engine.run_job_collect(job).await;
 //! assert_eq!(result, solstice_core::JobResult::Success);
 //! # Ok(()) }
+//! # }
 //! ```
 //!
 //! # An image catalog and a seed, without a VM
 //! ```
-//! use solstice_vm::{ImageCatalog, SeedConfig, SshKeyPair};
+//! use solstice_vm::ImageCatalog;
+//! use solstice_vm::seed::SeedConfig;
+//! use solstice_vm::ssh::SshKeyPair;
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let catalog = ImageCatalog::from_toml(r#"
 //!     [images."ubuntu-24.04"]   # quote labels with dots
@@ -67,48 +88,47 @@
 //! ```
 //!
 //! # Optional features
-//! None: the crate always builds the QEMU backend (Linux hosts) and the SSH executor.
+//! The crate always builds the QEMU backend (Linux hosts) and the SSH executor.
+//! - `test-guest` (off by default): `TestGuest`, `TestGuestBuilder`, `TestGuestError` and
+//!   `TINY_LINUX`, and [`MachineSetup`] serving `tiny-linux` with the test guest when the
+//!   catalog has no such image (without the feature that label is
+//!   [`SetupError::UnknownImage`] like any other). The bundled programs, the end-to-end
+//!   tests and this crate's own tests, benchmark and example turn it on.
 //!
 //! # Host requirements
 //! `qemu-system-x86` and `qemu-utils` (QEMU and `qemu-img`); `/dev/kvm` is optional. The
 //! test guest also needs `linux-image-amd64`, `busybox-static`, `dropbear-bin`,
-//! `openssh-sftp-server` and `bash` (see [`TestGuest`]).
+//! `openssh-sftp-server` and `bash` (see `TestGuest`).
 #![warn(missing_docs, missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod accel;
-mod budget;
+pub mod accel;
+pub mod budget;
 mod console;
+#[cfg(feature = "test-guest")]
 mod cpio;
-mod egress;
+pub mod egress;
 mod guest;
 mod hypervisor;
-mod image;
+pub mod image;
 mod keys;
 mod net;
-mod ports;
-mod qemu;
-mod qmp;
-mod seed;
+pub mod ports;
+pub mod qemu;
+pub mod qmp;
+pub mod seed;
 mod setup;
-mod ssh;
+pub mod ssh;
+#[cfg(feature = "test-guest")]
 mod testguest;
 
-pub use accel::{Accel, AccelChoice, AccelProbe, AccelVerdict};
-pub use budget::OverBudget;
+pub use accel::AccelChoice;
 pub use guest::GuestProfile;
-pub use keys::{KeyError, SshKeyPair};
-pub use egress::{Destination, EgressError, EgressProxy, EgressProxyBuilder, ProxyRequest};
-pub use net::{EGRESS_PROXY_ADDR, EGRESS_PROXY_URL, EgressConfig, NetSpec};
-pub use ports::{PortAllocator, PortError, PortLease};
-pub use qemu::{BootSpec, QemuError, QemuProcess, StopOutcome, VmSpec};
-pub use qmp::{QmpClient, QmpDecodeError, QmpError, QmpEvent, QmpMessage};
-pub use seed::{SeedConfig, SeedError};
-pub use setup::{MachineLimits, MachineSetup, Machines, SetupError};
-pub use console::ConsoleTail;
 pub use hypervisor::{QemuHypervisor, QemuHypervisorBuilder, VmError};
-pub use image::{
-    BootMode, CachedImage, Decompress, DownloadProgress, ImageCache, ImageCatalog, ImageEntry, ImageError, ImageSource,
-    LogProgress, MachineDir, YOUNG_MACHINE_DIR, create_overlay, machine_dirs, prune_machine_dirs,
-};
-pub use ssh::{ExecOutput, SshError, SshExecutor, SshSession};
+pub use image::{ImageCatalog, ImageEntry, ImageError};
+pub use net::EgressConfig;
+pub use setup::{MachineLimits, MachineSetup, Machines, SetupError};
+pub use ssh::SshExecutor;
+#[cfg(feature = "test-guest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-guest")))]
 pub use testguest::{TINY_LINUX, TestGuest, TestGuestBuilder, TestGuestError};

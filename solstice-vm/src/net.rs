@@ -7,7 +7,7 @@
 //! work, and so do guest forwards (`guestfwd`), which is how egress is given back in a
 //! controlled way: connections from the guest to [`EGRESS_PROXY_ADDR`] run a connector
 //! program on the host that joins them to an HTTP proxy the operator chooses (one that
-//! refuses loopback and private destinations), normally an [`crate::EgressProxy`]. Steps on
+//! refuses loopback and private destinations), normally an [`crate::egress::EgressProxy`]. Steps on
 //! such machines see `http_proxy` and friends set to [`EGRESS_PROXY_URL`].
 
 use std::net::Ipv4Addr;

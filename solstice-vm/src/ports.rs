@@ -1,4 +1,8 @@
 //! Host ports for the guests' SSH forwards.
+//!
+//! A [`PortAllocator`] is shared between the hypervisors of a host (see
+//! [`crate::QemuHypervisorBuilder::ports`]) so their machines never get the same port;
+//! it is its own module because it belongs to the host, not to one QEMU process.
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};

@@ -1,4 +1,10 @@
 //! The QEMU process: its command line, spawning it, and stopping it in order.
+//!
+//! [`crate::QemuHypervisor`] does all of this for a job; this module is for programs that
+//! start a machine by hand (the provisioning benchmark's baseline does): describe it with
+//! a [`VmSpec`] (its network is a [`NetSpec`]), start it with [`QemuProcess::spawn`],
+//! follow its serial console with a [`ConsoleTail`] and stop it with
+//! [`QemuProcess::stop`].
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -8,7 +14,8 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 
 use crate::accel::Accel;
-use crate::net::NetSpec;
+pub use crate::console::ConsoleTail;
+pub use crate::net::NetSpec;
 use crate::qmp::{QmpClient, QmpError};
 
 /// How the guest boots.

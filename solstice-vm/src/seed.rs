@@ -1,5 +1,8 @@
 //! The cloud-init NoCloud seed: a small ISO 9660 image labelled `cidata` holding
 //! `meta-data` and `user-data`, written in Rust.
+//!
+//! [`crate::QemuHypervisor`] writes one for every machine; use [`SeedConfig`] directly to
+//! boot a cloud image by hand (with [`crate::qemu`]) or to inspect what a guest is given.
 
 use std::io::Cursor;
 use std::sync::Arc;

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use solstice_core::{ExecutorByAccess, HostExecutor, HostHypervisor, HypervisorSet, StepExecutor};
 
-use crate::{AccelChoice, EgressProxy, ImageCatalog, QemuHypervisor, SshExecutor, TINY_LINUX, TestGuest, TestGuestError};
+use crate::egress::EgressProxy;
+use crate::{AccelChoice, ImageCatalog, ImageEntry, QemuHypervisor, SshExecutor};
+#[cfg(feature = "test-guest")]
+use crate::{TINY_LINUX, TestGuest, TestGuestError};
 
 /// Why the machines for a service could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +25,8 @@ pub enum SetupError {
         image: String,
     },
     /// The tiny test guest could not be built.
+    #[cfg(feature = "test-guest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-guest")))]
     #[error("could not build the tiny test guest")]
     TestGuest(#[source] TestGuestError),
     /// The run directory could not be made.
@@ -30,7 +35,7 @@ pub enum SetupError {
 }
 
 /// What runs where: labels on the host, labels in VMs (each mapped to an image of the
-/// catalog, or to the built-in `tiny-linux` guest).
+/// catalog, or, with the `test-guest` feature, to the built-in `tiny-linux` guest).
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct MachineSetup {
@@ -98,14 +103,15 @@ impl MachineSetup {
         self
     }
 
-    /// Jobs with `label` run in a VM of `image` (a catalog label or alias, or
-    /// `tiny-linux` for the built-in test guest).
+    /// Jobs with `label` run in a VM of `image` (a catalog label or alias, or, with the
+    /// `test-guest` feature, `tiny-linux` for the built-in test guest).
     pub fn vm_label(mut self, label: impl Into<String>, image: impl Into<String>) -> Self {
         self.vm_labels.push((label.into(), image.into()));
         self
     }
 
-    /// The image catalog. Default: empty (only `tiny-linux` is available).
+    /// The image catalog. Default: empty (only `tiny-linux` is available, with the
+    /// `test-guest` feature).
     pub fn catalog(mut self, catalog: ImageCatalog) -> Self {
         self.catalog = catalog;
         self
@@ -167,16 +173,13 @@ impl MachineSetup {
             for (label, image) in &self.vm_labels {
                 let entry = match catalog.lookup(image) {
                     Some(entry) => entry.clone(),
-                    None if image == TINY_LINUX => {
-                        let cache = self.cache_dir.clone();
-                        let guest = tokio::task::spawn_blocking(move || TestGuest::builder(cache).ensure())
-                            .await
-                            .map_err(|e| SetupError::RunDir(std::io::Error::other(e)))?
-                            .map_err(SetupError::TestGuest)?;
-                        probe_kernel = Some(guest.kernel.clone());
-                        guest.catalog_entry()
-                    }
-                    None => return Err(SetupError::UnknownImage { label: label.clone(), image: image.clone() }),
+                    None => match self.built_in_image(image).await? {
+                        Some((entry, kernel)) => {
+                            probe_kernel = Some(kernel);
+                            entry
+                        }
+                        None => return Err(SetupError::UnknownImage { label: label.clone(), image: image.clone() }),
+                    },
                 };
                 if catalog.lookup(label).is_none() {
                     catalog.insert(label.clone(), entry);
@@ -218,6 +221,28 @@ impl MachineSetup {
         }
         let executor = ExecutorByAccess::new(Some(Arc::new(HostExecutor::new())), ssh);
         Ok(Machines { hypervisor, executor, labels, _run_dir: run_dir_guard })
+    }
+
+    /// The catalog entry and the KVM probe kernel of a built-in image the catalog lacks:
+    /// the tiny test guest for `tiny-linux`, built (or found in the cache) here.
+    #[cfg(feature = "test-guest")]
+    async fn built_in_image(&self, image: &str) -> Result<Option<(ImageEntry, PathBuf)>, SetupError> {
+        if image != TINY_LINUX {
+            return Ok(None);
+        }
+        let cache = self.cache_dir.clone();
+        let guest = tokio::task::spawn_blocking(move || TestGuest::builder(cache).ensure())
+            .await
+            .map_err(|e| SetupError::RunDir(std::io::Error::other(e)))?
+            .map_err(SetupError::TestGuest)?;
+        let kernel = guest.kernel.clone();
+        Ok(Some((guest.catalog_entry(), kernel)))
+    }
+
+    /// Without the `test-guest` feature there is no built-in image.
+    #[cfg(not(feature = "test-guest"))]
+    async fn built_in_image(&self, _image: &str) -> Result<Option<(ImageEntry, PathBuf)>, SetupError> {
+        Ok(None)
     }
 }
 

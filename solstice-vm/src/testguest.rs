@@ -164,7 +164,7 @@ impl TestGuest {
             vcpus: 1,
             memory_mib: 512,
             disk_gib: None,
-            boot: crate::BootMode::Kernel {
+            boot: crate::image::BootMode::Kernel {
                 kernel: self.kernel.clone(),
                 initrd: Some(self.initrd.clone()),
                 append: self.append.clone(),

@@ -224,7 +224,7 @@ async fn a_vm_label_runs_the_task_in_a_fresh_vm() {
 async fn a_vm_job_reports_the_os_and_arch_its_catalog_declares() {
     let fake = FakeForgejo::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let catalog = catalog_declaring_freebsd(dir.path(), "fake-bsd");
+    let catalog = solstice_e2e::catalog_declaring_freebsd(dir.path(), "fake-bsd");
     let extra = format!("\n[engine]\nimage_catalog = {catalog:?}\n");
     let config = register(&fake, dir.path(), "bsd-runner", "bsd:vm:fake-bsd", &extra).await;
     let daemon = spawn_daemon(&config, None);
@@ -298,22 +298,6 @@ async fn with_rabbitmq_jobs_go_to_a_separate_orchestrator_and_back() {
     assert!(log.iter().any(|l| l.starts_with("ran by host-")), "{log:#?}");
     assert!(log.iter().any(|l| l.contains("exit code 5")), "{log:#?}");
     assert_eq!(metrics.finished(solstice_core::JobResult::Failure), 1, "the job did not run on the separate orchestrator");
-}
-
-/// An image catalog in `dir` whose `{label}` image is the tiny test guest (built once in
-/// the shared cache) declaring itself FreeBSD on ARM64: a job that reports those values
-/// got them from the catalog, not from the guest (a Linux on this host's architecture).
-fn catalog_declaring_freebsd(dir: &std::path::Path, label: &str) -> std::path::PathBuf {
-    let guest = solstice_vm::TestGuest::builder(solstice_config::default_cache_dir())
-        .ensure()
-        .unwrap_or_else(|e| panic!("the tiny test guest could not be built (scripts/demo installs what it needs): {e}"));
-    let path = dir.join("images.toml");
-    let text = format!(
-        "[images.{label}]\nprofile = \"tiny\"\nos = \"FreeBSD\"\narch = \"ARM64\"\nvcpus = 1\nmemory_mib = 512\nboot = {{ mode = \"kernel\", kernel = {:?}, initrd = {:?}, append = {:?} }}\n",
-        guest.kernel, guest.initrd, guest.append
-    );
-    std::fs::write(&path, text).expect("write the catalog");
-    path
 }
 
 fn signal(daemon: &std::process::Child, name: &str) {

@@ -257,7 +257,7 @@ async fn a_vm_label_runs_the_job_in_a_fresh_vm() {
 async fn a_vm_job_reports_the_os_and_arch_its_catalog_declares() {
     let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
     let dir = tempfile::tempdir().expect("tempdir");
-    let catalog = catalog_declaring_freebsd(dir.path(), "fake-bsd");
+    let catalog = solstice_e2e::catalog_declaring_freebsd(dir.path(), "fake-bsd");
     let config = dir.path().join("runner.toml");
     std::fs::write(&config, format!("[github]\nlabels = [\"bsd\"]\n\n[engine]\nimage_catalog = {catalog:?}\n\n[engine.vm_images]\nbsd = \"fake-bsd\"\n")).expect("config");
     let config = config.to_string_lossy().into_owned();
@@ -453,22 +453,6 @@ async fn a_broker_job_left_by_a_killed_runner_is_tried_once_then_given_up() {
     assert_eq!(requests.iter().filter(|r| r.method == "POST" && r.path == "/run/completejob").count(), 2, "one try, and one after a fresh token");
     let view = fake.job(&id).await.expect("job");
     assert_eq!((view.state.as_str(), view.result.as_deref()), ("assigned", None), "left for GitHub to time out");
-}
-
-/// An image catalog in `dir` whose `{label}` image is the tiny test guest (built once in
-/// the shared cache) declaring itself FreeBSD on ARM64: a job that reports those values
-/// got them from the catalog, not from the guest (a Linux on this host's architecture).
-fn catalog_declaring_freebsd(dir: &std::path::Path, label: &str) -> std::path::PathBuf {
-    let guest = solstice_vm::TestGuest::builder(solstice_config::default_cache_dir())
-        .ensure()
-        .unwrap_or_else(|e| panic!("the tiny test guest could not be built (scripts/demo installs what it needs): {e}"));
-    let path = dir.join("images.toml");
-    let text = format!(
-        "[images.{label}]\nprofile = \"tiny\"\nos = \"FreeBSD\"\narch = \"ARM64\"\nvcpus = 1\nmemory_mib = 512\nboot = {{ mode = \"kernel\", kernel = {:?}, initrd = {:?}, append = {:?} }}\n",
-        guest.kernel, guest.initrd, guest.append
-    );
-    std::fs::write(&path, text).expect("write the catalog");
-    path
 }
 
 fn signal(child: &tokio::process::Child, name: &str) {

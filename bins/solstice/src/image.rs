@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use solstice_vm::{DownloadProgress, ImageCache, ImageCatalog, ImageEntry, machine_dirs, prune_machine_dirs};
+use solstice_vm::image::{DownloadProgress, ImageCache, machine_dirs, prune_machine_dirs};
+use solstice_vm::{ImageCatalog, ImageEntry};
 
 use solstice_service::ProgramError;
 

@@ -145,7 +145,7 @@ fn a_host_job_reports_the_hosts_os_and_arch() {
 #[test]
 fn a_vm_job_reports_the_os_and_arch_its_catalog_declares() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let catalog = catalog_declaring_freebsd(dir.path(), "fake-bsd");
+    let catalog = solstice_e2e::catalog_declaring_freebsd(dir.path(), "fake-bsd");
     let wf = write(
         &dir,
         "os.yml",
@@ -255,20 +255,4 @@ fn config_check_accepts_debug_ssh_in_solstice_toml() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout(&out).contains("`solstice serve` configuration"), "{}", stdout(&out));
     // Bad values are placed: see config_check_says_what_is_wrong_and_where_and_exits_2.
-}
-
-/// An image catalog in `dir` whose `{label}` image is the tiny test guest (built once in
-/// the shared cache) declaring itself FreeBSD on ARM64: a job that reports those values
-/// got them from the catalog, not from the guest (a Linux on this host's architecture).
-fn catalog_declaring_freebsd(dir: &std::path::Path, label: &str) -> std::path::PathBuf {
-    let guest = solstice_vm::TestGuest::builder(solstice_config::default_cache_dir())
-        .ensure()
-        .unwrap_or_else(|e| panic!("the tiny test guest could not be built (scripts/demo installs what it needs): {e}"));
-    let path = dir.join("images.toml");
-    let text = format!(
-        "[images.{label}]\nprofile = \"tiny\"\nos = \"FreeBSD\"\narch = \"ARM64\"\nvcpus = 1\nmemory_mib = 512\nboot = {{ mode = \"kernel\", kernel = {:?}, initrd = {:?}, append = {:?} }}\n",
-        guest.kernel, guest.initrd, guest.append
-    );
-    std::fs::write(&path, text).expect("write the catalog");
-    path
 }

@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::forward::PortForward;
-use crate::{Hypervisor, JobId, Machine, error_chain};
+use crate::support::error_chain;
+use crate::{Hypervisor, JobId, Machine};
 
 /// The debug time the design fixes: 30 minutes, not renewable.
 pub const DEFAULT_DEBUG_TTL: Duration = Duration::from_secs(30 * 60);

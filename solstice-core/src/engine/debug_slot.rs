@@ -39,7 +39,7 @@ impl SharedSlot {
                 Ok(None) => Ok(Self { held: Some((store.clone(), repository.to_owned(), job)) }),
                 Ok(Some(holder)) => Err(SlotRefused::Busy(holder)),
                 Err(e) => {
-                    tracing::warn!(job_id = %job, error = %crate::error_chain(&e), "could not claim the repository's debug slot");
+                    tracing::warn!(job_id = %job, error = %crate::support::error_chain(&e), "could not claim the repository's debug slot");
                     Err(SlotRefused::Unavailable)
                 }
             };
@@ -57,7 +57,7 @@ impl SharedSlot {
         if let Some((store, repository, job)) = self.held
             && let Err(e) = store.release_debug_slot(&repository, job).await
         {
-            tracing::warn!(job_id = %job, error = %crate::error_chain(&e), "could not give the repository's debug slot back; it lapses by itself");
+            tracing::warn!(job_id = %job, error = %crate::support::error_chain(&e), "could not give the repository's debug slot back; it lapses by itself");
         }
     }
 }

@@ -3,7 +3,8 @@
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
-use crate::{JobEvent, JobEventKind, JobId, LogStream, Masker};
+use crate::support::Masker;
+use crate::{JobEvent, JobEventKind, JobId, LogStream};
 
 /// Sends one attempt's events in order, numbered from 1, with every log line masked.
 #[derive(Debug)]

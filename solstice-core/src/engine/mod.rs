@@ -17,7 +17,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Hypervisor, JobEvent, JobRequest, JobResult, Masker, StepExecutor};
+use crate::support::Masker;
+use crate::{Hypervisor, JobEvent, JobRequest, JobResult, StepExecutor};
 use emit::Emitter;
 pub use debug::{DEFAULT_DEBUG_PORTS, DEFAULT_DEBUG_TTL, DebugKeeper, DebugKeeperBuilder, DebugSshError};
 #[cfg(feature = "_store")]

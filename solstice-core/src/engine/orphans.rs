@@ -9,8 +9,9 @@ use time::OffsetDateTime;
 use super::{Engine, EngineError};
 use crate::{
     JobEvent, JobEventKind, JobId, JobQueue, JobResult, JobState, LogStream, MachineFootprint, MachineJournal, Store,
-    VmRecord, error_chain,
+    VmRecord,
 };
+use crate::support::error_chain;
 
 /// Writes a job's machine to the state store.
 pub(crate) struct StoreJournal<'a> {

@@ -16,9 +16,10 @@ use super::debug_slot::{SharedSlot, SlotRefused};
 use super::emit::Emitter;
 use super::EngineInner;
 use crate::{
-    error_chain, JobEventKind, JobId, JobRequest, JobResult, LogSink, LogStream, Machine, OutputLine, MachineAccess, MachineRequest,
+    JobEventKind, JobId, JobRequest, JobResult, LogSink, LogStream, Machine, OutputLine, MachineAccess, MachineRequest,
     ProvisionContext, ScriptRun, StepAction, StepCommand, StepExit,
 };
+use crate::support::error_chain;
 
 /// Steps that still run after a cancellation (`if: always()` or `cancelled()`) get at
 /// most this long, so a cancelled job cannot be held up indefinitely.

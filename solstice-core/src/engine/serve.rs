@@ -12,9 +12,9 @@ use super::Engine;
 #[cfg(feature = "_store")]
 use crate::JobEventKind;
 use crate::{
-    Backoff, JobDelivery, JobEvent, JobId, JobQueue, JobRequest, QueueError,
-    retry_while_unavailable,
+    JobDelivery, JobEvent, JobId, JobQueue, JobRequest, QueueError,
 };
+use crate::support::{Backoff, retry_while_unavailable};
 use time::OffsetDateTime;
 
 /// How many cancellations of jobs not (yet) running here are remembered, in case the
@@ -104,7 +104,7 @@ impl Engine {
     /// # Errors
     /// [`EngineError`](super::EngineError) when the queue cannot be opened for a
     /// reason that is not transient; a broker that is down or restarting is waited for
-    /// (see [`retry_while_unavailable`](crate::retry_while_unavailable)).
+    /// (see [`retry_while_unavailable`](crate::support::retry_while_unavailable)).
     pub async fn serve(
         &self,
         queue: Arc<dyn JobQueue>,
@@ -373,7 +373,7 @@ impl Engine {
         let Some(store) = &self.inner.store else {
             return Ok(Outcome::Run(if redelivered { 2 } else { 1 }));
         };
-        let failed = |e: crate::StoreError| ClaimFailed { transient: e.is_transient(), why: crate::error_chain(&e) };
+        let failed = |e: crate::StoreError| ClaimFailed { transient: e.is_transient(), why: crate::support::error_chain(&e) };
         store.record_queued(job).await.map_err(failed)?;
         let claim = store.claim_leased(job.id, &self.inner.name, holder, self.inner.claim_lease).await.map_err(failed)?;
         Ok(match claim {
@@ -408,7 +408,7 @@ impl Engine {
                         break;
                     }
                     Err(e) => {
-                        tracing::warn!(job_id = %id, error = %crate::error_chain(&e), "could not renew the job's lease; retrying");
+                        tracing::warn!(job_id = %id, error = %crate::support::error_chain(&e), "could not renew the job's lease; retrying");
                     }
                 }
             }

@@ -9,8 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     CheckoutSource, CheckoutStep, ExecError, LogSink, LogStream, Machine, MachineAccess, ScriptRun,
-    StepExecutor, StepExit, parse_command_file, shell_command,
+    StepExecutor, StepExit,
 };
+use crate::support::{parse_command_file, shell_command};
 
 /// How long output is still read after a step's process exited, for background
 /// processes that inherited its stdout (they are not waited for).

@@ -186,7 +186,7 @@ pub async fn connect_or_fail(builder: solstice_core::AmqpQueueBuilder) -> solsti
 /// An error with its causes.
 #[cfg_attr(not(any(feature = "amqp", feature = "postgres")), allow(dead_code))]
 pub fn chain(error: &dyn std::error::Error) -> String {
-    solstice_core::error_chain(error)
+    solstice_core::support::error_chain(error)
 }
 
 /// Which store backend a test runs on.

@@ -414,7 +414,7 @@ impl SourceInner {
     /// saying whose keys were found (public information) or why there are none.
     async fn debug_keys(&self, entry: &TaskEntry, user: &str) -> Vec<String> {
         let fetched = match &self.keys {
-            Some(keys) => keys.fetch(self.client.instance(), user).await.map_err(|e| solstice_core::error_chain(&e)),
+            Some(keys) => keys.fetch(self.client.instance(), user).await.map_err(|e| solstice_core::support::error_chain(&e)),
             None => Err("this runner cannot make HTTP requests for them".to_owned()),
         };
         let line = match &fetched {

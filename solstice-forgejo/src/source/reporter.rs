@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use solstice_core::{Backoff, SourceMessage, error_chain};
+use solstice_core::SourceMessage;
+use solstice_core::support::{Backoff, error_chain};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 

@@ -266,6 +266,15 @@ boot = { mode = "kernel", kernel = "/c/vmlinuz", initrd = "/c/initrd.gz", append
         assert!(matches!(ImageCatalog::from_toml(&empty), Err(ImageError::Catalog { .. })));
     }
 
+    /// Tests write catalogs by serializing one (`solstice_e2e::catalog_declaring_freebsd`):
+    /// what serde writes must read back as the same catalog, unset options included.
+    #[test]
+    fn a_serialized_catalog_reads_back_the_same() {
+        let catalog = ImageCatalog::from_toml(CATALOG).expect("valid");
+        let text = toml::to_string(&catalog).expect("serialize");
+        assert_eq!(ImageCatalog::from_toml(&text).expect("reads back"), catalog, "{text}");
+    }
+
     #[test]
     fn bad_catalogs_are_rejected() {
         let bad_digest = CATALOG.replace("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", "abc");

@@ -1,5 +1,10 @@
 //! Base images: the catalog, the content-addressed download cache, and per-job
 //! copy-on-write overlays.
+//!
+//! [`ImageCatalog`] and [`ImageEntry`] (both also at the crate root) are what a hypervisor
+//! is configured with. The rest is for image tools (the `solstice image` commands):
+//! [`ImageCache`] downloads, lists and prunes base images, and [`machine_dirs`] and
+//! [`prune_machine_dirs`] find and remove the directories of machines that are gone.
 
 mod cache;
 mod catalog;
@@ -9,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 pub use cache::{CachedImage, DownloadProgress, ImageCache, LogProgress};
 pub use catalog::{BootMode, Decompress, ImageCatalog, ImageEntry, ImageSource};
-pub use overlays::{MachineDir, YOUNG_MACHINE_DIR, machine_dirs, prune_machine_dirs};
+pub use overlays::{MachineDir, machine_dirs, prune_machine_dirs};
 
 /// An image could not be found, fetched, verified or layered.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +107,7 @@ impl ImageError {
 ///
 /// # Errors
 /// [`ImageError::Overlay`] with qemu-img's message.
-pub async fn create_overlay(
+pub(crate) async fn create_overlay(
     qemu_img: &Path,
     base: &Path,
     base_format: &str,

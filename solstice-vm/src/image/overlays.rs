@@ -29,7 +29,7 @@ use super::ImageError;
 /// How recent a directory whose files nobody locks may be and still count as in use: a
 /// machine's directory exists, and its seed and overlay are written, before its QEMU
 /// process starts and locks them.
-pub const YOUNG_MACHINE_DIR: Duration = Duration::from_secs(600);
+pub(crate) const YOUNG_MACHINE_DIR: Duration = Duration::from_secs(600);
 
 /// One machine's directory in a run directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,16 +39,16 @@ pub struct MachineDir {
     /// Bytes used by its files (the overlay, mostly).
     pub size: u64,
     /// Whether another open file description holds a lock on one of its files (a running
-    /// QEMU locks its overlay and seed), or the directory is younger than
-    /// [`YOUNG_MACHINE_DIR`].
+    /// QEMU locks its overlay and seed), or the directory is younger than ten minutes
+    /// (its machine may not have started QEMU yet).
     pub in_use: bool,
 }
 
 /// The machine directories directly under `run_dir` (none if it does not exist).
 ///
 /// A directory is in use when a file in it is locked, as a running QEMU locks its disk
-/// images (see the module documentation), or when it was modified in the last
-/// [`YOUNG_MACHINE_DIR`]. Lock queries need Linux's OFD locks; elsewhere only the age
+/// images (QEMU's image locking), or when it was modified in the last ten minutes (its
+/// machine may not have started QEMU yet). Lock queries need Linux's OFD locks; elsewhere only the age
 /// guard applies. A file whose lock cannot be queried counts as locked: a directory is
 /// only ever removed when it is known to be free.
 ///

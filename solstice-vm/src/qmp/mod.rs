@@ -1,10 +1,13 @@
 //! A small QMP client: the QEMU Machine Protocol over a Unix socket.
 //!
 //! We speak QMP ourselves instead of using the `qapi` crate: the framing is a few JSON
-//! lines (see [`codec`]), `qapi`'s generated schema is pinned to one QEMU release (9.1),
+//! lines (`qmp/codec.rs`), `qapi`'s generated schema is pinned to one QEMU release (9.1),
 //! so events and enum values of newer or older QEMUs may fail to decode, and the crate is
 //! only passively maintained. The codec is pure and tested without QEMU; this client is a
 //! thin transport over it that adds timeouts.
+//!
+//! [`crate::QemuHypervisor`] keeps a [`QmpClient`] per machine to stop it in order; use
+//! one directly to drive a QEMU you started with [`crate::qemu::QemuProcess`].
 
 pub(crate) mod codec;
 
@@ -18,7 +21,8 @@ use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 
-pub use codec::{QmpDecodeError, QmpMessage};
+pub use codec::QmpDecodeError;
+pub(crate) use codec::QmpMessage;
 
 /// What went wrong talking to QEMU over QMP.
 #[derive(Debug, thiserror::Error)]

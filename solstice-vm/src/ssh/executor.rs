@@ -7,8 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use solstice_core::{
     CheckoutSource, CheckoutStep, ExecError, LogSink, LogStream, Machine, MachineAccess, ScriptRun, SshAccess,
-    StepExecutor, StepExit, parse_command_file, shell_command,
+    StepExecutor, StepExit,
 };
+use solstice_core::support::{parse_command_file, shell_command};
 use tokio_util::sync::CancellationToken;
 
 use super::{SshError, SshSession};

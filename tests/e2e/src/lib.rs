@@ -6,11 +6,12 @@
 //! which package to install.
 #![warn(missing_docs, missing_debug_implementations)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use solstice_core::{JobId, LogSink, Machine, MachineRequest, OutputLine, ProvisionContext, ScriptRun, StepExecutor, StepExit};
-use solstice_vm::{AccelChoice, GuestProfile, PortAllocator, QemuHypervisor, QemuHypervisorBuilder, SshExecutor, TestGuest};
+use solstice_vm::ports::PortAllocator;
+use solstice_vm::{AccelChoice, GuestProfile, ImageCatalog, QemuHypervisor, QemuHypervisorBuilder, SshExecutor, TestGuest};
 use tokio_util::sync::CancellationToken;
 
 /// The label the test guest serves.
@@ -39,6 +40,22 @@ pub fn test_guest() -> TestGuest {
         Ok(guest) => guest,
         Err(e) => panic!("could not build the test guest: {e}"),
     }
+}
+
+/// Writes `images.toml` in `dir`: an image catalog whose `label` image is the test guest
+/// declaring itself FreeBSD on ARM64, so a job that reports those values got them from
+/// the catalog, not from the guest (a Linux on this host's architecture). The binaries'
+/// tests give it to the programs they start.
+pub fn catalog_declaring_freebsd(dir: &Path, label: &str) -> PathBuf {
+    let mut entry = test_guest().catalog_entry();
+    entry.os = Some("FreeBSD".into());
+    entry.arch = Some("ARM64".into());
+    let mut catalog = ImageCatalog::default();
+    catalog.insert(label, entry);
+    let text = toml::to_string(&catalog).expect("an image catalog serializes as TOML");
+    let path = dir.join("images.toml");
+    std::fs::write(&path, text).expect("write the catalog");
+    path
 }
 
 /// A hypervisor serving [`LABEL`] with the test guest, its accelerator probed once per

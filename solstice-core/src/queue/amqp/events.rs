@@ -39,7 +39,7 @@ impl Handler for EventHandler {
         let events = match wire::decode(kind, &delivery.data) {
             Ok(events) => events,
             Err(e) => {
-                let reason = format!("undecodable event: {}", crate::error_chain(&e));
+                let reason = format!("undecodable event: {}", crate::support::error_chain(&e));
                 tracing::error!(queue = %queue, %reason, "dead-lettering an event message");
                 let sent = dead::send(&self.link, "event", queue.as_str(), None, &reason, &delivery.data).await;
                 let settler = Settler::new(channel.clone(), delivery.acker);

@@ -14,8 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::link::{Link, Session, bounded, broker};
-use crate::error_chain;
-use crate::{Backoff, QueueError};
+use crate::QueueError;
+use crate::support::{Backoff, error_chain};
 
 /// What a subscription consumes and how it turns deliveries into items.
 #[async_trait]

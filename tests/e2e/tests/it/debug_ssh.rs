@@ -13,7 +13,8 @@ use solstice_core::{
     MachineAccess, MachineRequest, ProvisionContext, SshAccess, StepAction, StepCommand,
 };
 use solstice_e2e::{LABEL, hypervisor};
-use solstice_vm::{QemuHypervisor, SshExecutor, SshKeyPair, SshSession};
+use solstice_vm::ssh::{SshError, SshKeyPair, SshSession};
+use solstice_vm::{QemuHypervisor, SshExecutor};
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -106,7 +107,7 @@ fn log_lines(events: &[JobEvent]) -> Vec<String> {
 }
 
 /// SSH to the kept machine through the forward, as root, with `key`.
-async fn login(port: u16, host_key: &str, key: &SshKeyPair) -> Result<SshSession, solstice_vm::SshError> {
+async fn login(port: u16, host_key: &str, key: &SshKeyPair) -> Result<SshSession, SshError> {
     let private = key.private_openssh().expect("encode");
     let access = SshAccess {
         addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
@@ -187,9 +188,9 @@ async fn a_failed_opted_in_job_is_kept_for_the_users_key_only_until_its_time() {
     // ...the job's own ephemeral key no longer does, nor anybody else's.
     let job_access = SshAccess { addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)), ..access.clone() };
     let refused = SshSession::connect(&job_access, Duration::from_secs(30)).await;
-    assert!(matches!(refused, Err(solstice_vm::SshError::Auth { .. })), "the job's key still logs in: {refused:?}");
+    assert!(matches!(refused, Err(SshError::Auth { .. })), "the job's key still logs in: {refused:?}");
     let refused = login(port, &host_key, &stranger).await;
-    assert!(matches!(refused, Err(solstice_vm::SshError::Auth { .. })), "a stranger's key logs in: {refused:?}");
+    assert!(matches!(refused, Err(SshError::Auth { .. })), "a stranger's key logs in: {refused:?}");
     assert!(finished_at.elapsed() < ttl, "the checks took longer than the TTL; lengthen it");
 
     // At its time the machine, its files and the forward are gone, and not much before.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use solstice_e2e::{boot, builder, run_shell};
-use solstice_vm::EgressProxy;
+use solstice_vm::egress::EgressProxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An HTTP server on the host's 127.0.0.1 that answers every request with `body` and

@@ -8,7 +8,8 @@ use solstice_core::{
     StepAction, StepCommand, StepExecutor,
 };
 use solstice_e2e::{LABEL, boot, hypervisor};
-use solstice_vm::{SshExecutor, StopOutcome};
+use solstice_vm::SshExecutor;
+use solstice_vm::qemu::StopOutcome;
 use tokio_util::sync::CancellationToken;
 
 fn sh(name: &str, script: &str) -> StepCommand {

@@ -1,0 +1,21 @@
+//! Helpers for implementors of the seams: code that a [`JobSource`](crate::JobSource),
+//! [`JobQueue`](crate::JobQueue) or [`StepExecutor`](crate::StepExecutor) outside this
+//! crate shares with the ones inside it, so that every backend behaves the same.
+//!
+//! A program that only composes the seams (builds an [`Engine`](crate::Engine) or a
+//! [`RunnerService`](crate::RunnerService)) needs none of them. When you need each:
+//! - [`Backoff`] and [`retry_while_unavailable`]: a source or queue that retries an
+//!   unreachable forge, broker or database with capped exponential backoff.
+//! - [`error_chain`]: logging an error with its causes on one line (`a: b: c`).
+//! - [`ShellCommand`] and [`shell_command`]: a step executor that turns a step's shell line
+//!   (`bash --noprofile --norc -eo pipefail {0}`) into an argument vector and a script file
+//!   name, as the host and SSH executors do.
+//! - [`parse_command_file`]: a step executor reading back the `$GITHUB_OUTPUT` and
+//!   `$GITHUB_ENV` files a step wrote.
+//! - [`Masker`]: anything that emits job log lines itself and must hide the job's secrets
+//!   as the engine does.
+
+pub use crate::backoff::{Backoff, retry_while_unavailable};
+pub use crate::error_chain::error_chain;
+pub use crate::executor::{ShellCommand, parse_command_file, shell_command};
+pub use crate::mask::Masker;
