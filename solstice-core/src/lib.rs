@@ -60,7 +60,7 @@ pub use engine::{
 pub use engine::ReapedMachine;
 pub use error_chain::error_chain;
 pub use executor::{
-    ExecError, ScriptRun, ShellCommand, StepExecutor, StepExit, parse_command_file, shell_command,
+    CommandFiles, ExecError, ScriptRun, ShellCommand, StepExecutor, StepExit, shell_command,
 };
 pub use host::{HostExecutor, HostHypervisor};
 pub use local::LocalSource;
