@@ -264,9 +264,8 @@ impl JobReport {
             self.records[index].start();
         }
         let mut reported = reported.clone();
-        let mask = |text: &str| self.regex_masks.iter().fold(text.to_owned(), |t, re| re.replace_all(&t, "***").into_owned());
-        reported.message = mask(&reported.message);
-        reported.title = reported.title.as_deref().map(mask);
+        reported.message = self.regex_mask(&reported.message);
+        reported.title = reported.title.as_deref().map(|t| self.regex_mask(t));
         let record = &mut self.records[index];
         let log_line = record.lines.len() + 1;
         record.annotations.push(annotation::Annotation { reported, log_line });
@@ -292,11 +291,13 @@ impl JobReport {
         self.push_line(index, line);
     }
 
+    /// `text` with the job's regular-expression masks applied.
+    fn regex_mask(&self, text: &str) -> String {
+        self.regex_masks.iter().fold(text.to_owned(), |t, re| re.replace_all(&t, "***").into_owned())
+    }
+
     fn push_line(&mut self, index: usize, line: &str) {
-        let mut line = line.to_owned();
-        for re in &self.regex_masks {
-            line = re.replace_all(&line, "***").into_owned();
-        }
+        let line = self.regex_mask(line);
         let record = &mut self.records[index];
         if record.state == RecordState::Pending && index == self.job_level {
             record.start();
