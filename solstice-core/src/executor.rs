@@ -17,8 +17,9 @@ pub struct ScriptRun {
     /// The shell command line with `{0}` for the script path (GitHub's convention).
     pub shell: String,
     /// The complete environment for the step, the machine's included
-    /// ([`Machine::step_env`]; the executor adds `GITHUB_OUTPUT`, `GITHUB_ENV` and
-    /// `GITHUB_PATH`, pointing at files it reads back).
+    /// ([`Machine::step_env`]; the executor adds `GITHUB_OUTPUT`, `GITHUB_ENV`,
+    /// `GITHUB_PATH`, `GITHUB_STATE` and `GITHUB_STEP_SUMMARY`, pointing at empty files
+    /// it reads back into [`StepExit::files`]).
     pub env: BTreeMap<String, String>,
     /// Working directory: relative to the workspace, or absolute.
     pub working_directory: Option<String>,
@@ -32,12 +33,56 @@ pub struct StepExit {
     /// The exit code; `None` when the process was killed (timeout or cancellation) or
     /// died of a signal.
     pub exit_code: Option<i32>,
-    /// `name=value` pairs the step wrote to `$GITHUB_OUTPUT`.
-    pub outputs: BTreeMap<String, String>,
-    /// Variables the step wrote to `$GITHUB_ENV`, for the following steps.
-    pub env: BTreeMap<String, String>,
-    /// Directories the step wrote to `$GITHUB_PATH`, for the following steps.
-    pub path: Vec<String>,
+    /// What the step left in its command files. The engine applies them with GitHub's
+    /// rules, so executors only read them back.
+    pub files: CommandFiles,
+}
+
+/// The text a step left in its command files, as read back after it ended (empty for a
+/// file it did not write or that could not be read).
+///
+/// The engine parses and applies them as GitHub's runner does
+/// (`src/Runner.Worker/FileCommandManager.cs` in actions/runner): `output`, `env` and
+/// `state` hold `name=value` lines and `name<<DELIMITER` blocks, and a malformed file
+/// fails the step; `path` holds one directory per line; `step_summary` is Markdown.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommandFiles {
+    /// `$GITHUB_OUTPUT`: the step's outputs.
+    pub output: String,
+    /// `$GITHUB_ENV`: variables for the following steps.
+    pub env: String,
+    /// `$GITHUB_PATH`: directories for the following steps' `PATH`.
+    pub path: String,
+    /// `$GITHUB_STATE`: state for the action's post step (`STATE_<name>`).
+    pub state: String,
+    /// `$GITHUB_STEP_SUMMARY`: the step's Markdown summary.
+    pub step_summary: String,
+}
+
+impl CommandFiles {
+    /// The environment variable of each file and the name executors give it in their
+    /// scratch directory, in the order the engine applies them (the runner's order,
+    /// `ExtensionManager.cs`).
+    pub const FILES: [(&'static str, &'static str); 5] = [
+        ("GITHUB_PATH", "path"),
+        ("GITHUB_ENV", "env"),
+        ("GITHUB_STEP_SUMMARY", "step_summary"),
+        ("GITHUB_STATE", "state"),
+        ("GITHUB_OUTPUT", "output"),
+    ];
+
+    /// Stores the text read back from the file of environment variable `variable` (one
+    /// of [`Self::FILES`]); other names are ignored.
+    pub fn set(&mut self, variable: &str, text: String) {
+        match variable {
+            "GITHUB_OUTPUT" => self.output = text,
+            "GITHUB_ENV" => self.env = text,
+            "GITHUB_PATH" => self.path = text,
+            "GITHUB_STATE" => self.state = text,
+            "GITHUB_STEP_SUMMARY" => self.step_summary = text,
+            _ => {}
+        }
+    }
 }
 
 impl StepExit {
@@ -193,44 +238,9 @@ pub fn shell_command(shell: &str, index: usize) -> ShellCommand {
     ShellCommand { words, script_name: format!("{name}.{extension}") }
 }
 
-/// Parses a `$GITHUB_OUTPUT` or `$GITHUB_ENV` file: `name=value` lines and
-/// `name<<DELIMITER` … `DELIMITER` blocks for multi-line values. Later entries win.
-pub fn parse_command_file(text: &str) -> BTreeMap<String, String> {
-    let mut values = BTreeMap::new();
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let heredoc = line.split_once("<<").filter(|(name, _)| !name.contains('='));
-        if let Some((name, delimiter)) = heredoc {
-            let mut value = Vec::new();
-            for body in lines.by_ref() {
-                if body == delimiter {
-                    break;
-                }
-                value.push(body);
-            }
-            values.insert(name.to_owned(), value.join("\n"));
-        } else if let Some((name, value)) = line.split_once('=') {
-            values.insert(name.to_owned(), value.to_owned());
-        }
-    }
-    values
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn command_files_hold_single_and_multi_line_values() {
-        let parsed = parse_command_file("a=1\nb<<EOF\nline 1\nline=2\nEOF\n\nc=x=y\na=3\n");
-        assert_eq!(parsed.get("a").map(String::as_str), Some("3"));
-        assert_eq!(parsed.get("b").map(String::as_str), Some("line 1\nline=2"));
-        assert_eq!(parsed.get("c").map(String::as_str), Some("x=y"));
-        assert_eq!(parsed.len(), 3);
-    }
 
     #[test]
     fn shells_substitute_the_script_path() {

@@ -59,7 +59,7 @@ pub use engine::{
 };
 #[cfg(feature = "_store")]
 pub use engine::ReapedMachine;
-pub use executor::{ExecError, ScriptRun, StepExecutor, StepExit};
+pub use executor::{CommandFiles, ExecError, ScriptRun, StepExecutor, StepExit};
 pub use host::{HostExecutor, HostHypervisor};
 pub use local::LocalSource;
 pub use machine::{

@@ -10,12 +10,10 @@
 //! - [`ShellCommand`] and [`shell_command`]: a step executor that turns a step's shell line
 //!   (`bash --noprofile --norc -eo pipefail {0}`) into an argument vector and a script file
 //!   name, as the host and SSH executors do.
-//! - [`parse_command_file`]: a step executor reading back the `$GITHUB_OUTPUT` and
-//!   `$GITHUB_ENV` files a step wrote.
 //! - [`Masker`]: anything that emits job log lines itself and must hide the job's secrets
 //!   as the engine does.
 
 pub use crate::backoff::{Backoff, retry_while_unavailable};
 pub use crate::error_chain::error_chain;
-pub use crate::executor::{ShellCommand, parse_command_file, shell_command};
+pub use crate::executor::{ShellCommand, shell_command};
 pub use crate::mask::Masker;

@@ -5,7 +5,6 @@
 //! tested deterministically; the real host and VM implementations have tests of their
 //! own.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -14,7 +13,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    CheckoutSource, CheckoutStep, ExecError, Hypervisor, HypervisorError, LogSink, LogStream,
+    CheckoutSource, CheckoutStep, CommandFiles, ExecError, Hypervisor, HypervisorError, LogSink, LogStream,
     Machine, MachineAccess, MachineRequest, ProvisionContext, ScriptRun, StepExecutor, StepExit,
 };
 
@@ -128,8 +127,8 @@ impl StepExecutor for ScriptedExecutor {
         cancel: &CancellationToken,
     ) -> Result<StepExit, ExecError> {
         self.steps_run.fetch_add(1, Ordering::SeqCst);
-        let mut outputs = BTreeMap::new();
-        let mut env = BTreeMap::new();
+        // `output`/`export` write `name=value` lines to the command files, as a script would.
+        let mut files = CommandFiles::default();
         for line in step.script.lines() {
             let (command, arg) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
             match command {
@@ -137,9 +136,10 @@ impl StepExecutor for ScriptedExecutor {
                 "warn" => output.send(LogStream::Stderr, arg).await,
                 "env" => output.send(LogStream::Stdout, step.env.get(arg).cloned().unwrap_or_default()).await,
                 "output" | "export" => {
-                    if let Some((k, v)) = arg.split_once('=') {
-                        let target = if command == "output" { &mut outputs } else { &mut env };
-                        target.insert(k.to_owned(), v.to_owned());
+                    if arg.contains('=') {
+                        let target = if command == "output" { &mut files.output } else { &mut files.env };
+                        target.push_str(arg);
+                        target.push('\n');
                     }
                 }
                 "sleep" => {
@@ -150,7 +150,7 @@ impl StepExecutor for ScriptedExecutor {
                     }
                 }
                 "exit" => {
-                    return Ok(StepExit { exit_code: Some(arg.parse().unwrap_or(1)), outputs, env, path: Vec::new() });
+                    return Ok(StepExit { exit_code: Some(arg.parse().unwrap_or(1)), files });
                 }
                 #[allow(clippy::panic)]
                 "panic" => panic!("scripted executor panic"),
@@ -160,7 +160,7 @@ impl StepExecutor for ScriptedExecutor {
                 }
             }
         }
-        Ok(StepExit { exit_code: Some(0), outputs, env, path: Vec::new() })
+        Ok(StepExit { exit_code: Some(0), files })
     }
 
     async fn checkout(

@@ -45,6 +45,11 @@ impl Emitter {
         self.emit(JobEventKind::Log { step, stream, line }).await;
     }
 
+    /// Masks `value` in every later line (a `stop-commands` token).
+    pub(crate) fn add_mask(&mut self, value: &str) {
+        self.masker.add(value);
+    }
+
     /// Masks a value that leaves the engine outside a log line (step outputs).
     pub(crate) fn mask(&self, value: &str) -> String {
         self.masker.mask(value)

@@ -1,6 +1,7 @@
 //! The orchestration engine: jobs from a queue, machines from a hypervisor, steps
 //! through an executor, events back.
 
+mod commands;
 mod condition;
 mod contexts;
 mod debug;

@@ -9,6 +9,7 @@ use futures::FutureExt;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::commands::{self, CommandSettings, JobCommands, StepCommands};
 use super::condition::{JobStatus, evaluate_condition, interpolate};
 use super::contexts::{JobContexts, job_env, process_env};
 use super::debug::{Declined, DebugKeeper, OnDestroyed, Reservation, authorized_keys, install_script};
@@ -391,6 +392,7 @@ async fn run_steps(
             return JobResult::Failure;
         }
     };
+    let mut job_commands = JobCommands::default();
 
     for (index, step) in job.steps.iter().enumerate() {
         if cancel.is_cancelled() && status != JobStatus::Cancelled {
@@ -468,9 +470,14 @@ async fn run_steps(
             (t, false) => t,
         };
 
+        let settings = CommandSettings::new(&env, &contexts, &machine.workspace);
+        let mut step_commands = job_commands.step(index, settings);
         let started = Instant::now();
-        let (exit, timed_out) =
-            execute_step(engine, job, machine, step, index, env, working_directory, &added_path, contexts, emitter, step_cancel.clone(), limit).await;
+        let (exit, timed_out) = execute_step(
+            engine, job, machine, step, index, env, working_directory, &added_path, contexts, emitter, &mut step_commands,
+            step_cancel.clone(), limit,
+        )
+        .await;
         let elapsed = started.elapsed();
 
         let outcome = match &exit {
@@ -489,6 +496,14 @@ async fn run_steps(
                 .log(Some(index), LogStream::System, &format!("##[error]Process completed with exit code {code}."))
                 .await;
         }
+        // The command files count even for a failed step (the runner reads them in a `finally`).
+        if let Some(exit) = &exit {
+            let shown = step_commands.files(&exit.files);
+            commands::send(emitter, Some(index), shown).await;
+        }
+        let changes = step_commands.finish();
+        // A command that could not be processed fails the step (`CommandResult`).
+        let outcome = if changes.failed && outcome == JobResult::Success { JobResult::Failure } else { outcome };
         let conclusion = if outcome == JobResult::Failure && step.continue_on_error { JobResult::Success } else { outcome };
         match conclusion {
             JobResult::Failure if status == JobStatus::Success => status = JobStatus::Failure,
@@ -496,15 +511,14 @@ async fn run_steps(
             _ => {}
         }
         let exit_code = exit.as_ref().and_then(|e| e.exit_code);
-        let outputs = exit.map(|e| {
-            added_env.extend(e.env);
-            added_path.extend(e.path);
-            e.outputs
-        });
+        added_env.extend(changes.env);
+        for dir in &changes.path {
+            commands::add_path(&mut added_path, dir);
+        }
         emitter
             .log(Some(index), LogStream::System, &format!("Step finished: {outcome} in {:.1} s", elapsed.as_secs_f64()))
             .await;
-        finish_step(emitter, job_contexts.steps_mut(), step, index, outcome, conclusion, exit_code, outputs.unwrap_or_default()).await;
+        finish_step(emitter, job_contexts.steps_mut(), step, index, outcome, conclusion, exit_code, changes.outputs).await;
     }
     match status {
         JobStatus::Success => JobResult::Success,
@@ -555,6 +569,7 @@ async fn execute_step(
     added_path: &[String],
     contexts: &Map<String, Value>,
     emitter: &mut Emitter,
+    commands: &mut StepCommands<'_>,
     cancel: CancellationToken,
     limit: Option<Duration>,
 ) -> (Option<StepExit>, bool) {
@@ -605,9 +620,11 @@ async fn execute_step(
         cancel.cancel();
         result
     };
+    // Workflow commands are honoured as the lines come, in order.
     let forward = async {
         while let Some(line) = rx.recv().await {
-            emitter.log(Some(index), line.stream, &line.line).await;
+            let shown = commands.line(line.stream, &line.line);
+            commands::send(emitter, Some(index), shown).await;
         }
     };
     let (result, (), ()) = tokio::join!(exec, forward, timer);

@@ -8,10 +8,10 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    CheckoutSource, CheckoutStep, ExecError, LogSink, LogStream, Machine, MachineAccess, ScriptRun,
+    CheckoutSource, CheckoutStep, CommandFiles, ExecError, LogSink, LogStream, Machine, MachineAccess, ScriptRun,
     StepExecutor, StepExit,
 };
-use crate::support::{parse_command_file, shell_command};
+use crate::support::shell_command;
 
 /// How long output is still read after a step's process exited, for background
 /// processes that inherited its stdout (they are not waited for).
@@ -20,8 +20,8 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// A [`StepExecutor`] that runs steps as processes on this host.
 ///
 /// Each step runs in its own process group, which is killed on cancellation or timeout.
-/// The script is written to a temporary file next to the `GITHUB_OUTPUT`, `GITHUB_ENV`
-/// and `GITHUB_PATH` files, all removed after the step. Works with
+/// The script is written to a temporary file next to the step's command files
+/// ([`CommandFiles::FILES`]), all removed after the step. Works with
 /// [`MachineAccess::Local`] machines, as [`crate::HostHypervisor`] makes.
 #[derive(Debug, Clone, Default)]
 pub struct HostExecutor {}
@@ -68,15 +68,10 @@ impl StepExecutor for HostExecutor {
             .map_err(|e| setup_error("could not create the step's temporary directory", e))?;
         let command = shell_command(&step.shell, step.index);
         let script_path = files.path().join(&command.script_name);
-        let output_file = files.path().join("output");
-        let env_file = files.path().join("env");
-        let path_file = files.path().join("path");
-        for (path, content) in [
-            (&script_path, step.script.as_str()),
-            (&output_file, ""),
-            (&env_file, ""),
-            (&path_file, ""),
-        ] {
+        let command_files: Vec<(&str, PathBuf)> =
+            CommandFiles::FILES.iter().map(|(variable, name)| (*variable, files.path().join(name))).collect();
+        let empty = command_files.iter().map(|(_, path)| (path, ""));
+        for (path, content) in std::iter::once((&script_path, step.script.as_str())).chain(empty) {
             tokio::fs::write(path, content)
                 .await
                 .map_err(|e| setup_error(format!("could not write {}", path.display()), e))?;
@@ -96,10 +91,10 @@ impl StepExecutor for HostExecutor {
             dirs.push(base);
             command.env("PATH", dirs.join(":"));
         }
+        for (variable, path) in &command_files {
+            command.env(variable, path);
+        }
         let mut child = command
-            .env("GITHUB_OUTPUT", &output_file)
-            .env("GITHUB_ENV", &env_file)
-            .env("GITHUB_PATH", &path_file)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -144,11 +139,13 @@ impl StepExecutor for HostExecutor {
         if !readers_done {
             let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, &mut readers).await;
         }
-        let read = |path: PathBuf| async move { tokio::fs::read_to_string(path).await.unwrap_or_default() };
-        let outputs = parse_command_file(&read(output_file).await);
-        let env = parse_command_file(&read(env_file).await);
-        let path = read(path_file).await.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
-        Ok(StepExit { exit_code, outputs, env, path })
+        let mut read_back = CommandFiles::default();
+        for (variable, path) in command_files {
+            // A file the step deleted or made unreadable counts as empty.
+            let text = tokio::fs::read(&path).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+            read_back.set(variable, text);
+        }
+        Ok(StepExit { exit_code, files: read_back })
     }
 
     async fn checkout(

@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{JobId, JobResult, StepConclusion};
+use super::{Annotation, JobId, JobResult, StepConclusion};
 use std::collections::BTreeMap;
 
 /// Which output stream a log line came from.
@@ -62,6 +62,14 @@ pub enum JobEventKind {
         stream: LogStream,
         /// The line, without its line terminator.
         line: String,
+    },
+    /// An annotation (`::error`, `::warning`, `::notice`), sent right before the log
+    /// line(s) that show it, so it points at the next line of its step's log.
+    Annotation {
+        /// The step it belongs to; `None` for job-level annotations.
+        step: Option<usize>,
+        /// The annotation, secrets already masked.
+        annotation: Annotation,
     },
     /// A step ended.
     StepFinished {

@@ -1,6 +1,7 @@
 //! Integration tests of solstice-core: the engine, the host runner, the memory queue
 //! and the SQLite store.
 
+mod commands;
 mod debug_ssh;
 mod engine;
 mod host;

@@ -61,7 +61,7 @@ pub(crate) struct Record {
     pub fed: usize,
     pub log_uploaded: bool,
     pub log_id: Option<i64>,
-    /// Annotations from `::error`/`::warning`/`::notice` lines.
+    /// Annotations the engine reported (`::error`/`::warning`/`::notice`).
     pub annotations: Vec<annotation::Annotation>,
 }
 
@@ -211,12 +211,13 @@ impl JobReport {
                 self.sync().await?;
             }
             JobEventKind::Log { step, line, .. } => {
-                let index = match step {
-                    Some(i) if i + 1 < self.records.len() - 1 => i + 1,
-                    _ => self.job_level,
-                };
+                let index = self.record_of(*step);
                 self.push_line(index, line);
                 self.flush_feed(false).await;
+            }
+            JobEventKind::Annotation { step, annotation } => {
+                let index = self.record_of(*step);
+                self.annotate(index, annotation);
             }
             JobEventKind::StepFinished { index, outcome, conclusion, outputs, .. } => {
                 let i = index + 1;
@@ -247,6 +248,29 @@ impl JobReport {
         self.records.iter().flat_map(|r| r.annotations.iter().map(move |a| (r.order, a)))
     }
 
+    /// The record of a step's lines and annotations; job-level ones go to the current
+    /// pseudo-step.
+    fn record_of(&self, step: Option<usize>) -> usize {
+        match step {
+            Some(i) if i + 1 < self.records.len() - 1 => i + 1,
+            _ => self.job_level,
+        }
+    }
+
+    /// Records an annotation: the engine sends it right before the line that shows it,
+    /// so it points at the record's next line.
+    fn annotate(&mut self, index: usize, reported: &solstice_core::Annotation) {
+        if index == self.job_level && self.records[index].state == RecordState::Pending {
+            self.records[index].start();
+        }
+        let mut reported = reported.clone();
+        reported.message = self.regex_mask(&reported.message);
+        reported.title = reported.title.as_deref().map(|t| self.regex_mask(t));
+        let record = &mut self.records[index];
+        let log_line = record.lines.len() + 1;
+        record.annotations.push(annotation::Annotation { reported, log_line });
+    }
+
     fn restart_attempt(&mut self) {
         for record in &mut self.records {
             *record = Record::new(record.id.clone(), record.name.clone(), record.ref_name.clone(), record.order, record.kind);
@@ -267,31 +291,20 @@ impl JobReport {
         self.push_line(index, line);
     }
 
+    /// `text` with the job's regular-expression masks applied.
+    fn regex_mask(&self, text: &str) -> String {
+        self.regex_masks.iter().fold(text.to_owned(), |t, re| re.replace_all(&t, "***").into_owned())
+    }
+
     fn push_line(&mut self, index: usize, line: &str) {
-        let mut line = line.to_owned();
-        for re in &self.regex_masks {
-            line = re.replace_all(&line, "***").into_owned();
-        }
+        let line = self.regex_mask(line);
         let record = &mut self.records[index];
         if record.state == RecordState::Pending && index == self.job_level {
             record.start();
         }
-        // An annotation command shows as `##[error]message` (one line per message line).
-        let shown: Vec<String> = match annotation::parse(&line) {
-            Some(mut a) => {
-                a.log_line = record.lines.len() + 1;
-                let prefix = format!("##[{}]", a.level.issue_type());
-                let lines = a.message.split('\n').enumerate().map(|(i, l)| if i == 0 { format!("{prefix}{l}") } else { l.to_owned() }).collect();
-                record.annotations.push(a);
-                lines
-            }
-            None => vec![line],
-        };
         let now = vss_time(OffsetDateTime::now_utc());
-        for line in shown {
-            record.lines.push(format!("{now} {line}"));
-            record.feed.push(line);
-        }
+        record.lines.push(format!("{now} {line}"));
+        record.feed.push(line);
         self.feed_since.get_or_insert_with(Instant::now);
     }
 

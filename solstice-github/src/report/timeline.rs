@@ -4,7 +4,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use solstice_core::JobResult;
 
-use super::annotation::Level;
+use solstice_core::AnnotationLevel as Level;
 use super::{Flavor, JobReport, RecordState, task_result, vss_time};
 use crate::GithubError;
 use crate::http::{Auth, Call};
@@ -72,7 +72,7 @@ impl JobReport {
         self.records
             .iter()
             .map(|r| {
-                let count = |level| r.annotations.iter().filter(|a| a.level == level).count();
+                let count = |level| r.annotations.iter().filter(|a| a.reported.level == level).count();
                 json!({
                     "issues": r.annotations.iter().map(|a| a.issue()).collect::<Vec<_>>(),
                     "errorCount": count(Level::Error),

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use solstice_core::{
-    CheckoutSource, CheckoutStep, ExecError, LogSink, LogStream, Machine, MachineAccess, ScriptRun, SshAccess,
+    CheckoutSource, CheckoutStep, CommandFiles, ExecError, LogSink, LogStream, Machine, MachineAccess, ScriptRun, SshAccess,
     StepExecutor, StepExit,
 };
-use solstice_core::support::{parse_command_file, shell_command};
+use solstice_core::support::shell_command;
 use tokio_util::sync::CancellationToken;
 
 use super::{SshError, SshSession};
@@ -18,8 +18,8 @@ use super::{SshError, SshSession};
 ///
 /// For each step it uploads the script by SFTP (mode 0755) into a scratch directory,
 /// runs it with the step's shell, environment and working directory, streams stdout and
-/// stderr line by line while the step runs, and reads back the `GITHUB_OUTPUT`,
-/// `GITHUB_ENV` and `GITHUB_PATH` files. On cancellation (or the engine's timeout) it
+/// stderr line by line while the step runs, and reads back the step's command files
+/// ([`CommandFiles::FILES`]). On cancellation (or the engine's timeout) it
 /// kills the step's remote process group. The connection is verified against the
 /// machine's host key and kept open between steps of the same machine. The built-in
 /// checkout uploads the repository as a tar stream, so guests without git work.
@@ -120,8 +120,9 @@ impl StepExecutor for SshExecutor {
         let dir = &self.scratch;
         let n = if step.index == usize::MAX { "checkout".to_owned() } else { step.index.to_string() };
         let script = format!("{dir}/{}", command.script_name);
-        let (out_file, env_file, path_file, pid_file) =
-            (format!("{dir}/output-{n}"), format!("{dir}/env-{n}"), format!("{dir}/path-{n}"), format!("{dir}/pid-{n}"));
+        let pid_file = format!("{dir}/pid-{n}");
+        let command_files: Vec<(&str, String)> =
+            CommandFiles::FILES.iter().map(|(variable, name)| (*variable, format!("{dir}/{name}-{n}"))).collect();
         session.create_dir_all(dir).await.map_err(|e| setup_error(format!("could not create {dir} in the machine"), e))?;
         session
             .upload(&script, step.script.as_bytes(), 0o755)
@@ -133,7 +134,7 @@ impl StepExecutor for SshExecutor {
             .filter(|(k, _)| k.as_str() != "PATH")
             .map(|(k, v)| shell_quote(&format!("{k}={v}")))
             .collect();
-        for (name, file) in [("GITHUB_OUTPUT", &out_file), ("GITHUB_ENV", &env_file), ("GITHUB_PATH", &path_file)] {
+        for (name, file) in &command_files {
             env.push(shell_quote(&format!("{name}={file}")));
         }
         let base_path = step.env.get("PATH").map(|p| shell_quote(p)).unwrap_or_else(|| "\"$PATH\"".into());
@@ -144,16 +145,14 @@ impl StepExecutor for SshExecutor {
         let argv: Vec<String> = command.argv(&script).iter().map(|a| shell_quote(a)).collect();
         let cwd = Self::resolve_dir(machine, step.working_directory.as_deref());
         let remote = format!(
-            "mkdir -p {dirs} && : > {o} && : > {e} && : > {p} && cd {cwd} && echo $$ > {pid} && exec env {env} {argv}",
+            "mkdir -p {dirs} && {empty} && cd {cwd} && echo $$ > {pid} && exec env {env} {argv}",
             dirs = [&machine.workspace, &machine.runner.temp, &machine.runner.tool_cache]
                 .into_iter()
                 .filter(|d| !d.is_empty())
                 .map(|d| shell_quote(d))
                 .collect::<Vec<_>>()
                 .join(" "),
-            o = shell_quote(&out_file),
-            e = shell_quote(&env_file),
-            p = shell_quote(&path_file),
+            empty = command_files.iter().map(|(_, file)| format!(": > {}", shell_quote(file))).collect::<Vec<_>>().join(" && "),
             cwd = shell_quote(&cwd),
             pid = shell_quote(&pid_file),
             env = env.join(" "),
@@ -176,10 +175,11 @@ impl StepExecutor for SshExecutor {
             let session = session.clone();
             async move { session.read_file(&path).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default() }
         };
-        let outputs = parse_command_file(&read(out_file).await);
-        let env = parse_command_file(&read(env_file).await);
-        let path = read(path_file).await.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
-        Ok(StepExit { exit_code: code, outputs, env, path })
+        let mut files = CommandFiles::default();
+        for (variable, file) in command_files {
+            files.set(variable, read(file).await);
+        }
+        Ok(StepExit { exit_code: code, files })
     }
 
     async fn checkout(

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use solstice_core::{
-    CheckoutSource, CheckoutStep, Engine, JobEventKind, JobRequest, JobResult, LogSink, LogStream, ScriptRun,
+    AnnotationLevel, CheckoutSource, CheckoutStep, Engine, JobEventKind, JobRequest, JobResult, LogSink, LogStream, ScriptRun,
     StepAction, StepCommand, StepExecutor,
 };
 use solstice_e2e::{LABEL, boot, hypervisor};
@@ -178,5 +178,48 @@ async fn steps_stream_live_cancel_kills_the_process_group_and_the_guest_powers_o
     assert!(!dir.exists(), "{} still exists", dir.display());
     let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
     assert!(!alive, "QEMU pid {pid} still exists");
+    assert_eq!(hypervisor.live_machines(), 0);
+}
+
+/// Workflow commands and command files through the SSH executor: the engine processes
+/// them, so a VM job behaves as a host job does. Checked against GitHub's "Workflow
+/// commands for GitHub Actions" page: `::set-output` sets `steps.<id>.outputs`,
+/// `$GITHUB_ENV` multi-line values and `$GITHUB_PATH` reach the following steps, and
+/// `::error file=…,line=…` is an annotation shown as `##[error]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_commands_and_command_files_work_in_the_vm() {
+    let run_dir = tempfile::tempdir().expect("tempdir");
+    let hypervisor = hypervisor(run_dir.path());
+    let mut first = sh(
+        "write",
+        "echo '::set-output name=greeting::hi from the guest'\n\
+         { echo 'MULTI<<EOF'; echo 'one'; echo 'two'; echo EOF; } >> \"$GITHUB_ENV\"\n\
+         mkdir -p /opt/cmd-tool && echo /opt/cmd-tool >> \"$GITHUB_PATH\"\n\
+         echo '::error file=build.sh,line=7::it broke'",
+    );
+    first.id = Some("write".into());
+    let second = sh("read", "echo \"got ${{ steps.write.outputs.greeting }}\"\necho \"$MULTI\"\ncase \":$PATH:\" in *:/opt/cmd-tool:*) echo path-ok;; esac");
+    let job = JobRequest::new("e2e-commands", vec![LABEL.into()], vec![first, second]);
+    let engine = Engine::builder().hypervisor(hypervisor.clone()).executor(SshExecutor::new()).build().expect("engine");
+    let (result, events) = engine.run_job_collect(job).await;
+    let lines: Vec<(Option<usize>, String)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            JobEventKind::Log { step, line, .. } => Some((*step, line.clone())),
+            _ => None,
+        })
+        .collect();
+    let dump = lines.iter().map(|(s, l)| format!("{s:?} {l}")).collect::<Vec<_>>().join("\n");
+    assert_eq!(result, JobResult::Success, "{dump}");
+    let step = |i: usize| lines.iter().filter(|(s, _)| *s == Some(i)).map(|(_, l)| l.as_str()).collect::<Vec<_>>();
+    assert!(step(0).contains(&"##[error]it broke"), "{dump}");
+    assert!(!step(0).iter().any(|l| l.starts_with("::")), "commands are not shown as typed\n{dump}");
+    assert_eq!(step(1)[..4], ["got hi from the guest", "one", "two", "path-ok"], "{dump}");
+    let annotation = events.iter().find_map(|e| match &e.kind {
+        JobEventKind::Annotation { step: Some(0), annotation } if annotation.level == AnnotationLevel::Error => Some(annotation.clone()),
+        _ => None,
+    });
+    let annotation = annotation.expect("annotation");
+    assert_eq!((annotation.file.as_deref(), annotation.line, annotation.message.as_str()), (Some("build.sh"), Some(7), "it broke"));
     assert_eq!(hypervisor.live_machines(), 0);
 }
