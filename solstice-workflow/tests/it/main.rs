@@ -6,5 +6,6 @@ mod conformance_workflow_reader;
 mod corpus;
 mod debug_ssh;
 mod kdl;
+mod pending;
 mod robustness;
 mod support;
