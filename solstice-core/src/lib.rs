@@ -39,6 +39,7 @@ mod machine;
 mod mask;
 mod metrics;
 mod model;
+mod outputs;
 mod queue;
 mod reap;
 mod route;
@@ -71,6 +72,7 @@ pub use machine::{
 pub use mask::Masker;
 pub use metrics::EngineMetrics;
 pub use model::*;
+pub use outputs::StepsContext;
 #[cfg(feature = "amqp")]
 pub use queue::{AmqpQueue, AmqpQueueBuilder, DeadLetter, JobQueueKind};
 pub use queue::{
