@@ -47,6 +47,7 @@ mod service;
 mod sink;
 mod source;
 mod translate;
+mod workflow;
 #[cfg(feature = "_store")]
 mod store;
 #[cfg(feature = "testing")]
@@ -84,5 +85,6 @@ pub use service::{NOT_STARTED_MESSAGE, RunnerService, RunnerServiceBuilder, Serv
 pub use sink::{LogSink, OutputLine};
 pub use source::{JobSource, ReportOutcome, SourceError, SourceMessage};
 pub use translate::job_request_from_plan;
+pub use workflow::{WorkflowEvent, WorkflowOutcome, WorkflowRun, WorkflowRunBuilder, WorkflowRunError};
 #[cfg(feature = "_store")]
 pub use store::{Claim, JobRecord, LeaseRenewal, Store, StoreError, VmRecord};

@@ -467,7 +467,12 @@ pub(crate) fn plan_job(
             );
         }
     }
-    let base_contexts = options.contexts.clone();
+    let mut base_contexts = options.contexts.clone();
+    // `github.job` is the key of the job being planned (a whole workflow is planned with
+    // one `github` context for all its jobs).
+    if let Some(Value::Object(github)) = base_contexts.get_mut("github") {
+        github.insert("job".into(), Value::String(job.id.clone()));
+    }
     let strategy = job.strategy.as_ref();
     let combos: Vec<Option<Map<String, Value>>> = match strategy.and_then(|s| s.matrix.as_ref()) {
         None => vec![None],

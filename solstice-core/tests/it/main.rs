@@ -9,4 +9,5 @@ mod orphans;
 mod serve;
 mod service;
 mod store;
+mod workflow;
 mod support;
