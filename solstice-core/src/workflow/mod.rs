@@ -46,6 +46,15 @@ pub enum WorkflowEvent {
         /// Why, for the user.
         reason: String,
     },
+    /// No machine serves the label a job is routed by: the job failed without running.
+    JobUnroutable {
+        /// The job's key under `jobs:`.
+        job: String,
+        /// Its display name.
+        name: String,
+        /// The label ([`crate::JobRequest::route_label`]).
+        label: String,
+    },
     /// A job's output could not be evaluated and is left out of `needs.<job>.outputs`.
     OutputNotEvaluated {
         /// The job's key under `jobs:`.
@@ -123,6 +132,7 @@ pub struct WorkflowRun {
     options: PlanOptions,
     source: String,
     labels: Option<Vec<String>>,
+    fallback_label: Option<String>,
     only: Option<String>,
     matrix_filter: BTreeMap<String, Vec<String>>,
     checkout: Option<CheckoutSource>,
@@ -146,6 +156,7 @@ impl WorkflowRun {
                 options,
                 source: "workflow-run".to_owned(),
                 labels: None,
+                fallback_label: None,
                 only: None,
                 matrix_filter: BTreeMap::new(),
                 checkout: None,
@@ -167,6 +178,14 @@ impl WorkflowRunBuilder {
     /// [`WorkflowEvent::JobNotRun`], instead of waiting in the queue. Default: not checked.
     pub fn labels(mut self, labels: Vec<String>) -> Self {
         self.run.labels = Some(labels);
+        self
+    }
+
+    /// A served label that takes the jobs whose own label is not served (their `runs_on`
+    /// becomes this one label), instead of failing them. `solstice run --host` uses it for
+    /// jobs whose labels are only known once their matrix is expanded. Default: none.
+    pub fn fallback_label(mut self, label: impl Into<String>) -> Self {
+        self.run.fallback_label = Some(label.into());
         self
     }
 
@@ -403,11 +422,15 @@ impl WorkflowRun {
         request.contexts.insert("secrets".into(), Value::Object(secrets));
         request.secrets = self.secrets.values().cloned().collect();
         request.checkout = self.checkout.clone();
-        let label = request.route_label().to_owned();
-        if self.labels.as_ref().is_some_and(|labels| !labels.contains(&label)) {
-            let reason = format!("no machine here serves the label `{label}`");
-            let event = WorkflowEvent::JobNotRun { job: plan.id.clone(), name: plan.name.clone(), result: JobResult::Failure, reason };
-            let _ = events.send(event).await;
+        let served = |label: &str| self.labels.as_ref().is_none_or(|labels| labels.iter().any(|l| l == label));
+        if !served(request.route_label())
+            && let Some(fallback) = &self.fallback_label
+        {
+            request.runs_on = vec![fallback.clone()];
+        }
+        if !served(request.route_label()) {
+            let label = request.route_label().to_owned();
+            let _ = events.send(WorkflowEvent::JobUnroutable { job: plan.id.clone(), name: plan.name.clone(), label }).await;
             return Ok(JobResult::Failure);
         }
         let _ = events
