@@ -40,6 +40,7 @@ mod machine;
 mod mask;
 mod metrics;
 mod model;
+mod outputs;
 mod queue;
 mod reap;
 mod route;
@@ -47,6 +48,7 @@ mod service;
 mod sink;
 mod source;
 mod translate;
+mod workflow;
 #[cfg(feature = "_store")]
 mod store;
 pub mod support;
@@ -68,6 +70,7 @@ pub use machine::{
 };
 pub use metrics::EngineMetrics;
 pub use model::*;
+pub use outputs::StepsContext;
 #[cfg(feature = "amqp")]
 pub use queue::{AmqpQueue, AmqpQueueBuilder, DeadLetter, JobQueueKind};
 pub use queue::{
@@ -79,5 +82,6 @@ pub use service::{NOT_STARTED_MESSAGE, RunnerService, RunnerServiceBuilder, Serv
 pub use sink::{LogSink, OutputLine};
 pub use source::{JobSource, ReportOutcome, SourceError, SourceMessage};
 pub use translate::job_request_from_plan;
+pub use workflow::{WorkflowEvent, WorkflowOutcome, WorkflowRun, WorkflowRunBuilder, WorkflowRunError};
 #[cfg(feature = "_store")]
 pub use store::{Claim, JobRecord, LeaseRenewal, Store, StoreError, VmRecord};

@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use serde_json::{Map, Value, json};
-use solstice_core::{JobEvent, JobEventKind, JobRequest, JobResult};
+use serde_json::{Map, Value};
+use solstice_core::{JobEvent, JobEventKind, JobRequest, JobResult, StepsContext};
 use time::OffsetDateTime;
 
 use crate::proto::Timestamp;
@@ -58,8 +58,7 @@ pub(crate) struct Progress {
     started_at: Option<Timestamp>,
     stopped_at: Option<Timestamp>,
     steps: Vec<pb::StepState>,
-    step_ids: Vec<Option<String>>,
-    steps_context: Map<String, Value>,
+    steps_context: StepsContext,
     output_exprs: Map<String, Value>,
     contexts: Map<String, Value>,
     /// Rows from `acked` on, not yet acknowledged by the server.
@@ -84,8 +83,7 @@ impl Progress {
             started_at: None,
             stopped_at: None,
             steps: (0..steps).map(|i| pb::StepState { id: i as i64, ..Default::default() }).collect(),
-            step_ids: vec![None; steps],
-            steps_context: Map::new(),
+            steps_context: StepsContext::new(vec![None; steps]),
             output_exprs: Map::new(),
             contexts: Map::new(),
             pending: VecDeque::new(),
@@ -104,7 +102,7 @@ impl Progress {
     /// A task that runs `job`, whose `outputs:` are `output_exprs`.
     pub(crate) fn for_job(task_id: i64, job: &JobRequest, output_exprs: Map<String, Value>) -> Self {
         let mut progress = Self::new(task_id, job.steps.len());
-        progress.step_ids = job.steps.iter().map(|s| s.id.clone()).collect();
+        progress.steps_context = StepsContext::for_job(job);
         progress.output_exprs = output_exprs;
         progress.contexts = job.contexts.clone();
         progress
@@ -185,7 +183,8 @@ impl Progress {
                 }
             }
             JobEventKind::Log { line, .. } => self.push_row(event.at, line),
-            JobEventKind::StepFinished { index, outcome, conclusion, outputs, .. } => {
+            JobEventKind::StepFinished { index, outcome, .. } => {
+                self.steps_context.record(&event.kind);
                 let rows = self.rows_total();
                 if let Some(step) = self.steps.get_mut(*index) {
                     if step.started_at.is_none() {
@@ -195,12 +194,6 @@ impl Progress {
                     step.log_length = rows - step.log_index;
                     step.stopped_at = Some(timestamp(event.at));
                     step.result = wire_result(*outcome) as i32;
-                }
-                if let Some(Some(id)) = self.step_ids.get(*index) {
-                    self.steps_context.insert(
-                        id.clone(),
-                        json!({ "outputs": outputs, "outcome": outcome.as_str(), "conclusion": conclusion.as_str() }),
-                    );
                 }
             }
             JobEventKind::JobFinished { result } => self.finish(*result, event.at),
@@ -255,17 +248,9 @@ impl Progress {
         if self.output_exprs.is_empty() {
             return;
         }
-        let mut contexts = self.contexts.clone();
-        contexts.insert("steps".into(), Value::Object(self.steps_context.clone()));
-        contexts.insert("job".into(), json!({ "status": "success" }));
         let exprs = std::mem::take(&mut self.output_exprs);
-        for (key, expr) in &exprs {
-            let text = match expr {
-                Value::String(s) => s.clone(),
-                Value::Null => String::new(),
-                other => other.to_string(),
-            };
-            let value = match solstice_workflow::interpolate(&text, &contexts) {
+        for (key, value) in self.steps_context.job_outputs(&exprs, &self.contexts, "success") {
+            let value = match value {
                 Ok(value) => value,
                 Err(e) => {
                     self.push_row(at, &format!("##[warning]Job output `{key}` could not be evaluated: {e}"));
@@ -276,7 +261,7 @@ impl Progress {
                 self.push_row(at, &format!("##[warning]Job output `{key}` is too large for Forgejo and was dropped."));
                 continue;
             }
-            self.outputs.insert(key.clone(), value);
+            self.outputs.insert(key, value);
         }
     }
 
@@ -360,6 +345,7 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use solstice_core::{JobId, LogStream, StepCommand};
 
     fn event(seq: u64, kind: JobEventKind) -> JobEvent {

@@ -120,7 +120,7 @@ pub fn plan_any(source: &str, file_name: &str, options: &PlanOptions) -> Result<
                 Pos::default(),
                 "cannot tell the workflow's format from its file name: use .yml or .yaml for GitHub Actions YAML, .kdl for the Solstice CI KDL dialect",
             );
-            diag.into_result(WorkflowPlan { name: file_name.to_owned(), jobs: Vec::new() })
+            diag.into_result(WorkflowPlan { name: file_name.to_owned(), jobs: Vec::new(), pending: Vec::new() })
         }
     }
 }

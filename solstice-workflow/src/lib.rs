@@ -74,6 +74,7 @@ mod dialect;
 mod error;
 mod expression;
 mod os;
+mod pending;
 mod plan;
 mod syntax;
 
@@ -82,6 +83,7 @@ pub use plan::{
     ActionPlan, CheckoutPlan, DEBUG_SSH_ENV, DEFAULT_SHELL, DEFAULT_TIMEOUT_MINUTES, JobPlan, MAX_MATRIX_JOBS, PlanOptions, StepKind, StepPlan, Submodules,
     WorkflowPlan, debug_ssh_requested, plan_parsed, plan_workflow,
 };
+pub use pending::PendingJob;
 pub use syntax::{Job, RunDefaults, RunsOn, Setup, Step, Strategy, Workflow, parse_kdl_workflow, parse_workflow};
 
 pub use dialect::{WorkflowFormat, plan_any, plan_kdl_workflow};

@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Diagnostics, Pos, WorkflowErrorKind, WorkflowErrors};
 use crate::expression::{Expression, JobStatus, TemplatePart, split_template};
+use crate::pending::{MatrixNeeds, PendingJob, matrix_needs};
 use crate::syntax::{Job, RunDefaults, Step, Workflow, parse_workflow};
 
 /// GitHub's limit on the jobs one matrix may generate.
@@ -65,6 +66,10 @@ impl PlanOptions {
         self
     }
 
+    pub(crate) fn known_contexts(&self) -> &Map<String, Value> {
+        &self.contexts
+    }
+
     pub(crate) fn declared_os_family(&self, label: &str) -> Option<&str> {
         let label = label.to_ascii_lowercase();
         self.os_families.iter().find(|(l, _)| *l == label).map(|(_, f)| f.as_str())
@@ -100,6 +105,12 @@ pub struct WorkflowPlan {
     pub name: String,
     /// The jobs in file order, each matrix expanded in GitHub's order.
     pub jobs: Vec<JobPlan>,
+    /// The jobs whose matrix uses contexts the planner was not given (typically
+    /// `fromJSON(needs.setup.outputs.matrix)`): whoever runs the whole workflow plans them
+    /// with [`PendingJob::plan`] once the jobs they need have finished. Empty for most
+    /// workflows; not in the JSON when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingJob>,
 }
 
 /// One job to run (one matrix combination of a workflow job).
@@ -268,20 +279,26 @@ pub fn plan_parsed(workflow: &Workflow, file_name: &str, options: &PlanOptions) 
     let mut diag = Diagnostics::new(file_name);
     crate::os::check_setup_families(workflow, options, &mut diag);
     let mut jobs = Vec::new();
+    let mut pending = Vec::new();
+    // Pending jobs share one copy of the workflow, made only when there is one.
+    let mut shared = None;
     for job in &workflow.jobs {
-        plan_job(workflow, job, options, &mut diag, &mut jobs);
+        if let Some(waiting) = plan_job(workflow, job, options, &mut diag, &mut jobs) {
+            let shared = shared.get_or_insert_with(|| std::sync::Arc::new(workflow.clone()));
+            pending.push(PendingJob::new(shared, job, file_name, waiting, options));
+        }
     }
     let name = workflow.name.clone().unwrap_or_else(|| file_name.to_owned());
-    diag.into_result(WorkflowPlan { name, jobs })
+    diag.into_result(WorkflowPlan { name, jobs, pending })
 }
 
 /// Substitutes the expressions that can be evaluated now.
-struct Resolver<'a> {
-    contexts: &'a Map<String, Value>,
+pub(crate) struct Resolver<'a> {
+    pub(crate) contexts: &'a Map<String, Value>,
 }
 
 impl Resolver<'_> {
-    fn known(&self, expr: &Expression) -> bool {
+    pub(crate) fn known(&self, expr: &Expression) -> bool {
         expr.referenced_contexts().iter().all(|c| self.contexts.contains_key(c))
             && !expr.called_functions().iter().any(|f| {
                 matches!(*f, "hashFiles" | "success" | "failure" | "cancelled" | "always")
@@ -517,7 +534,16 @@ fn partial_match(actual: &Value, pattern: &Value) -> bool {
     }
 }
 
-fn plan_job(workflow: &Workflow, job: &Job, options: &PlanOptions, diag: &mut Diagnostics, out: &mut Vec<JobPlan>) {
+/// Plans one workflow job into `out` (one [`JobPlan`] per matrix combination). Returns the
+/// contexts its matrix still waits for, planning nothing, when the matrix uses contexts
+/// `options` does not hold (see [`PendingJob`]).
+pub(crate) fn plan_job(
+    workflow: &Workflow,
+    job: &Job,
+    options: &PlanOptions,
+    diag: &mut Diagnostics,
+    out: &mut Vec<JobPlan>,
+) -> Option<Vec<String>> {
     let pos_of = |key: &str| job.key_pos.get(key).copied().unwrap_or(job.pos);
     if let Some(uses) = &job.uses {
         diag.push(
@@ -525,7 +551,7 @@ fn plan_job(workflow: &Workflow, job: &Job, options: &PlanOptions, diag: &mut Di
             pos_of("uses"),
             format!("job '{}' calls the reusable workflow '{uses}', which Solstice CI does not support; copy that workflow's jobs into this file", job.id),
         );
-        return;
+        return None;
     }
     if !job.container.is_null() {
         diag.push(
@@ -541,13 +567,30 @@ fn plan_job(workflow: &Workflow, job: &Job, options: &PlanOptions, diag: &mut Di
             format!("job '{}' uses 'services:', which Solstice CI does not support; start the service in a 'run' step instead", job.id),
         );
     }
-    let base_contexts = options.contexts_with_aliases();
+    let mut base_contexts = options.contexts_with_aliases();
+    // `github.job` is the key of the job being planned (a whole workflow is planned with
+    // one `github` context for all its jobs).
+    for name in ["github", "forge", "gitea"] {
+        if let Some(Value::Object(github)) = base_contexts.get_mut(name) {
+            github.insert("job".into(), Value::String(job.id.clone()));
+        }
+    }
     let strategy = job.strategy.as_ref();
     let combos: Vec<Option<Map<String, Value>>> = match strategy.and_then(|s| s.matrix.as_ref()) {
         None => vec![None],
         Some(matrix) => {
             let pos = strategy.map_or(job.pos, |s| s.matrix_pos);
             let resolver = Resolver { contexts: &base_contexts };
+            // An expression the planner cannot evaluate must never reach a job unevaluated:
+            // the job waits for the contexts it names, or the workflow is refused.
+            match matrix_needs(&resolver, matrix) {
+                Ok(MatrixNeeds::Nothing) => {}
+                Ok(MatrixNeeds::Contexts(missing)) => return Some(missing),
+                Err(message) => {
+                    diag.push(WorkflowErrorKind::Matrix, pos, message);
+                    return None;
+                }
+            }
             let resolved = resolve_matrix(&resolver, matrix);
             match resolved {
                 Ok(Value::Object(m)) => match expand_matrix(&m) {
@@ -555,20 +598,16 @@ fn plan_job(workflow: &Workflow, job: &Job, options: &PlanOptions, diag: &mut Di
                     Ok(c) => c.into_iter().map(Some).collect(),
                     Err(message) => {
                         diag.push(WorkflowErrorKind::Matrix, pos, message);
-                        return;
+                        return None;
                     }
                 },
-                Ok(Value::String(s)) if s.contains("${{") => {
-                    diag.push(WorkflowErrorKind::Matrix, pos, format!("the matrix '{s}' depends on values known only while the workflow runs (such as needs outputs); Solstice CI must expand the matrix before the job starts, so give those contexts to the planner or write the matrix out"));
-                    return;
-                }
                 Ok(other) => {
                     diag.push(WorkflowErrorKind::Matrix, pos, format!("the matrix must be a mapping, not {other}"));
-                    return;
+                    return None;
                 }
                 Err(message) => {
                     diag.push(WorkflowErrorKind::Expression, pos, message);
-                    return;
+                    return None;
                 }
             }
         }
@@ -688,6 +727,7 @@ fn plan_job(workflow: &Workflow, job: &Job, options: &PlanOptions, diag: &mut Di
             steps,
         });
     }
+    None
 }
 
 /// Whether a value of [`DEBUG_SSH_ENV`] turns debug SSH on: only an explicit yes
@@ -719,7 +759,9 @@ fn resolve_matrix(resolver: &Resolver<'_>, matrix: &Value) -> Result<Value, Stri
         Value::Object(map) => {
             let mut out = Map::new();
             for (k, v) in map {
-                out.insert(k.clone(), resolve_matrix(resolver, v)?);
+                // The insert directive is a key, not an expression: its value is what is evaluated.
+                let key = if k == INSERT_KEY { k.clone() } else { resolver.text(k)? };
+                out.insert(key, resolve_matrix(resolver, v)?);
             }
             Value::Object(out)
         }

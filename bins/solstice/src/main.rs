@@ -37,7 +37,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a workflow's jobs here, streaming their logs; the exit code is the result.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Translate or evaluate workflows without running anything.
     #[command(subcommand)]
     Workflow(workflow::WorkflowCommand),
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
         }
         init_logging(Some(level.unwrap_or("warn")), format, &LogConfig::default());
         match cli.command {
-            Command::Run(args) => run::run(args).await,
+            Command::Run(args) => run::run(*args).await,
             Command::Workflow(cmd) => workflow::run(cmd),
             Command::Config(cmd) => config::run(cmd),
             Command::Image(args) => image::run(args).await,

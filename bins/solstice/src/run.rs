@@ -1,23 +1,27 @@
-//! `solstice run`: a workflow's jobs, in order, on the in-process engine.
+//! `solstice run`: a workflow's jobs, in `needs` order, on the in-process engine.
 
-use std::collections::HashMap;
+mod dotenv;
+mod github;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use anyhow::Context;
 use clap::Args;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use solstice_core::{
-    CheckoutSource, Engine, JobOrigin, JobQueue, JobResult, LocalSource, MemoryQueue, job_request_from_plan,
-    serve_source,
+    CheckoutSource, Engine, JobOrigin, JobQueue, MemoryQueue, Secret, WorkflowEvent, WorkflowRun, job_request_from_plan,
 };
-use solstice_workflow::{JobPlan, JobStatus, PlanOptions, evaluate_condition, plan_any};
+use solstice_workflow::{PlanOptions, WorkflowPlan, plan_any};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::printer::Printer;
-use solstice_service::ProgramError;
 use crate::read_workflow;
+use solstice_service::ProgramError;
 
+/// The flags follow nektos/act where it has the same thing (`-s`, `--secret-file`,
+/// `--var`, `--input`, `-e/--eventpath`, `--actor`, `-j`, `--matrix`).
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The workflow file to run.
@@ -29,9 +33,36 @@ pub struct RunArgs {
     /// `tiny-linux` label (a small Linux guest built from this host's packages) needs none.
     #[arg(long)]
     catalog: Option<PathBuf>,
-    /// Run only the job with this id (all its matrix combinations).
-    #[arg(long)]
+    /// Run only the job with this id (all its matrix combinations) and the jobs it needs.
+    #[arg(short = 'j', long)]
     job: Option<String>,
+    /// Run only the matrix combinations with this value (`KEY:VALUE`; repeat to allow
+    /// more values or keys).
+    #[arg(long = "matrix", value_name = "KEY:VALUE")]
+    matrix: Vec<String>,
+    /// A secret, `NAME=VALUE`, or `NAME` to take the value of the environment variable
+    /// NAME. Secrets are masked as *** in the output.
+    #[arg(short = 's', long = "secret", value_name = "NAME[=VALUE]")]
+    secrets: Vec<String>,
+    /// A file of secrets in .env format (`NAME=VALUE` lines). --secret wins over it.
+    #[arg(long = "secrets-file", alias = "secret-file", value_name = "FILE")]
+    secrets_file: Option<PathBuf>,
+    /// A configuration variable for the `vars` context, `NAME=VALUE`.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    /// An input for the `inputs` context (`workflow_dispatch`), `NAME=VALUE`.
+    #[arg(long = "input", value_name = "NAME=VALUE")]
+    inputs: Vec<String>,
+    /// The name of the event that triggers the run (`github.event_name`). Default: push.
+    #[arg(long)]
+    event: Option<String>,
+    /// A JSON file with the event's payload (`github.event`). Default: `{}`.
+    #[arg(short = 'e', long)]
+    eventpath: Option<PathBuf>,
+    /// The user who triggered the run (`github.actor`). Default: `git config user.name`,
+    /// else $USER.
+    #[arg(long)]
+    actor: Option<String>,
     /// The directory checked out by `actions/checkout` (default: the git repository
     /// around the workflow file, else the current directory).
     #[arg(long)]
@@ -50,41 +81,120 @@ fn repository_dir(workflow: &Path) -> PathBuf {
         .unwrap_or(start)
 }
 
+/// `NAME=VALUE` flags as pairs; `separator` is `=` or `:`.
+fn pairs(flag: &str, values: &[String], separator: char) -> anyhow::Result<Vec<(String, String)>> {
+    values
+        .iter()
+        .map(|v| {
+            v.split_once(separator)
+                .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| ProgramError::usage(anyhow::anyhow!("{flag} takes NAME{separator}VALUE, not `{v}`")).into())
+        })
+        .collect()
+}
+
+fn object(pairs: Vec<(String, String)>) -> Value {
+    Value::Object(pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect::<Map<_, _>>())
+}
+
+/// The secrets of --secrets-file, then of --secret (later wins).
+fn secrets(args: &RunArgs) -> anyhow::Result<Vec<(String, String)>> {
+    let mut secrets = Vec::new();
+    if let Some(file) = &args.secrets_file {
+        let text = std::fs::read_to_string(file).with_context(|| format!("could not read {}", file.display()))?;
+        let parsed = dotenv::parse(&text).map_err(|e| ProgramError::usage(anyhow::anyhow!("{}: {e}", file.display())))?;
+        secrets.extend(parsed);
+    }
+    for flag in &args.secrets {
+        let pair = match flag.split_once('=') {
+            Some((name, value)) => (name.trim().to_owned(), value.to_owned()),
+            None => {
+                let value = std::env::var(flag).map_err(|_| {
+                    ProgramError::usage(anyhow::anyhow!("--secret {flag}: give a value (NAME=VALUE) or set the environment variable {flag}"))
+                })?;
+                (flag.clone(), value)
+            }
+        };
+        secrets.retain(|(name, _)| *name != pair.0);
+        secrets.push(pair);
+    }
+    Ok(secrets)
+}
+
+/// The options the workflow is planned with: the contexts a forge would give.
+fn plan_options(args: &RunArgs, repo: &Path, workflow_name: &str) -> anyhow::Result<PlanOptions> {
+    let payload = match &args.eventpath {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("could not read {}", path.display()))?;
+            let value: Value = serde_json::from_str(&text)
+                .map_err(|e| ProgramError::usage(anyhow::anyhow!("{} is not a JSON event payload: {e}", path.display())))?;
+            Some(value)
+        }
+    };
+    let inputs = object(pairs("--input", &args.inputs, '=')?);
+    let flags = github::EventFlags {
+        name: args.event.clone(),
+        payload,
+        actor: args.actor.clone(),
+        inputs: inputs.as_object().cloned().unwrap_or_default(),
+    };
+    let github = github::context(repo, workflow_name, flags);
+    // With an event payload but no --input, the inputs are the payload's, as on GitHub.
+    let inputs = if args.inputs.is_empty() { github["event"].get("inputs").cloned().unwrap_or(inputs) } else { inputs };
+    Ok(PlanOptions::new()
+        .context("github", github)
+        .context("vars", object(pairs("--var", &args.vars, '=')?))
+        .context("inputs", inputs))
+}
+
+fn plan(text: &str, display: &str, options: &PlanOptions) -> anyhow::Result<WorkflowPlan> {
+    plan_any(text, display, options).map_err(|errors| {
+        eprintln!("{errors}");
+        ProgramError::InvalidWorkflow.into()
+    })
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let text = read_workflow(&args.workflow)?;
     let display = args.workflow.display().to_string();
     let repo = args.repo.clone().unwrap_or_else(|| repository_dir(&args.workflow));
-    let github = json!({
-        "event_name": "push",
-        "workspace": "",
-        "repository": repo.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        "actor": std::env::var("USER").unwrap_or_default(),
-    });
-    let options = PlanOptions::new().context("github", github);
-    let plan = match plan_any(&text, &display, &options) {
-        Ok(plan) => plan,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Err(ProgramError::InvalidWorkflow.into());
-        }
-    };
-    let jobs: Vec<&JobPlan> = plan.jobs.iter().filter(|j| args.job.as_ref().is_none_or(|id| &j.id == id)).collect();
-    if jobs.is_empty() {
-        anyhow::bail!("the workflow has no job{}", args.job.map(|j| format!(" with id `{j}`")).unwrap_or_default());
+    // `github.workflow` is the workflow's name, known once it is read.
+    let name = plan(&text, &display, &PlanOptions::new())?.name;
+    let options = plan_options(&args, &repo, &name)?;
+    let plan = plan(&text, &display, &options)?;
+
+    let mut builder = WorkflowRun::builder(plan.clone(), options)
+        .source_name("solstice-run")
+        .checkout(CheckoutSource::LocalDir { path: repo.to_string_lossy().into_owned() });
+    if let Some(job) = &args.job {
+        builder = builder.job(job.clone());
+    }
+    for (key, value) in pairs("--matrix", &args.matrix, ':')? {
+        builder = builder.matrix(key, value);
+    }
+    for (name, value) in secrets(&args)? {
+        builder = builder.secret(name, Secret::new(value));
     }
 
-    // The labels the jobs need: with --host all run on this host; otherwise `host`
-    // does, and the others run in virtual machines.
+    // The labels the planned jobs need: with --host all run on this host (jobs whose
+    // matrix is expanded later too); otherwise `host` does, and the others run in
+    // virtual machines.
     let mut needed: Vec<String> = Vec::new();
-    for job in &jobs {
+    for job in &plan.jobs {
         let label = job_request_from_plan(job, JobOrigin::default()).route_label().to_owned();
         if !needed.contains(&label) {
             needed.push(label);
         }
     }
-    let host_labels = if args.host { needed.clone() } else { vec!["host".to_owned()] };
+    let host_labels = if args.host { needed.iter().cloned().chain(["host".to_owned()]).collect() } else { vec!["host".to_owned()] };
+    if args.host {
+        builder = builder.fallback_label("host");
+    }
     let machines = crate::machines::for_labels(&needed, &host_labels, args.catalog.as_deref()).await?;
     let labels = machines.labels.clone();
+    let workflow_run = builder.labels(labels.clone()).build().map_err(ProgramError::usage)?;
     let engine = Engine::builder()
         .hypervisor(machines.hypervisor.clone())
         .executor(machines.executor.clone())
@@ -106,107 +216,50 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         });
     }
-
-    let mut results: HashMap<String, Vec<JobResult>> = HashMap::new();
-    let mut summary: Vec<(String, JobResult)> = Vec::new();
-    for job in jobs {
-        println!("━━ {} ━━", job.name);
-        let needs = needs_context(job, &results);
-        let result = if abort.is_cancelled() {
-            JobResult::Cancelled
-        } else if !should_run(job, &needs, &results)? {
-            println!("○ skipped (its `if:` is false or a job it needs did not succeed)");
-            JobResult::Skipped
-        } else {
-            let mut request = job_request_from_plan(job, JobOrigin { source: "solstice-run".into(), ..JobOrigin::default() });
-            request.contexts.insert("needs".into(), Value::Object(needs));
-            request.checkout = Some(CheckoutSource::LocalDir { path: repo.to_string_lossy().into_owned() });
-            if !labels.iter().any(|l| l == request.route_label()) {
-                println!(
-                    "✗ no machine serves `{}` here: give an image catalog with --catalog, use `runs-on: tiny-linux` or `host`, or run with --host",
-                    request.route_label()
-                );
-                JobResult::Failure
-            } else {
-                run_one(request, queue.clone()).await?
-            }
-        };
-        results.entry(job.id.clone()).or_default().push(result);
-        summary.push((job.name.clone(), result));
-    }
+    let (tx, rx) = mpsc::channel(1024);
+    let printing = tokio::spawn(print_events(rx));
+    let outcome = workflow_run.run(queue, tx, abort).await;
+    let _ = printing.await;
     stop.cancel();
     serving.await??;
     drop(machines);
+    let outcome = outcome?;
 
     println!("━━ summary ━━");
-    for (name, result) in &summary {
+    for (name, result) in &outcome.jobs {
         println!("{result:>9}  {name}");
     }
-    let failed = summary.iter().filter(|(_, r)| matches!(r, JobResult::Failure | JobResult::Cancelled)).count();
+    let failed = outcome.not_succeeded();
     if failed > 0 {
-        return Err(ProgramError::JobsFailed(format!("{failed} of {} jobs did not succeed", summary.len())).into());
+        return Err(ProgramError::JobsFailed(format!("{failed} of {} jobs did not succeed", outcome.jobs.len())).into());
     }
     Ok(())
 }
 
-/// Runs one job through the queue and the engine, printing its events.
-async fn run_one(request: solstice_core::JobRequest, queue: Arc<dyn JobQueue>) -> anyhow::Result<JobResult> {
-    let id = request.id;
-    let mut printer = Printer::new(request.steps.iter().map(|s| s.name.clone()).collect());
-    let (tx, mut rx) = mpsc::channel(1024);
-    let source = Arc::new(LocalSource::new("solstice-run", vec![request], tx));
-    let print = tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
-            printer.print(&event);
+/// Prints the run's events until the run ends.
+async fn print_events(mut events: mpsc::Receiver<WorkflowEvent>) {
+    let mut printer = Printer::new(Vec::new());
+    while let Some(event) = events.recv().await {
+        match event {
+            WorkflowEvent::JobStarted { name, steps, .. } => {
+                println!("━━ {name} ━━");
+                printer = Printer::new(steps);
+            }
+            WorkflowEvent::Job(event) => printer.print(&event),
+            WorkflowEvent::JobNotRun { name, result, reason, .. } => {
+                println!("━━ {name} ━━");
+                println!("{} {result}: {reason}", if result == solstice_core::JobResult::Skipped { "○" } else { "✗" });
+            }
+            WorkflowEvent::JobUnroutable { name, label, .. } => {
+                println!("━━ {name} ━━");
+                println!(
+                    "✗ no machine serves `{label}` here: give an image catalog with --catalog, use `runs-on: tiny-linux` or `host`, or run with --host"
+                );
+            }
+            WorkflowEvent::OutputNotEvaluated { job, output, reason } => {
+                println!("! the output `{output}` of job `{job}` could not be evaluated: {reason}");
+            }
+            _ => {}
         }
-    });
-    // The source ends once its job finished; Ctrl-C cancels the job through the
-    // engine's abort token, and the source then sees it finish as cancelled.
-    serve_source(source.clone(), queue, CancellationToken::new()).await?;
-    let result = source.results().get(&id).copied().unwrap_or(JobResult::Failure);
-    drop(source);
-    let _ = print.await;
-    Ok(result)
-}
-
-/// The `needs` context of a job: each needed job's result.
-fn needs_context(job: &JobPlan, results: &HashMap<String, Vec<JobResult>>) -> Map<String, Value> {
-    job.needs
-        .iter()
-        .map(|need| {
-            let result = combined(results.get(need).map(Vec::as_slice).unwrap_or(&[]));
-            (need.clone(), json!({ "result": result.as_str(), "outputs": {} }))
-        })
-        .collect()
-}
-
-/// The result of a job over all its matrix combinations, as `needs.X.result` shows it.
-fn combined(results: &[JobResult]) -> JobResult {
-    if results.contains(&JobResult::Failure) {
-        JobResult::Failure
-    } else if results.contains(&JobResult::Cancelled) {
-        JobResult::Cancelled
-    } else if !results.is_empty() && results.iter().all(|r| *r == JobResult::Skipped) {
-        JobResult::Skipped
-    } else {
-        JobResult::Success
     }
-}
-
-/// Evaluates a job's `if:` with the status of the jobs it needs.
-fn should_run(job: &JobPlan, needs: &Map<String, Value>, results: &HashMap<String, Vec<JobResult>>) -> anyhow::Result<bool> {
-    let needed: Vec<JobResult> =
-        job.needs.iter().map(|n| combined(results.get(n).map(Vec::as_slice).unwrap_or(&[]))).collect();
-    let status = if needed.contains(&JobResult::Cancelled) {
-        JobStatus::Cancelled
-    } else if needed.iter().any(|r| matches!(r, JobResult::Failure | JobResult::Skipped)) {
-        JobStatus::Failure
-    } else {
-        JobStatus::Success
-    };
-    let mut contexts = job.contexts.clone();
-    contexts.insert("needs".into(), Value::Object(needs.clone()));
-    let condition = if job.condition.trim().is_empty() { "success()" } else { job.condition.as_str() };
-    evaluate_condition(condition, &contexts, status)
-        .map_err(|e| anyhow::anyhow!("job `{}`: its `if:` could not be evaluated: {e}", job.id))
 }

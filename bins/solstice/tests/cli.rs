@@ -256,3 +256,105 @@ fn config_check_accepts_debug_ssh_in_solstice_toml() {
     assert!(stdout(&out).contains("`solstice serve` configuration"), "{}", stdout(&out));
     // Bad values are placed: see config_check_says_what_is_wrong_and_where_and_exits_2.
 }
+
+/// A git repository with one commit on branch `topic` and an `origin` remote, holding
+/// the workflow `wf.yml`.
+fn git_repo(workflow: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let git = |args: &[&str]| {
+        let out = Command::new("git").arg("-C").arg(dir.path()).args(args).output().expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    git(&["init", "-q", "-b", "topic"]);
+    git(&["config", "user.name", "Committer Name"]);
+    git(&["config", "user.email", "c@example.org"]);
+    git(&["remote", "add", "origin", "git@github.com:octo-org/hello-world.git"]);
+    let wf = write(&dir, "wf.yml", workflow);
+    git(&["add", "wf.yml"]);
+    git(&["commit", "-q", "-m", "init"]);
+    (dir, wf)
+}
+
+// The fields and variables GitHub documents for the `github` context and the default
+// environment (docs.github.com/actions/writing-workflows/choosing-what-your-workflow-does/
+// accessing-contextual-information-about-workflow-runs#github-context).
+#[test]
+fn a_local_run_gets_the_github_context_from_the_checkout_and_the_flags() {
+    let workflow = r#"on: [push, workflow_dispatch]
+jobs:
+  show:
+    runs-on: host
+    steps:
+      - run: |
+          echo "sha=${{ github.sha }}"
+          echo "ref=${{ github.ref }} name=${{ github.ref_name }}"
+          echo "repo=${{ github.repository }} owner=${{ github.repository_owner }}"
+          echo "actor=${{ github.actor }} event=${{ github.event_name }} job=${{ github.job }}"
+          echo "payload=${{ github.event.sender.login }} input=${{ inputs.level }} var=${{ vars.REGION }}"
+          echo "secret=${{ secrets.TOKEN }} other=${{ secrets.FROM_FILE }}"
+"#;
+    let (dir, wf) = git_repo(workflow);
+    let head = Command::new("git").arg("-C").arg(dir.path()).args(["rev-parse", "HEAD"]).output().expect("git");
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    let event = write(&dir, "event.json", r#"{"sender": {"login": "payload-user"}}"#);
+    let secrets = write(&dir, "secrets.env", "# secrets\nFROM_FILE=\"file value\"\nTOKEN=overridden\n");
+    let out = solstice(&[
+        "run", "--host", &wf, "--event", "workflow_dispatch", "-e", &event, "--actor", "someone",
+        "--input", "level=high", "--var", "REGION=eu", "--secrets-file", &secrets, "-s", "TOKEN=t0ps3cret",
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for expected in [
+        format!("sha={head}"),
+        "ref=refs/heads/topic name=topic".to_owned(),
+        "repo=octo-org/hello-world owner=octo-org".to_owned(),
+        "actor=someone event=workflow_dispatch job=show".to_owned(),
+        "payload=payload-user input=high var=eu".to_owned(),
+        "secret=*** other=***".to_owned(),
+    ] {
+        assert!(text.contains(&expected), "missing `{expected}` in:\n{text}");
+    }
+    assert!(!text.contains("t0ps3cret") && !text.contains("file value"), "a secret was printed:\n{text}");
+
+    // Without --actor, the checkout's git user; without --event, push.
+    let out = solstice(&["run", "--host", &wf]);
+    let text = stdout(&out);
+    assert!(text.contains("actor=Committer Name event=push"), "{text}");
+}
+
+#[test]
+fn job_and_matrix_flags_choose_what_runs() {
+    let workflow = r#"on: push
+jobs:
+  prepare:
+    runs-on: host
+    outputs:
+      list: ${{ steps.l.outputs.list }}
+    steps:
+      - id: l
+        run: echo 'list=["a","b","c"]' >> "$GITHUB_OUTPUT"
+  other:
+    runs-on: host
+    steps:
+      - run: echo other ran
+  build:
+    needs: prepare
+    runs-on: host
+    strategy:
+      matrix:
+        letter: ${{ fromJSON(needs.prepare.outputs.list) }}
+    steps:
+      - run: echo "built ${{ matrix.letter }}"
+"#;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wf = write(&dir, "wf.yml", workflow);
+    let out = solstice(&["run", "--host", &wf, "-j", "build", "--matrix", "letter:b", "--matrix", "letter:c"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("│ built b") && text.contains("│ built c"), "{text}");
+    assert!(!text.contains("built a") && !text.contains("other ran"), "{text}");
+
+    let out = solstice(&["run", "--host", &wf, "--job", "missing"]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
+}

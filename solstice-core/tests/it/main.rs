@@ -11,4 +11,5 @@ mod runtime_contexts;
 mod serve;
 mod service;
 mod store;
+mod workflow;
 mod support;

@@ -17,7 +17,7 @@ mod timeline;
 use std::time::Instant;
 
 use serde_json::{Map, Value, json};
-use solstice_core::{JobEvent, JobEventKind, JobId, JobResult};
+use solstice_core::{JobEvent, JobEventKind, JobId, JobResult, StepsContext};
 use time::OffsetDateTime;
 
 use crate::GithubError;
@@ -124,8 +124,7 @@ pub(crate) struct JobReport {
     pub records: Vec<Record>,
     regex_masks: Vec<regex::Regex>,
     contexts: Map<String, Value>,
-    steps_ctx: Map<String, Value>,
-    context_names: Vec<Option<String>>,
+    steps_ctx: StepsContext,
     last: Option<(u32, u64)>,
     /// Where job-level lines go: "Set up job" until the first step starts, then
     /// "Complete job".
@@ -166,8 +165,7 @@ impl JobReport {
             records,
             regex_masks,
             contexts,
-            steps_ctx: Map::new(),
-            context_names: steps.iter().map(|s| s.context_name.clone()).collect(),
+            steps_ctx: StepsContext::new(steps.iter().map(|s| s.context_name.clone()).collect()),
             last: None,
             job_level: 0,
             feed_since: None,
@@ -219,16 +217,11 @@ impl JobReport {
                 let index = self.record_of(*step);
                 self.annotate(index, annotation);
             }
-            JobEventKind::StepFinished { index, outcome, conclusion, outputs, .. } => {
+            JobEventKind::StepFinished { index, outcome, .. } => {
                 let i = index + 1;
                 if i < self.records.len() - 1 {
                     self.records[i].complete(*outcome);
-                    if let Some(Some(name)) = self.context_names.get(*index) {
-                        self.steps_ctx.insert(
-                            name.clone(),
-                            json!({"outputs": outputs, "outcome": outcome.as_str(), "conclusion": conclusion.as_str()}),
-                        );
-                    }
+                    self.steps_ctx.record(&event.kind);
                     self.flush_feed(true).await;
                     self.upload_log(i).await?;
                     self.sync().await?;
@@ -344,7 +337,7 @@ impl JobReport {
     fn job_outputs(&self) -> Value {
         let Some(token) = &self.msg.job_outputs else { return json!({}) };
         let mut ctx = self.contexts.clone();
-        ctx.insert("steps".to_owned(), Value::Object(self.steps_ctx.clone()));
+        ctx.insert("steps".to_owned(), Value::Object(self.steps_ctx.as_map().clone()));
         let mut out = Map::new();
         if let Token::Mapping(pairs) = token {
             for (k, v) in pairs {

@@ -19,8 +19,11 @@ fn forge_and_gitea_mirror_the_github_context_given_to_the_planner() {
     // Scripts are evaluated when the step runs, against the job's contexts.
     let script = job.steps[0].run.as_deref().expect("a run step");
     assert_eq!(solstice_workflow::interpolate(script, &job.contexts).expect("evaluates"), "echo o/r abc123 main");
-    assert_eq!(job.contexts["forge"], github);
-    assert_eq!(job.contexts["gitea"], github);
+    // The planner adds `job` (the job's key) to each; otherwise they are what was given.
+    assert_eq!(job.contexts["forge"], job.contexts["github"]);
+    assert_eq!(job.contexts["gitea"], job.contexts["github"]);
+    assert_eq!(job.contexts["forge"]["sha"], github["sha"]);
+    assert_eq!(job.contexts["forge"]["job"], "build");
 }
 
 #[test]

@@ -10,5 +10,6 @@ mod forgejo_dialect;
 mod insert;
 mod kdl;
 mod permissions;
+mod pending;
 mod robustness;
 mod support;
