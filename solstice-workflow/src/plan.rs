@@ -759,9 +759,19 @@ fn resolve_matrix(resolver: &Resolver<'_>, matrix: &Value) -> Result<Value, Stri
         Value::Object(map) => {
             let mut out = Map::new();
             for (k, v) in map {
-                // The insert directive is a key, not an expression: its value is what is evaluated.
-                let key = if k == INSERT_KEY { k.clone() } else { resolver.text(k)? };
-                out.insert(key, resolve_matrix(resolver, v)?);
+                // The insert directive is a key, not an expression: its value is evaluated and,
+                // when it is a mapping, spliced in its place at any depth, as GitHub's
+                // template reader does (`matrix: { a: [ { env: { ${{ insert }}: ... } } ] }`).
+                if k == INSERT_KEY {
+                    match resolve_matrix(resolver, v)? {
+                        Value::Object(pairs) => out.extend(pairs),
+                        other => {
+                            out.insert(k.clone(), other);
+                        }
+                    }
+                    continue;
+                }
+                out.insert(resolver.text(k)?, resolve_matrix(resolver, v)?);
             }
             Value::Object(out)
         }

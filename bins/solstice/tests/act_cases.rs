@@ -18,17 +18,6 @@ use std::time::{Duration, Instant};
 /// passes (the test says when).
 const KNOWN_GAPS: &[(&str, &str)] = &[
     (
-        "commands",
-        "workflow commands printed by a step are not acted on yet: `::set-env` and `::add-path` (allowed by \
-         ACTIONS_ALLOW_UNSECURE_COMMANDS=true in the job's env), `::set-output`, `::stop-commands` (being implemented)",
-    ),
-    (
-        "evalmatrix",
-        "jobs `_additionalInclude_1` and `_additionalProperties_1` read `needs.<job>.outputs.result`, which the \
-         needed job sets with `::set-output` and its `outputs:`; solstice run ignores `::set-output` and passes \
-         `needs.X.outputs` empty (both being implemented)",
-    ),
-    (
         "evalmatrix-merge-array",
         "a matrix vector item that is an expression evaluating to an array (`- ${{ fromJSON('[..]') }}`) becomes one \
          combination holding the whole array; GitHub splices the array's items into the vector, giving three \
@@ -36,64 +25,34 @@ const KNOWN_GAPS: &[(&str, &str)] = &[
          \"Sequence end, closing a sequence insertion\"). Nobody is working on this",
     ),
     (
-        "evalmatrix-merge-map",
-        "the `${{ insert }}` directive is kept as a literal mapping key; GitHub merges the mapping it evaluates to \
-         into the parent mapping (actions/runner src/Sdk/DTObjectTemplating/ObjectTemplating/TemplateReader.cs \
-         parses it as an InsertExpressionToken, TemplateUnraveler.cs splices it). Nobody is working on this",
-    ),
-    (
-        "evalmatrixneeds",
-        "the matrix is `fromJson(needs.prepare.outputs.matrix)`; solstice plans every matrix before any job runs and \
-         rejects it (exit 2). Matrices from `needs` outputs, `::set-output` and `needs.X.outputs` are being implemented",
-    ),
-    (
-        "evalmatrixneeds2",
-        "a matrix key and its values come from `needs.prepare.outputs`; the planner keeps \
-         `${{needs.prepare.outputs.helix}}` unevaluated as the key. Matrices from `needs` outputs, `::set-output` and \
-         `needs.X.outputs` are being implemented",
-    ),
-    (
         "input-from-cli",
-        "blocked on `--input` (being implemented). act dispatches with SOME_INPUT, which the workflow does not declare, \
-         and without its required inputs NAME and SOME_VALUE; GitHub refuses such a dispatch, so once `--input` \
-         exists solstice run must refuse it too and name the input",
+        "`--input` exists, but solstice run does not check inputs against the workflow's declarations yet. act \
+         dispatches with SOME_INPUT, which the workflow does not declare, and without its required inputs NAME and \
+         SOME_VALUE; GitHub refuses such a dispatch, so solstice run must refuse it too and name the input",
     ),
     (
         "issue-1195",
-        "solstice run sets no `github.repository_owner`, so the workflow-level env `${{ github.repository_owner }}` \
-         is empty; act takes it from its checkout's git remote (nektos/act) and the case checks for `nektos`. Needs a \
-         way to give a local run its repository's owner/name (e.g. the git remote of --repo, or the event file's \
-         `repository`). Nobody is working on this",
-    ),
-    (
-        "job-status-check",
-        "job `next` needs `suc1` and `suc2`, which succeed, but `fail` further up failed; GitHub's default `success()` \
-         for a job looks at all its transitive needs and skips `next`; solstice run looks only at direct needs and \
-         runs it (job `if:` over transitive needs, being implemented)",
-    ),
-    (
-        "outputs",
-        "job `build` reads `needs.build_output.outputs.*`, set by `::set-output` and the job's `outputs:`; solstice \
-         run ignores `::set-output` and passes `needs.X.outputs` empty (both being implemented)",
+        "the case expects `github.repository_owner` to be `nektos`, which act takes from its own checkout's git \
+         remote; solstice run takes it from the `origin` remote of --repo, and the case runs in a copy with no \
+         git remote, so it is empty. Passing the owner needs a flag or an event file with `repository`"
     ),
     (
         "secrets",
-        "blocked on `--secret` (being implemented; the test passes act's `.secrets` as `--secret NAME=VALUE`). Even \
-         then the last two steps read `env.HELLO` and `env.MULTILINE_ENV`, which act seeds from `.env` (its \
+        "`--secret` exists (the test passes act's `.secrets` as `--secret NAME=VALUE`), but the last two steps read `env.HELLO` and `env.MULTILINE_ENV`, which act seeds from `.env` (its \
          --env-file); GitHub has no such input (the nearest is `vars`) and neither has solstice run, so this case \
          stays here until solstice run can seed the `env` context",
     ),
     (
         "workflow_call_inputs",
-        "blocked on `--eventpath` (being implemented): the `inputs` context comes from event.json's `inputs` \
-         (`boolean` as a boolean, since the input is declared `type: boolean`), with `with_default` from the \
-         workflow's default; without it `inputs.required` is empty",
+        "`--eventpath` exists, but the `inputs` context is not yet built as GitHub builds it: from the event's \
+         `inputs` typed by the workflow's declarations (`boolean` as a boolean, since the input is declared \
+         `type: boolean`), with `with_default` from the declared default (`on.*.inputs.*.default`)",
     ),
     (
         "workflow_dispatch",
-        "blocked on `--eventpath` (being implemented): the `inputs` context comes from event.json's `inputs` \
-         (`boolean` as a boolean, since the input is declared `type: boolean`), with `with_default` from the \
-         workflow's default; without it `inputs.required` is empty",
+        "`--eventpath` exists, but the `inputs` context is not yet built as GitHub builds it: from the event's \
+         `inputs` typed by the workflow's declarations (`boolean` as a boolean, since the input is declared \
+         `type: boolean`), with `with_default` from the declared default (`on.*.inputs.*.default`)",
     ),
 ];
 
@@ -133,8 +92,7 @@ const CASES: &[Case] = &[
     Case::new("matrix-include-exclude", "push.yml", Outcome::Success),
     Case::new("nix-prepend-path", "push.yml", Outcome::Success),
     Case::new("outputs", "push.yml", Outcome::Success),
-    // act's default actor is "nektos/act" (pkg/runner/run_context.go); solstice run takes the actor
-    // from $USER, which the test sets to that.
+    // act's default actor is "nektos/act" (pkg/runner/run_context.go); the test passes it with --actor.
     Case::new("runs-on", "push.yml", Outcome::Success),
     Case::new("set-env-new-env-file-per-step", "push.yml", Outcome::Success),
     Case::new("steps-context/conclusion", "push.yml", Outcome::Success),
@@ -300,7 +258,8 @@ fn run_case(case: &Case) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     copy_case(&cases_dir().join(case.dir), dir.path());
     let mut command = Command::new(env!("CARGO_BIN_EXE_solstice"));
-    command.arg("run").arg("--host").arg(dir.path().join(case.workflow)).arg("--repo").arg(dir.path());
+    // act's default actor is "nektos/act" (pkg/runner/run_context.go).
+    command.arg("run").arg("--host").arg(dir.path().join(case.workflow)).arg("--repo").arg(dir.path()).args(["--actor", "nektos/act"]);
     command.args(case.args);
     if let Some(file) = case.secrets_file {
         let text = std::fs::read_to_string(dir.path().join(file)).expect("read the secrets file");
@@ -308,9 +267,8 @@ fn run_case(case: &Case) -> Run {
             command.arg("--secret").arg(entry);
         }
     }
-    // GitHub's Ubuntu runners log in with bash as the login shell; act's default actor is
-    // "nektos/act", which solstice run takes from $USER; `ACT` must not leak in from outside.
-    command.env("SHELL", "/bin/bash").env("USER", "nektos/act").env_remove("ACT");
+    // GitHub's Ubuntu runners log in with bash as the login shell; `ACT` must not leak in from outside.
+    command.env("SHELL", "/bin/bash").env_remove("ACT");
     command.current_dir(dir.path()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = command.spawn().expect("run solstice");
     // Read both pipes on threads so a chatty case cannot block on a full pipe.
