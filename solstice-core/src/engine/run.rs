@@ -470,7 +470,7 @@ async fn run_steps(
             (t, false) => t,
         };
 
-        let settings = CommandSettings::new(&env, &contexts, &machine.workspace);
+        let settings = CommandSettings::new(&env, contexts, &machine.workspace);
         let mut step_commands = job_commands.step(index, settings);
         let started = Instant::now();
         let (exit, timed_out) = execute_step(
