@@ -48,11 +48,13 @@ fn a_failing_workflow_exits_non_zero_and_shows_what_failed() {
 #[test]
 fn an_invalid_workflow_names_the_line_and_exits_2() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let wf = write(&dir, "bad.yml", "on: push\njobs:\n  test:\n    runs-on: host\n    steps:\n      - uses: docker/build-push-action@v5\n");
+    // A malformed expression is invalid input. (An unsupported action is not: it fails its
+    // step when, and only if, the step runs.)
+    let wf = write(&dir, "bad.yml", "on: push\njobs:\n  test:\n    runs-on: host\n    steps:\n      - run: echo ${{ github.sha ) }}\n");
     let out = solstice(&["run", &wf]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.yml") && err.contains("Line: 6, Col: 15"), "no file, line and column in: {err}");
+    assert!(err.contains("bad.yml") && err.contains("Line: 6, Col: 14"), "no file, line and column in: {err}");
 }
 
 #[test]
