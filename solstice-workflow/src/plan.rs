@@ -755,7 +755,19 @@ fn debug_ssh_on(value: &Value) -> bool {
 fn resolve_matrix(resolver: &Resolver<'_>, matrix: &Value) -> Result<Value, String> {
     Ok(match matrix {
         Value::String(s) => resolver.value(s)?,
-        Value::Array(items) => Value::Array(items.iter().map(|i| resolve_matrix(resolver, i)).collect::<Result<_, _>>()?),
+        Value::Array(items) => {
+            // An expression item that yields a sequence is spliced into the sequence, as
+            // GitHub's template unraveler does ("sequence insertion"): `- ${{ fromJSON('[1,2]') }}`
+            // adds two items, not one holding a list.
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                match (item, resolve_matrix(resolver, item)?) {
+                    (Value::String(text), Value::Array(spliced)) if text.contains("${{") => out.extend(spliced),
+                    (_, resolved) => out.push(resolved),
+                }
+            }
+            Value::Array(out)
+        }
         Value::Object(map) => {
             let mut out = Map::new();
             for (k, v) in map {
@@ -1018,6 +1030,15 @@ mod tests {
 
     fn m(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn an_expression_item_yielding_a_list_is_spliced_into_its_vector() {
+        let contexts = Map::new();
+        let resolver = Resolver { contexts: &contexts };
+        let matrix = serde_json::json!({"a": [{"k": 1}, "${{ fromJSON('[{\"k\":2},{\"k\":3}]') }}"], "b": ["${{ fromJSON('[]') }}", "x"]});
+        let resolved = resolve_matrix(&resolver, &matrix).expect("resolves");
+        assert_eq!(resolved, serde_json::json!({"a": [{"k": 1}, {"k": 2}, {"k": 3}], "b": ["x"]}));
     }
 
     #[test]

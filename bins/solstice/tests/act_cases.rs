@@ -18,13 +18,6 @@ use std::time::{Duration, Instant};
 /// passes (the test says when).
 const KNOWN_GAPS: &[(&str, &str)] = &[
     (
-        "evalmatrix-merge-array",
-        "a matrix vector item that is an expression evaluating to an array (`- ${{ fromJSON('[..]') }}`) becomes one \
-         combination holding the whole array; GitHub splices the array's items into the vector, giving three \
-         combinations here (actions/runner src/Sdk/DTObjectTemplating/ObjectTemplating/TemplateUnraveler.cs, \
-         \"Sequence end, closing a sequence insertion\"). Nobody is working on this",
-    ),
-    (
         "input-from-cli",
         "`--input` exists, but solstice run does not check inputs against the workflow's declarations yet. act \
          dispatches with SOME_INPUT, which the workflow does not declare, and without its required inputs NAME and \
