@@ -151,13 +151,7 @@ pub(crate) fn parse(line: &str, registered: impl Fn(&str) -> bool) -> Option<Wor
     if !registered(name) {
         return None;
     }
-    let properties = properties
-        .split(',')
-        .filter(|p| !p.is_empty())
-        .filter_map(|pair| pair.split_once('='))
-        .filter(|(key, value)| !key.is_empty() && !value.is_empty())
-        .map(|(key, value)| (key.to_owned(), unescape_property(value)))
-        .collect();
+    let properties = parse_properties(properties, ',', unescape_property);
     Some(WorkflowCommand { name: name.to_owned(), properties, data: unescape_data(data) })
 }
 
@@ -169,14 +163,20 @@ fn parse_legacy(line: &str, registered: impl Fn(&str) -> bool) -> Option<Workflo
     if !registered(name) {
         return None;
     }
-    let properties = properties
-        .split(';')
+    let properties = parse_properties(properties, ';', unescape_legacy);
+    Some(WorkflowCommand { name: name.to_owned(), properties, data: unescape_legacy(data) })
+}
+
+/// The `key=value` properties of a command, split at `separator` (`,` in the `::` form,
+/// `;` in the legacy one); pairs with an empty key or value are dropped, as the runner does.
+fn parse_properties<P: FromIterator<(String, String)>>(properties: &str, separator: char, unescape: fn(&str) -> String) -> P {
+    properties
+        .split(separator)
         .filter(|p| !p.is_empty())
         .filter_map(|pair| pair.split_once('='))
         .filter(|(key, value)| !key.is_empty() && !value.is_empty())
-        .map(|(key, value)| (key.to_owned(), unescape_legacy(value)))
-        .collect();
-    Some(WorkflowCommand { name: name.to_owned(), properties, data: unescape_legacy(data) })
+        .map(|(key, value)| (key.to_owned(), unescape(value)))
+        .collect()
 }
 
 /// `StringUtil.ConvertToBoolean`: `1`, `true`, `$true` in any case.
