@@ -8,6 +8,7 @@ mod host;
 mod memory_queue;
 mod orphans;
 mod runtime_contexts;
+mod runtime_settings;
 mod serve;
 mod service;
 mod store;
