@@ -682,7 +682,11 @@ pub(crate) fn plan_job(
             None => (DEFAULT_TIMEOUT_MINUTES, None),
             Some(raw) => match number_field(&resolver, raw) {
                 Ok(Setting::Known(minutes)) => (minutes, None),
-                Ok(Setting::RunTime(text)) => (DEFAULT_TIMEOUT_MINUTES, Some(text)),
+                Ok(Setting::RunTime(text)) if waits_for_needs(&text, &resolver) => (DEFAULT_TIMEOUT_MINUTES, Some(text)),
+                Ok(Setting::RunTime(text)) => {
+                    fail(pos_of("timeout-minutes"), format!("expected a number of minutes, got '{text}' (it must be known before the job starts)"));
+                    (DEFAULT_TIMEOUT_MINUTES, None)
+                }
                 Err(m) => {
                     fail(pos_of("timeout-minutes"), m);
                     (DEFAULT_TIMEOUT_MINUTES, None)
@@ -693,7 +697,11 @@ pub(crate) fn plan_job(
             None => (false, None),
             Some(raw) => match bool_field(&resolver, raw) {
                 Ok(Setting::Known(flag)) => (flag, None),
-                Ok(Setting::RunTime(text)) => (false, Some(text)),
+                Ok(Setting::RunTime(text)) if waits_for_needs(&text, &resolver) => (false, Some(text)),
+                Ok(Setting::RunTime(text)) => {
+                    fail(pos_of("continue-on-error"), format!("expected true or false, got '{text}' (it must be known before the job starts)"));
+                    (false, None)
+                }
                 Err(m) => {
                     fail(pos_of("continue-on-error"), m);
                     (false, None)
@@ -828,6 +836,19 @@ fn truthy(value: &Value) -> bool {
         Value::String(s) => !s.is_empty(),
         _ => true,
     }
+}
+
+/// Whether a job-level value left for later waits only for `needs` (the one context GitHub
+/// allows there that is known once the jobs it needs have finished); any other unknown
+/// context can never be known, so the value is an error now.
+fn waits_for_needs(text: &str, resolver: &Resolver<'_>) -> bool {
+    let Ok(parts) = split_template(text) else { return false };
+    parts.iter().all(|part| match part {
+        TemplatePart::Literal(_) => true,
+        TemplatePart::Expression { text, .. } => Expression::parse(text).is_ok_and(|expr| {
+            expr.referenced_contexts().iter().all(|c| c == "needs" || resolver.contexts.contains_key(c))
+        }),
+    })
 }
 
 /// A `timeout-minutes` or `continue-on-error` value: known now, or kept as written for
