@@ -64,7 +64,7 @@ pub fn timeout_minutes_at_run_time(text: &str, contexts: &Map<String, Value>) ->
     let value = evaluate(text, "timeout-minutes", contexts)?;
     match value.as_f64() {
         Some(n) if n.is_finite() && n > 0.0 => Ok(Some(n.ceil() as u64)),
-        Some(n) if n == 0.0 => Ok(None),
+        Some(0.0) => Ok(None),
         _ => Err(SettingError::NotMinutes(value_text(&value))),
     }
 }
