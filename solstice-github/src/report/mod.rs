@@ -123,6 +123,9 @@ pub(crate) struct JobReport {
     pub flavor: Flavor,
     pub records: Vec<Record>,
     regex_masks: Vec<regex::Regex>,
+    /// The job's secrets: for the runner's own lines and the job's outputs (lines from
+    /// the engine are masked already).
+    masker: Masker,
     contexts: Map<String, Value>,
     steps_ctx: StepsContext,
     last: Option<(u32, u64)>,
@@ -144,6 +147,7 @@ impl JobReport {
         runner_name: String,
         steps: &[StepPlan],
         regex_masks: Vec<regex::Regex>,
+        masker: Masker,
         contexts: Map<String, Value>,
     ) -> Self {
         let mut records = vec![Record::new(uuid::Uuid::new_v4().to_string(), "Set up job".into(), "__setup".into(), 1, "runner")];
@@ -164,6 +168,7 @@ impl JobReport {
             flavor,
             records,
             regex_masks,
+            masker,
             contexts,
             steps_ctx: StepsContext::new(steps.iter().map(|s| s.context_name.clone()).collect()),
             last: None,
@@ -275,13 +280,15 @@ impl JobReport {
     /// Adds a line of the runner's own to the job-level log ("Set up job" before the
     /// first step starts), masked like every other line.
     pub(crate) fn job_line(&mut self, line: &str) {
-        self.push_line(self.job_level, line);
+        let line = self.masker.mask(line);
+        self.push_line(self.job_level, &line);
     }
 
     /// A line of the runner's own in the job-level log (before the final event).
     pub(crate) fn push_job_line(&mut self, line: &str) {
         let index = self.job_level;
-        self.push_line(index, line);
+        let line = self.masker.mask(line);
+        self.push_line(index, &line);
     }
 
     /// `text` with the job's regular-expression masks applied.
@@ -334,7 +341,11 @@ impl JobReport {
     }
 
     /// `jobOutputs` evaluated with the final contexts: `{name: {value, isSecret}}`.
-    fn job_outputs(&self) -> Value {
+    ///
+    /// As GitHub's runner does (`JobExtension.cs`, `FinalizeJob`), an empty output is
+    /// left out and one that holds a secret is dropped with a warning in the job's log,
+    /// so no output goes to GitHub with a secret, and none is marked `isSecret`.
+    fn job_outputs(&mut self) -> Value {
         let Some(token) = &self.msg.job_outputs else { return json!({}) };
         let mut ctx = self.contexts.clone();
         ctx.insert("steps".to_owned(), Value::Object(self.steps_ctx.as_map().clone()));
@@ -345,6 +356,13 @@ impl JobReport {
                     tracing::warn!(job_id = %self.job_id, "a job output could not be evaluated");
                     continue;
                 };
+                if v.is_empty() {
+                    continue;
+                }
+                if self.masker.reveals_secret(&v) || self.regex_mask(&v) != v {
+                    self.push_job_line(&format!("##[warning]Skip output '{k}' since it may contain secret."));
+                    continue;
+                }
                 out.insert(k, json!({"value": v, "isSecret": false}));
             }
         }
