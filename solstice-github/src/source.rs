@@ -501,6 +501,7 @@ impl GithubSource {
             self.inner.listener.settings.agent_name.clone(),
             &translation.steps,
             translation.regex_masks,
+            translation.masker.clone(),
             translation.contexts,
         );
         if let Some(line) = debug_line {

@@ -17,6 +17,7 @@ mod timeline;
 use std::time::Instant;
 
 use serde_json::{Map, Value, json};
+use solstice_core::support::Masker;
 use solstice_core::{JobEvent, JobEventKind, JobId, JobResult, StepsContext};
 use time::OffsetDateTime;
 
@@ -136,6 +137,8 @@ pub(crate) struct JobReport {
     /// Batches for the broker path's live console websocket task.
     live: Option<tokio::sync::mpsc::Sender<String>>,
     pub result: Option<JobResult>,
+    /// The job's outputs, evaluated when it finished.
+    final_outputs: Option<Value>,
     completed: bool,
 }
 
@@ -176,6 +179,7 @@ impl JobReport {
             feed_since: None,
             live: None,
             result: None,
+            final_outputs: None,
             completed: false,
             msg,
         }
@@ -322,6 +326,11 @@ impl JobReport {
                 record.complete(r);
             }
         }
+        // Evaluated before "Complete job" closes, so that a dropped output's warning is
+        // in its log; once only, as this may run again after an error.
+        if self.final_outputs.is_none() {
+            self.final_outputs = Some(self.job_outputs());
+        }
         self.records[last].start();
         self.records[last].complete(JobResult::Success);
         self.flush_feed(true).await;
@@ -330,7 +339,7 @@ impl JobReport {
         self.upload_log(last).await?;
         self.sync().await?;
         if !self.completed {
-            let outputs = self.job_outputs();
+            let outputs = self.final_outputs.clone().unwrap_or_else(|| json!({}));
             match &self.flavor {
                 Flavor::Classic { .. } => self.classic_finish(result, &outputs).await?,
                 Flavor::Broker { .. } => self.broker_finish(result, &outputs).await?,
@@ -346,11 +355,11 @@ impl JobReport {
     /// left out and one that holds a secret is dropped with a warning in the job's log,
     /// so no output goes to GitHub with a secret, and none is marked `isSecret`.
     fn job_outputs(&mut self) -> Value {
-        let Some(token) = &self.msg.job_outputs else { return json!({}) };
+        let Some(token) = self.msg.job_outputs.clone() else { return json!({}) };
         let mut ctx = self.contexts.clone();
         ctx.insert("steps".to_owned(), Value::Object(self.steps_ctx.as_map().clone()));
         let mut out = Map::new();
-        if let Token::Mapping(pairs) = token {
+        if let Token::Mapping(pairs) = &token {
             for (k, v) in pairs {
                 let (Ok(k), Ok(v)) = (k.evaluate_string(&ctx), v.evaluate_string(&ctx)) else {
                     tracing::warn!(job_id = %self.job_id, "a job output could not be evaluated");
