@@ -74,7 +74,6 @@ pub fn needles() -> Vec<(&'static str, String)> {
     let mut needles = vec![
         ("plain", value("MASK_PLAIN")),
         ("url-encoded", uri_escape(&value("MASK_URL"))),
-        ("url-encoded, decoded", value("MASK_URL")),
         ("json-escaped", serde_json::to_string(&value("MASK_JSON")).unwrap_or_default().trim_matches('"').to_owned()),
         ("trailing space", "trail-Rt5Secret".to_owned()),
         ("add-mask with a leading space", "lead-Lm3Secret".to_owned()),

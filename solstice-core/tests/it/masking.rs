@@ -94,3 +94,17 @@ async fn add_mask_on_one_stream_masks_the_other_stream_at_once() {
     assert!(leaked.is_empty(), "{} of 400 values leaked, e.g. {:?}", leaked.len(), leaked.first());
     assert_eq!(text.lines().filter(|l| *l == "value ***").count(), 400, "{text}");
 }
+
+// The corpus is not vacuous: unmasked, the script prints every form it claims to test.
+#[test]
+fn the_corpus_script_prints_every_form_when_nothing_masks_it() {
+    let out = std::process::Command::new("bash")
+        .args(["-c", &secret_corpus::script()])
+        .envs(secret_corpus::env_with_values())
+        .output()
+        .expect("bash");
+    let raw = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let printed = secret_corpus::leaks(&raw);
+    let all: Vec<&str> = secret_corpus::needles().into_iter().map(|(form, _)| form).collect();
+    assert_eq!(printed, all, "{raw}");
+}
