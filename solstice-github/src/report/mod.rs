@@ -114,6 +114,16 @@ pub(crate) enum Flavor {
     Broker { change_order: u64, job_log_uploaded: bool },
 }
 
+/// What the reporter masks in what it sends itself: the job's `mask[]` regular
+/// expressions and its secret values.
+#[derive(Debug, Default)]
+pub(crate) struct JobMasks {
+    /// `mask[]` regular expressions, applied to every line.
+    pub regexes: Vec<regex::Regex>,
+    /// The job's secrets, for the runner's own lines and the job's outputs.
+    pub values: Masker,
+}
+
 /// Everything the reporter keeps about one job.
 #[derive(Debug)]
 pub(crate) struct JobReport {
@@ -149,10 +159,10 @@ impl JobReport {
         http: Http,
         runner_name: String,
         steps: &[StepPlan],
-        regex_masks: Vec<regex::Regex>,
-        masker: Masker,
+        masks: JobMasks,
         contexts: Map<String, Value>,
     ) -> Self {
+        let JobMasks { regexes: regex_masks, values: masker } = masks;
         let mut records = vec![Record::new(uuid::Uuid::new_v4().to_string(), "Set up job".into(), "__setup".into(), 1, "runner")];
         for (i, step) in steps.iter().enumerate() {
             records.push(Record::new(step.record_id.clone(), step.display_name.clone(), step.ref_name.clone(), i + 2, step.kind));
