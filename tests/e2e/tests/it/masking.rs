@@ -1,0 +1,47 @@
+//! Issue 16's masking corpus in the tiny VM, through the SSH executor: no form of a
+//! secret reaches the job's events, and an `::add-mask::` on one stream covers the
+//! value printed right after it on the other.
+
+use solstice_core::testing::secret_corpus;
+use solstice_core::{Engine, JobEventKind, JobRequest, JobResult, Secret, StepCommand};
+use solstice_e2e::{LABEL, hypervisor};
+use solstice_vm::SshExecutor;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_form_of_a_secret_leaves_a_vm_job() {
+    let run_dir = tempfile::tempdir().expect("tempdir");
+    let hypervisor = hypervisor(run_dir.path());
+    // Without `-e`: a tool the guest lacks must not hide the forms printed after it.
+    let mut print = StepCommand::run("print every form", secret_corpus::script());
+    print.env = secret_corpus::env_with_values();
+    let ordering = StepCommand::run(
+        "ordering",
+        "for i in $(seq 200); do\n  echo \"::add-mask::order-$i-Sec\"\"ret\"\n  echo \"value order-$i-Sec\"\"ret\" >&2\ndone",
+    );
+    for step in [&mut print] {
+        if let solstice_core::StepAction::Run { shell, .. } = &mut step.action {
+            *shell = "bash --noprofile --norc {0}".into();
+        }
+    }
+    let mut job = JobRequest::new("corpus", vec![LABEL.into()], vec![print, ordering]);
+    job.secrets = secret_corpus::secrets().into_iter().map(|(_, v)| Secret::new(v)).collect();
+    let engine = Engine::builder().hypervisor(hypervisor.clone()).executor(SshExecutor::new()).build().expect("engine");
+    let (result, events) = engine.run_job_collect(job).await;
+    let lines: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            JobEventKind::Log { line, .. } => Some(line.clone()),
+            _ => None,
+        })
+        .collect();
+    let text = lines.join("\n");
+    assert_eq!(result, JobResult::Success, "{text}");
+    for expected in ["plain: ***", "plain on stderr: ***", "after add-mask: ***", "on stderr: ***", "overlap: ***", "cr: ***"] {
+        assert!(lines.iter().any(|l| l == expected), "no line `{expected}` in:\n{text}");
+    }
+    let leaks = secret_corpus::leaks(&text);
+    assert!(leaks.is_empty(), "forms leaked from the VM: {leaks:?}\n{text}");
+    let leaked: Vec<&String> = lines.iter().filter(|l| l.contains("-Secret")).collect();
+    assert!(leaked.is_empty(), "{} of 200 add-mask values leaked across streams, e.g. {:?}", leaked.len(), leaked.first());
+    assert_eq!(lines.iter().filter(|l| *l == "value ***").count(), 200, "{text}");
+}
