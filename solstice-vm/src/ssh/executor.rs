@@ -144,8 +144,14 @@ impl StepExecutor for SshExecutor {
         env.push(format!("{}{base_path}", shell_quote(&format!("PATH={prefix}"))));
         let argv: Vec<String> = command.argv(&script).iter().map(|a| shell_quote(a)).collect();
         let cwd = Self::resolve_dir(machine, step.working_directory.as_deref());
+        // The step's stderr joins its stdout in the guest (`2>&1`): the guest's SSH server
+        // reads the two pipes separately and may forward them out of order, so an
+        // `::add-mask::` printed on one stream could arrive after the value printed next on
+        // the other and leave it unmasked (issue 16, item 4). One pipe keeps the order the
+        // step wrote. Nothing is lost: both forges show the two streams as one log, as
+        // GitHub's and Forgejo's runners do.
         let remote = format!(
-            "mkdir -p {dirs} && {empty} && cd {cwd} && echo $$ > {pid} && exec env {env} {argv}",
+            "mkdir -p {dirs} && {empty} && cd {cwd} && echo $$ > {pid} && exec env {env} {argv} 2>&1",
             dirs = [&machine.workspace, &machine.runner.temp, &machine.runner.tool_cache]
                 .into_iter()
                 .filter(|d| !d.is_empty())

@@ -1,6 +1,6 @@
 //! Issue 16's masking corpus in the tiny VM, through the SSH executor: no form of a
-//! secret reaches the job's events. An `::add-mask::` on one stream does not yet always
-//! cover the value printed right after it on the other (see the ignored test).
+//! secret reaches the job's events, and an `::add-mask::` on one stream covers the value
+//! printed right after it on the other.
 
 use solstice_core::testing::secret_corpus;
 use solstice_core::{Engine, JobEventKind, JobRequest, JobResult, Secret, StepCommand};
@@ -42,13 +42,12 @@ async fn run(engine: Engine, job: JobRequest) -> (JobResult, Vec<String>) {
     (result, lines)
 }
 
-// Issue 16 item 4 in a VM. The host reads what the guest's SSH server forwarded from
-// both streams together, `::add-mask::` first, but the SSH server reads the two pipes
-// itself and may forward a stderr line before the stdout line written earlier: on
-// 2026-12-06, 4 runs of 5 had no leak and one had 25 of 200. Fixing it needs one
-// ordered pipe from the guest (a helper that tags stderr lines), which is not done yet.
+// Issue 16 item 4 in a VM. The guest's SSH server reads the step's stdout and stderr
+// pipes itself and may forward a stderr line before the stdout line written earlier (on
+// 2026-12-06, before the step's stderr joined its stdout in the guest, 4 runs of 5 had no
+// leak and one had 25 of 200). `SshExecutor` now runs the step with `2>&1`, so one
+// ordered pipe carries both and the mask always comes first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gap: stream order across the guest's SSH server (docs/security.md)"]
 async fn add_mask_on_stdout_covers_stderr_in_a_vm() {
     let run_dir = tempfile::tempdir().expect("tempdir");
     let hypervisor = hypervisor(run_dir.path());
