@@ -203,7 +203,7 @@ mod tests {
     fn a_line_of_exactly_the_cap_is_one_line_and_pieces_keep_characters_whole() {
         let mut splitter = LineSplitter::new();
         let full = "x".repeat(MAX_LINE_BYTES);
-        assert_eq!(splitter.push(format!("{full}\r\n").as_bytes()), [full.clone()]);
+        assert_eq!(splitter.push(format!("{full}\r\n").as_bytes()), [full]);
         // 'é' is two bytes; one byte short of the cap the next one would straddle it.
         let text = format!("{}é{}", "y".repeat(MAX_LINE_BYTES - 1), "z".repeat(10));
         let mut pieces = Vec::new();
