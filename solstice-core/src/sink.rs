@@ -61,6 +61,31 @@ impl LogSink {
         }
     }
 
+    /// Sends the complete lines of what was read from a step's stdout and stderr at one
+    /// time (`stdout.1` and `stderr.1`, appended to each stream's unfinished rest), the
+    /// `::add-mask::` commands of either stream first.
+    ///
+    /// Which of two reads from two pipes was written first cannot be known, but a
+    /// secret printed after its `::add-mask::` on the other stream must still be masked
+    /// (issue 16: `echo ::add-mask::X; echo X >&2` leaked). A reader that, once either
+    /// stream has data, also takes what the other one holds, and sends it through here,
+    /// registers every mask that was written before the lines read with it; a value
+    /// printed before its mask in the same read is masked too, which is the safe side.
+    pub async fn send_read_together(&self, stdout: (&mut Vec<u8>, &[u8]), stderr: (&mut Vec<u8>, &[u8])) {
+        let mut lines: Vec<OutputLine> = Vec::new();
+        for (stream, (pending, chunk)) in [(LogStream::Stdout, stdout), (LogStream::Stderr, stderr)] {
+            // Only the new bytes are searched, and a line past MAX_LINE_BYTES goes out in
+            // pieces (issue 16, item 12).
+            let mut texts = Vec::new();
+            split_lines(pending, chunk, &mut texts);
+            lines.extend(texts.into_iter().map(|line| OutputLine { stream, line }));
+        }
+        let (masks, others): (Vec<OutputLine>, Vec<OutputLine>) = lines.into_iter().partition(|l| is_add_mask(&l.line));
+        for line in masks.into_iter().chain(others) {
+            self.send(line.stream, line.line).await;
+        }
+    }
+
     /// Sends what is left in `pending` as a last line, if anything.
     pub async fn flush(&self, stream: LogStream, pending: &mut Vec<u8>) {
         if !pending.is_empty() {
@@ -154,6 +179,13 @@ fn piece_end(piece: &[u8], next: u8) -> usize {
     }
 }
 
+/// Whether `line` is an `::add-mask::` command, in the `::` or the legacy `##[…]` form
+/// (names are matched without regard to case, as the runner does).
+fn is_add_mask(line: &str) -> bool {
+    let line = line.trim_start().to_ascii_lowercase();
+    line.starts_with("::add-mask::") || line.contains("##[add-mask]")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +231,25 @@ mod tests {
         assert_eq!(lines[16], "next");
     }
 
+    /// Issue 16, item 12, on the path the executors take: reads of both streams together
+    /// cut an endless stdout line into 64 KiB pieces while stderr lines pass whole.
+    #[tokio::test]
+    async fn issue_16_reads_together_cut_a_long_line_too() {
+        let (sink, rx) = LogSink::channel(64);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let chunk = vec![b'o'; 16 * 1024];
+        for _ in 0..64 {
+            sink.send_read_together((&mut out, &chunk), (&mut err, b"")).await;
+            assert!(out.len() <= MAX_LINE_BYTES, "{} bytes held", out.len());
+        }
+        sink.send_read_together((&mut out, b"\n"), (&mut err, b"e\n")).await;
+        drop(sink);
+        let lines = collect(rx).await;
+        assert_eq!(lines.len(), 17, "{:?}", lines.iter().map(String::len).collect::<Vec<_>>());
+        assert_eq!(lines.iter().filter(|l| l.len() == MAX_LINE_BYTES).count(), 16);
+        assert!(lines.contains(&"e".to_owned()));
+    }
+
     #[test]
     fn a_line_of_exactly_the_cap_is_one_line_and_pieces_keep_characters_whole() {
         let mut splitter = LineSplitter::new();
@@ -215,5 +266,21 @@ mod tests {
         assert_eq!(pieces[0], "y".repeat(MAX_LINE_BYTES - 1));
         assert_eq!(pieces.concat(), text);
         assert_eq!(splitter.finish(), None);
+    }
+
+    #[tokio::test]
+    async fn masks_read_together_go_first_and_lines_stay_whole() {
+        let (sink, mut rx) = LogSink::channel(16);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        sink.send_read_together((&mut out, b"a\n::add-mask::x\npart"), (&mut err, b"x\r\n::ADD-MASK::y\n")).await;
+        sink.send_read_together((&mut out, b"ial\n"), (&mut err, b"")).await;
+        drop(sink);
+        let mut lines = Vec::new();
+        while let Some(l) = rx.recv().await {
+            lines.push((l.stream, l.line));
+        }
+        use LogStream::{Stderr, Stdout};
+        let expected = [(Stdout, "::add-mask::x"), (Stderr, "::ADD-MASK::y"), (Stdout, "a"), (Stderr, "x"), (Stdout, "partial")];
+        assert_eq!(lines, expected.map(|(s, l)| (s, l.to_owned())));
     }
 }
