@@ -79,7 +79,7 @@ pub use queue::{
 };
 pub use route::{ExecutorByAccess, HypervisorSet};
 pub use service::{NOT_STARTED_MESSAGE, RunnerService, RunnerServiceBuilder, ServiceError, Shutdown};
-pub use sink::{LogSink, OutputLine};
+pub use sink::{LineSplitter, LogSink, MAX_LINE_BYTES, OutputLine};
 pub use source::{JobSource, ReportOutcome, SourceError, SourceMessage};
 pub use translate::job_request_from_plan;
 pub use workflow::{WorkflowEvent, WorkflowOutcome, WorkflowRun, WorkflowRunBuilder, WorkflowRunError};

@@ -14,11 +14,11 @@ use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::accel::{AccelChoice, AccelProbe, AccelVerdict};
-use crate::console::ConsoleTail;
+use crate::console::{ConsoleLimits, ConsoleRecorder, ConsoleTail};
 use crate::image::{BootMode, ImageCache, ImageCatalog, ImageEntry, ImageError, LogProgress, create_overlay};
 use crate::keys::{KeyError, SshKeyPair};
 use crate::budget::{Budget, OverBudget, Reservation, ReserveError};
-use crate::egress::{EgressError, EgressProxy, EgressProxyBuilder};
+use crate::egress::{EgressError, EgressLease, EgressProxy, EgressProxyBuilder};
 use crate::net::{EgressConfig, NetSpec, egress_env};
 use crate::ports::{PortAllocator, PortError, PortLease};
 use crate::qemu::{BootSpec, QemuError, QemuProcess, StopOutcome, VmSpec};
@@ -183,6 +183,7 @@ struct Config {
     egress: Option<Egress>,
     restrict: bool,
     kill_with_parent: bool,
+    console_limits: ConsoleLimits,
 }
 
 /// Where guests' outbound traffic goes.
@@ -265,6 +266,13 @@ impl QemuHypervisorBuilder {
     /// Default: ports 42000..44000.
     pub fn ports(mut self, ports: PortAllocator) -> Self {
         self.config.ports = ports;
+        self
+    }
+
+    /// How much of each guest's serial console is kept on the host (see
+    /// [`ConsoleLimits`]). Default: the first 8 MiB and the last 8 to 16 MiB.
+    pub fn console_limits(mut self, limits: ConsoleLimits) -> Self {
+        self.config.console_limits = limits;
         self
     }
 
@@ -389,6 +397,10 @@ struct LiveVm {
     _permit: OwnedSemaphorePermit,
     _share: Reservation,
     _keys: (SshKeyPair, SshKeyPair),
+    /// The machine's own listener on the egress proxy, if the hypervisor runs one.
+    _egress: Option<EgressLease>,
+    /// Writes the serial console into `console.log`, capped.
+    _console: ConsoleRecorder,
 }
 
 /// A [`Hypervisor`] that runs each job in a fresh QEMU virtual machine.
@@ -436,6 +448,7 @@ impl QemuHypervisor {
                 egress: None,
                 restrict: true,
                 kill_with_parent: true,
+                console_limits: ConsoleLimits::default(),
             },
         }
     }
@@ -455,6 +468,20 @@ impl QemuHypervisor {
                 Ok(Some(proxy.egress_config()))
             }
         }
+    }
+
+    /// The egress settings for one machine: with a proxy this hypervisor runs, a
+    /// listener of its own (so its tunnels are counted apart from other machines'), held
+    /// by the returned lease; with an external proxy, the shared settings.
+    async fn egress_for(&self, vm: &str) -> Result<(Option<EgressConfig>, Option<EgressLease>), VmError> {
+        let proxy = match &self.inner.config.egress {
+            None => return Ok((None, None)),
+            Some(Egress::External(config)) => return Ok((Some(config.clone()), None)),
+            Some(Egress::Running(proxy)) => proxy,
+            Some(Egress::Start(builder)) => self.inner.proxy.get_or_try_init(|| builder.clone().start()).await.map_err(VmError::Egress)?,
+        };
+        let lease = proxy.open_for(vm).await.map_err(VmError::Egress)?;
+        Ok((Some(lease.egress_config()), Some(lease)))
     }
 
     /// How many machines are running.
@@ -565,7 +592,7 @@ impl QemuHypervisor {
             None => None,
         };
         let accel = self.accelerator().await;
-        let egress = self.egress_config().await?;
+        let (egress, egress_lease) = self.egress_for(&vm).await?;
         let boot = match &entry.boot {
             BootMode::Disk => BootSpec::Disk,
             BootMode::Kernel { kernel, initrd, append } => {
@@ -578,13 +605,15 @@ impl QemuHypervisor {
         // A port can be taken by another program between our probe and QEMU's bind:
         // QEMU then exits at once, and we try the next port.
         let mut attempt = 0;
-        let (mut process, port, console_log) = loop {
+        let (mut process, port, console_log, recorder) = loop {
             attempt += 1;
             let port = config.ports.allocate().map_err(|e| VmError::Port { vm: vm.clone(), source: e })?;
             let mut net = NetSpec::isolated(port.port());
             net.restrict = config.restrict;
             net.egress = egress.clone();
             let console_log = dir.path().join("console.log");
+            let console_socket = dir.path().join("console.sock");
+            let recorder = ConsoleRecorder::bind(&console_socket, console_log.clone(), config.console_limits).map_err(files_error(&vm))?;
             let spec = VmSpec {
                 name: vm.clone(),
                 accel: accel.accel,
@@ -598,6 +627,7 @@ impl QemuHypervisor {
                 net,
                 qmp_socket: dir.path().join("qmp.sock"),
                 console_log: console_log.clone(),
+                console_socket: Some(console_socket),
                 extra_args: Vec::new(),
             };
             let mut process = QemuProcess::spawn(&config.qemu, &spec, &dir.path().join("qemu.log"), config.kill_with_parent)
@@ -610,7 +640,7 @@ impl QemuHypervisor {
                 }
                 return Err(VmError::Qemu { vm: vm.clone(), source: error });
             }
-            break (process, port, console_log);
+            break (process, port, console_log, recorder);
         };
         footprint.pid = Some(process.pid());
         footprint.ssh_port = Some(port.port());
@@ -653,7 +683,7 @@ impl QemuHypervisor {
             runner,
             env: if egress.is_some() { egress_env() } else { Default::default() },
         };
-        let live = LiveVm { process, qmp: Some(qmp), dir, _port: port, _permit: permit, _share: share, _keys: (client_key, host_key) };
+        let live = LiveVm { process, qmp: Some(qmp), dir, _port: port, _permit: permit, _share: share, _keys: (client_key, host_key), _egress: egress_lease, _console: recorder };
         self.inner.live.lock().unwrap_or_else(|p| p.into_inner()).insert(vm, live);
         Ok(machine)
     }

@@ -59,8 +59,11 @@ pub struct VmSpec {
     pub net: NetSpec,
     /// The QMP Unix socket QEMU listens on.
     pub qmp_socket: PathBuf,
-    /// The file the serial console is written to.
+    /// The file the serial console is written to, when there is no `console_socket`.
     pub console_log: PathBuf,
+    /// A Unix socket QEMU connects to and sends the serial console to, instead of writing
+    /// `console_log` itself without limit (see [`crate::ConsoleRecorder`]).
+    pub console_socket: Option<PathBuf>,
     /// Extra arguments appended as they are.
     pub extra_args: Vec<String>,
 }
@@ -76,7 +79,10 @@ impl VmSpec {
         push(&["-cpu", self.cpu.as_deref().unwrap_or(self.accel.default_cpu())]);
         push(&["-smp", &self.vcpus.to_string(), "-m", &self.memory_mib.to_string()]);
         push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
-        let console = format!("file,id=console0,path={}", comma_escaped(&self.console_log));
+        let console = match &self.console_socket {
+            Some(socket) => format!("socket,id=console0,path={}", comma_escaped(socket)),
+            None => format!("file,id=console0,path={}", comma_escaped(&self.console_log)),
+        };
         push(&["-chardev", &console, "-serial", "chardev:console0"]);
         if let BootSpec::Kernel { kernel, initrd, append } = &self.boot {
             args.push("-kernel".into());
@@ -289,6 +295,7 @@ mod tests {
             net: NetSpec::isolated(42010),
             qmp_socket: "/w/qmp.sock".into(),
             console_log: "/w/console.log".into(),
+            console_socket: None,
             extra_args: vec![],
         }
     }
