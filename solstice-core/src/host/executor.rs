@@ -3,7 +3,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::FutureExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
@@ -95,20 +94,30 @@ impl StepExecutor for HostExecutor {
         for (variable, path) in &command_files {
             command.env(variable, path);
         }
+        // stdout and stderr share one pipe, as `2>&1` would: with two pipes the order in
+        // which the kernel hands us their data is not the order the step wrote it, and an
+        // `::add-mask::` on one stream must take effect before the value printed next on
+        // the other (issue 16, item 4). Both forges show the two streams as one log anyway.
+        let (reader, writer) = std::io::pipe().map_err(|e| setup_error("could not create the step's output pipe", e))?;
+        let writer_for_stderr =
+            writer.try_clone().map_err(|e| setup_error("could not create the step's output pipe", e))?;
         let mut child = command
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::from(writer_for_stderr))
             .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
                 setup_error(format!("could not start `{program}` in {}", cwd.display()), e)
             })?;
+        // The command still holds our copies of the write end: without dropping it the
+        // pipe would never reach end-of-file.
+        drop(command);
         let pid = child.id();
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-        let readers = pump_both(stdout, stderr, output);
+        let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader))
+            .map_err(|e| setup_error("could not read the step's output pipe", e))?;
+        let readers = pump(reader, output);
         tokio::pin!(readers);
         let mut readers_done = false;
         let status = tokio::select! {
@@ -208,32 +217,16 @@ fn kill_group(pid: Option<u32>) {
     }
 }
 
-/// Reads the step's stdout and stderr in one place: whenever one has data, what the
-/// other holds at that moment is read too and both go to the sink together
-/// ([`LogSink::send_read_together`]), so an `::add-mask::` on one stream takes effect
-/// before a line the step printed after it on the other.
-async fn pump_both(stdout: Option<impl AsyncRead + Unpin>, stderr: Option<impl AsyncRead + Unpin>, sink: &LogSink) {
-    let (mut stdout, mut stderr) = (stdout, stderr);
-    let (mut out_pending, mut err_pending) = (Vec::new(), Vec::new());
-    let (mut out_buf, mut err_buf) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
-    while stdout.is_some() || stderr.is_some() {
-        let (mut out_read, mut err_read) = (0, 0);
-        tokio::select! {
-            n = read_some(&mut stdout, &mut out_buf), if stdout.is_some() => out_read = n,
-            n = read_some(&mut stderr, &mut err_buf), if stderr.is_some() => err_read = n,
-        }
-        // What the other stream holds now was written before what was just read from
-        // this one was read: take it too (a read that would wait is dropped unstarted).
-        if out_read == 0 && stdout.is_some() {
-            out_read = read_some(&mut stdout, &mut out_buf).now_or_never().unwrap_or(0);
-        }
-        if err_read == 0 && stderr.is_some() {
-            err_read = read_some(&mut stderr, &mut err_buf).now_or_never().unwrap_or(0);
-        }
-        sink.send_read_together((&mut out_pending, &out_buf[..out_read]), (&mut err_pending, &err_buf[..err_read])).await;
+/// Forwards the step's output (stdout and stderr, one pipe) to the sink line by line.
+async fn pump(reader: impl AsyncRead + Unpin, sink: &LogSink) {
+    let mut reader = Some(reader);
+    let mut pending = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    while reader.is_some() {
+        let n = read_some(&mut reader, &mut buf).await;
+        sink.send_chunk(LogStream::Stdout, &mut pending, &buf[..n]).await;
     }
-    sink.flush(LogStream::Stdout, &mut out_pending).await;
-    sink.flush(LogStream::Stderr, &mut err_pending).await;
+    sink.flush(LogStream::Stdout, &mut pending).await;
 }
 
 /// Reads once from `reader`; at the end of the stream (or on an error) sets it to `None`
