@@ -527,7 +527,7 @@ impl QemuHypervisor {
                     .ensure(source, &LogProgress::default())
                     .await
                     .map_err(|e| VmError::Image { label: request.label.clone(), source: e })?,
-                source.format.clone(),
+                source.format,
             )),
             None => None,
         };
@@ -557,7 +557,7 @@ impl QemuHypervisor {
         let disk = match &base {
             Some((base, format)) => {
                 let overlay = dir.path().join("overlay.qcow2");
-                create_overlay(&config.qemu_img, base, format, &overlay, entry.disk_gib)
+                create_overlay(&config.qemu_img, base, *format, &overlay, entry.disk_gib)
                     .await
                     .map_err(|e| VmError::Image { label: request.label.clone(), source: e })?;
                 Some(overlay)

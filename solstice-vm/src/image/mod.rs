@@ -13,7 +13,7 @@ mod overlays;
 use std::path::{Path, PathBuf};
 
 pub use cache::{CachedImage, DownloadProgress, ImageCache, LogProgress};
-pub use catalog::{BootMode, Decompress, ImageCatalog, ImageEntry, ImageSource};
+pub use catalog::{BootMode, Decompress, ImageCatalog, ImageEntry, ImageFormat, ImageSource};
 pub use overlays::{MachineDir, machine_dirs, prune_machine_dirs};
 
 /// An image could not be found, fetched, verified or layered.
@@ -110,12 +110,12 @@ impl ImageError {
 pub(crate) async fn create_overlay(
     qemu_img: &Path,
     base: &Path,
-    base_format: &str,
+    base_format: ImageFormat,
     overlay: &Path,
     size_gib: Option<u32>,
 ) -> Result<(), ImageError> {
     let mut command = tokio::process::Command::new(qemu_img);
-    command.args(["create", "-q", "-f", "qcow2", "-F", base_format, "-b"]).arg(base).arg(overlay);
+    command.args(["create", "-q", "-f", "qcow2", "-F", base_format.as_str(), "-b"]).arg(base).arg(overlay);
     if let Some(size) = size_gib {
         command.arg(format!("{size}G"));
     }
