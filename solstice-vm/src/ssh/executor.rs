@@ -23,7 +23,11 @@ use super::{SshError, SshSession};
 /// ([`CommandFiles::FILES`]). On cancellation (or the engine's timeout) it
 /// kills the step's remote process group. The connection is verified against the
 /// machine's host key and kept open between steps of the same machine. The built-in
-/// checkout uploads the repository as a tar stream, so guests without git work.
+/// checkout fetches on the host (into a 0700 directory, the token only in git's
+/// environment: [`GitFetch`]) and uploads the repository as a tar stream, so guests
+/// without git work. A `working-directory` or checkout `path:` outside the job's
+/// directories, written so or through a symbolic link in the guest, is refused
+/// ([`ExecError::OutsideWorkspace`]) before anything is made.
 /// The step's environment is [`ScriptRun::env`] as given (the engine puts the machine's
 /// own variables in it); the workspace, `runner.temp` and `runner.tool_cache` are made
 /// if missing.

@@ -5,5 +5,6 @@
 
 mod debug_ssh;
 mod egress;
+mod hostfiles;
 mod isolation;
 mod job;
