@@ -202,7 +202,7 @@ impl StepExecutor for HostExecutor {
     ) -> Result<StepExit, ExecError> {
         check_local(machine)?;
         let dest = checkout_dir(machine, &step.path)?;
-        let dest = check_links(&dest, &[machine.workspace.clone()], "Repository path", &machine.workspace)?;
+        let dest = check_links(&dest, std::slice::from_ref(&machine.workspace), "Repository path", &machine.workspace)?;
         let dest = dest.to_string_lossy();
         let (script, env) = match source {
             CheckoutSource::LocalDir { path } => {
