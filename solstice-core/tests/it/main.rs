@@ -6,6 +6,7 @@ mod debug_ssh;
 mod engine;
 mod host;
 mod hostfiles;
+mod masking;
 mod memory_queue;
 mod orphans;
 mod runtime_contexts;

@@ -8,3 +8,4 @@ mod egress;
 mod hostfiles;
 mod isolation;
 mod job;
+mod masking;
