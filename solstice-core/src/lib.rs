@@ -34,6 +34,7 @@ mod dispatch;
 mod engine;
 mod error_chain;
 mod executor;
+mod git;
 mod host;
 mod local;
 mod machine;
@@ -49,6 +50,7 @@ mod sink;
 mod source;
 mod translate;
 mod workflow;
+mod workspace;
 #[cfg(feature = "_store")]
 mod store;
 pub mod support;

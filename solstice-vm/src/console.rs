@@ -1,6 +1,7 @@
 //! The guest's serial console: recorded on the host with a size cap, and followed into
 //! the job log while the machine boots.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -128,7 +129,7 @@ struct CappedLog {
 
 impl CappedLog {
     async fn create(path: &Path, limits: ConsoleLimits) -> std::io::Result<Self> {
-        let head = tokio::fs::File::create(path).await?;
+        let head = private_file(path).await?;
         let tail_path = path.with_file_name(format!("{}.tail.log", path.file_stem().and_then(|s| s.to_str()).unwrap_or("console")));
         Ok(Self { limits, head, head_written: 0, tail_path, tail: None, tail_written: 0 })
     }
@@ -160,7 +161,7 @@ impl CappedLog {
                     previous.push(".1");
                     tokio::fs::rename(&self.tail_path, previous).await?;
                 }
-                self.tail = Some(tokio::fs::File::create(&self.tail_path).await?);
+                self.tail = Some(private_file(&self.tail_path).await?);
                 self.tail_written = 0;
             }
             let room = self.limits.tail_bytes.max(1) - self.tail_written;
@@ -173,6 +174,12 @@ impl CappedLog {
         }
         Ok(())
     }
+}
+
+/// Creates (or truncates) `path` readable by its owner only: the console can show what a
+/// job printed, secrets included (issue 16, item 6).
+async fn private_file(path: &Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).await
 }
 
 /// Records a guest's serial console into a capped file ([`ConsoleLimits`]).
@@ -196,6 +203,9 @@ impl ConsoleRecorder {
     pub fn bind(socket: &Path, log: PathBuf, limits: ConsoleLimits) -> std::io::Result<Self> {
         let _ = std::fs::remove_file(socket);
         let listener = tokio::net::UnixListener::bind(socket)?;
+        // bind(2) takes the mode from the umask; the machine's directory is 0700 already,
+        // so the moment between bind and chmod opens nothing.
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(async move {

@@ -1,6 +1,7 @@
 //! [`QemuHypervisor`]: the [`Hypervisor`] seam on QEMU.
 
 use std::collections::HashMap;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -410,10 +411,13 @@ struct LiveVm {
 /// login key and the machine's host key), leases a loopback port for the SSH forward,
 /// starts QEMU (KVM if the probe says it works, else TCG), connects QMP, streams the
 /// serial console into the job log and waits until SSH logs in with the expected host
-/// key. `destroy` stops QEMU in order (ACPI power button, grace period, QMP `quit`,
-/// SIGKILL) and removes the directory; keys are forgotten. A machine whose handle is
-/// dropped without `destroy` is killed and removed as well. Cloning is cheap and shares
-/// the machines; do not wrap it in another `Arc`.
+/// key. The directory is 0700 and every file in it 0600 from its creation on (QEMU runs
+/// with umask 077), and the seed, which holds the machine's host private key, is
+/// overwritten with zeros as soon as the guest has answered SSH. `destroy` stops QEMU in
+/// order (ACPI power button, grace period, QMP `quit`, SIGKILL) and removes the
+/// directory; keys are forgotten. A machine whose handle is dropped without `destroy` is
+/// killed and removed as well. Cloning is cheap and shares the machines; do not wrap it
+/// in another `Arc`.
 #[derive(Debug, Clone)]
 pub struct QemuHypervisor {
     inner: Arc<Inner>,
@@ -554,12 +558,23 @@ impl QemuHypervisor {
                     .ensure(source, &LogProgress::default())
                     .await
                     .map_err(|e| VmError::Image { label: request.label.clone(), source: e })?,
-                source.format.clone(),
+                source.format,
             )),
             None => None,
         };
-        tokio::fs::create_dir_all(&config.run_dir).await.map_err(files_error(&vm))?;
-        let dir = tempfile::Builder::new().prefix(&format!("{vm}-")).tempdir_in(&config.run_dir).map_err(files_error(&vm))?;
+        // Only this user may enter a machine's directory or read its files (the seed
+        // holds the machine's host key, the overlay the job's disk): made so, not
+        // changed after. An existing run directory keeps the mode its operator gave it.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(PRIVATE_DIR)
+            .create(&config.run_dir)
+            .map_err(files_error(&vm))?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{vm}-"))
+            .permissions(std::fs::Permissions::from_mode(PRIVATE_DIR))
+            .tempdir_in(&config.run_dir)
+            .map_err(files_error(&vm))?;
         let mut footprint = MachineFootprint { machine_id: vm.clone(), files: vec![dir.path().to_path_buf()], ..Default::default() };
         journal.record(&footprint).await;
         let client_key = SshKeyPair::generate(&format!("solstice-job-{}", request.job_id))
@@ -580,11 +595,11 @@ impl QemuHypervisor {
             .await
             .map_err(|e| VmError::Files { vm: vm.clone(), source: std::io::Error::other(e) })?
             .map_err(|e| VmError::Seed { vm: vm.clone(), source: e })?;
-        tokio::fs::write(&seed_path, iso).await.map_err(files_error(&vm))?;
+        write_private(&seed_path, &iso).map_err(files_error(&vm))?;
         let disk = match &base {
             Some((base, format)) => {
                 let overlay = dir.path().join("overlay.qcow2");
-                create_overlay(&config.qemu_img, base, format, &overlay, entry.disk_gib)
+                create_overlay(&config.qemu_img, base, *format, &overlay, entry.disk_gib)
                     .await
                     .map_err(|e| VmError::Image { label: request.label.clone(), source: e })?;
                 Some(overlay)
@@ -661,6 +676,18 @@ impl QemuHypervisor {
         };
         let ready = wait_for_ssh(&vm, &access, &mut process, config.boot_timeout, config.ssh_interval, cancel).await;
         tail.stop().await;
+        // The guest answered with the host key from the seed, so it has read the seed:
+        // its private key has no reason to stay on the host.
+        let ready = match ready {
+            Ok(()) => {
+                let path = seed_path.clone();
+                tokio::task::spawn_blocking(move || scrub_seed(&path))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                    .map_err(files_error(&vm))
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = ready {
             let _ = process.stop(Some(&mut qmp), Duration::ZERO).await;
             return Err(e);
@@ -724,6 +751,31 @@ impl QemuHypervisor {
     pub fn machine_pid(&self, id: &str) -> Option<u32> {
         self.inner.live.lock().ok()?.get(id).map(|l| l.process.pid())
     }
+}
+
+/// The mode of a machine's directory (and of the run directory when it is made).
+const PRIVATE_DIR: u32 = 0o700;
+
+/// Writes `data` to a new file that is 0600 from its creation on.
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(data)?;
+    file.sync_all()
+}
+
+/// Overwrites the seed with zeros in place once the guest has read it. Unlinking would
+/// not do: QEMU keeps the file open (its descriptor would still give the key to anyone
+/// who can read `/proc/<pid>/fd`), and its lock on the file is how a live machine's
+/// directory is told from a dead one's ([`crate::image::machine_dirs`]). The guest sees a
+/// blank disc if it looks again.
+fn scrub_seed(path: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+    let len = file.metadata()?.len();
+    std::io::copy(&mut std::io::repeat(0).take(len), &mut file)?;
+    file.flush()?;
+    file.sync_all()
 }
 
 async fn wait_for_ssh(

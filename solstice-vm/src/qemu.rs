@@ -7,6 +7,7 @@
 //! [`QemuProcess::stop`].
 
 use std::ffi::OsString;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -178,18 +179,29 @@ pub struct QemuProcess {
 impl QemuProcess {
     /// Starts `binary` with `spec`'s command line; QEMU's stderr goes to `stderr_log`.
     ///
+    /// QEMU runs with umask 077, so what it creates (the console log, the QMP socket) is
+    /// its user's alone from the moment it exists; `stderr_log` is made 0600 as well.
+    /// (The umask is set by `/bin/sh`, which then execs QEMU: this process's umask is
+    /// shared by all its threads and cannot be changed for one child safely.)
+    ///
     /// # Errors
     /// [`QemuError::Spawn`] when the binary cannot be run.
     pub fn spawn(binary: &Path, spec: &VmSpec, stderr_log: &Path, kill_with_parent: bool) -> Result<Self, QemuError> {
         let spawn_error = |source| QemuError::Spawn { binary: binary.to_path_buf(), source };
-        let stderr = std::fs::File::create(stderr_log).map_err(spawn_error)?;
-        let mut command = if kill_with_parent && Path::new(SETPRIV).exists() {
-            let mut command = Command::new(SETPRIV);
-            command.args(["--pdeathsig", "KILL", "--"]).arg(binary);
-            command
+        let stderr = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(stderr_log)
+            .map_err(spawn_error)?;
+        let mut command = Command::new(SH);
+        command.args(["-c", PRIVATE_EXEC]);
+        if kill_with_parent && Path::new(SETPRIV).exists() {
+            command.arg(SETPRIV).args(["--pdeathsig", "KILL", "--"]).arg(binary);
         } else {
-            Command::new(binary)
-        };
+            command.arg(binary);
+        }
         command
             .args(spec.command_line())
             .stdin(Stdio::null())
@@ -276,6 +288,9 @@ impl QemuProcess {
 }
 
 const SETPRIV: &str = "/usr/bin/setpriv";
+const SH: &str = "/bin/sh";
+/// `sh -c` script that sets umask 077 and execs its arguments (`$0` is the program).
+pub(crate) const PRIVATE_EXEC: &str = "umask 077 && exec \"$0\" \"$@\"";
 
 #[cfg(test)]
 mod tests {
