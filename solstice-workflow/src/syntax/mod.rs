@@ -4,9 +4,11 @@
 //! stage 2's job ([`crate::plan_workflow`]).
 
 pub(crate) mod kdl;
+mod limits;
 pub(crate) mod yaml;
 
 pub use self::kdl::parse_kdl_workflow;
+pub use self::limits::ReadLimits;
 
 use serde::Serialize;
 
@@ -220,8 +222,20 @@ const MAX_EXPRESSION_LENGTH: usize = 21_000;
 /// # Errors
 /// Every problem found, each with file, line and column.
 pub fn parse_workflow(source: &str, file_name: &str) -> Result<Workflow, WorkflowErrors> {
+    parse_workflow_with_limits(source, file_name, &ReadLimits::default())
+}
+
+/// [`parse_workflow`] with other limits than GitHub's on the file's size, nesting and memory.
+///
+/// # Errors
+/// Every problem found, each with file, line and column; a file over a limit gives one
+/// [`crate::WorkflowErrorKind::Limit`] error with GitHub's message.
+pub fn parse_workflow_with_limits(source: &str, file_name: &str, limits: &ReadLimits) -> Result<Workflow, WorkflowErrors> {
     let mut diag = Diagnostics::new(file_name);
-    let Some(mut root) = yaml::parse(source, &mut diag) else {
+    if !limits::check_file_size(source, limits, &mut diag) {
+        return diag.into_result(empty_workflow());
+    }
+    let Some(mut root) = yaml::parse(source, limits, &mut diag) else {
         return diag.into_result(empty_workflow());
     };
     splice_inserts(&mut root, &mut diag);
@@ -552,7 +566,7 @@ fn read_workflow(root: &Node, diag: &mut Diagnostics) -> Workflow {
         return workflow;
     };
     let job_pairs = r.mapping(jobs);
-    let mut seen: Vec<String> = Vec::new();
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (key, value) in job_pairs {
         if key.name.is_empty() {
             r.diag.syntax(key.pos, "Unexpected value ''");
@@ -561,12 +575,10 @@ fn read_workflow(root: &Node, diag: &mut Diagnostics) -> Workflow {
         if let Some(message) = id_error(&key.name) {
             r.diag.syntax(key.pos, message);
         }
-        let lower = key.name.to_ascii_lowercase();
-        if seen.contains(&lower) {
+        if !seen.insert(key.name.to_ascii_lowercase()) {
             r.diag.syntax(key.pos, format!("'{}' is already defined", key.name));
             continue;
         }
-        seen.push(lower);
         workflow.jobs.push(read_job(&mut r, key, value));
     }
     check_needs(&workflow.jobs, jobs, r.diag);
@@ -750,7 +762,8 @@ fn read_steps(r: &mut Reader<'_>, node: &Node) -> Vec<Step> {
         return Vec::new();
     };
     let mut steps = Vec::new();
-    let mut user_ids: Vec<String> = Vec::new();
+    // Lower case: GitHub compares step ids case-insensitively.
+    let mut user_ids: std::collections::HashSet<String> = std::collections::HashSet::new();
     for item in items {
         let pairs = r.mapping(item);
         if pairs.is_empty() && item.as_map().is_none() {
@@ -778,13 +791,11 @@ fn read_steps(r: &mut Reader<'_>, node: &Node) -> Vec<Step> {
                     if let Some(id) = r.literal_string(value) {
                         if let Some(message) = id_error(&id) {
                             r.diag.syntax(value.pos, message);
-                        } else if user_ids.iter().any(|u| u.eq_ignore_ascii_case(&id)) {
+                        } else if !user_ids.insert(id.to_ascii_lowercase()) {
                             r.diag.syntax(
                                 value.pos,
                                 format!("The identifier '{id}' may not be used more than once within the same scope."),
                             );
-                        } else {
-                            user_ids.push(id.clone());
                         }
                         step.id = id;
                     }
@@ -873,8 +884,11 @@ fn valid_uses(uses: &str) -> bool {
 }
 
 fn check_needs(jobs: &[Job], jobs_node: &Node, diag: &mut Diagnostics) {
+    // Job nodes by id, so that positions are found without scanning the jobs each time.
+    let job_nodes: std::collections::HashMap<&str, &Node> =
+        jobs_node.as_map().unwrap_or_default().iter().map(|(k, v)| (k.name.as_str(), v)).collect();
     let needs_pos = |job: &Job, index: usize| -> Pos {
-        let job_node = jobs_node.get(&job.id);
+        let job_node = job_nodes.get(job.id.as_str());
         match job_node.and_then(|n| n.get("needs")) {
             Some(n) => match &n.value {
                 Value::Seq(items) => items.get(index).map_or(n.pos, |i| i.pos),
@@ -889,7 +903,12 @@ fn check_needs(jobs: &[Job], jobs_node: &Node, diag: &mut Diagnostics) {
 /// Unknown and cyclic `needs`, whatever the front end: `needs_pos(job, i)` is where the
 /// job's i-th need is written, `jobs_pos` where the job list is.
 pub(crate) fn check_needs_at(jobs: &[Job], needs_pos: &dyn Fn(&Job, usize) -> Pos, jobs_pos: Pos, diag: &mut Diagnostics) {
-    let index_of = |id: &str| jobs.iter().position(|j| j.id.eq_ignore_ascii_case(id));
+    // Ids compare case-insensitively, as GitHub's; the first job of an id wins.
+    let mut by_id: std::collections::HashMap<String, usize> = std::collections::HashMap::with_capacity(jobs.len());
+    for (i, job) in jobs.iter().enumerate() {
+        by_id.entry(job.id.to_ascii_lowercase()).or_insert(i);
+    }
+    let index_of = |id: &str| by_id.get(&id.to_ascii_lowercase()).copied();
     let mut unknown = false;
     for job in jobs {
         for (i, need) in job.needs.iter().enumerate() {
@@ -909,40 +928,53 @@ pub(crate) fn check_needs_at(jobs: &[Job], needs_pos: &dyn Fn(&Job, usize) -> Po
         diag.syntax(jobs_pos, "The workflow must contain at least one job with no dependencies.");
         return;
     }
-    // Cycle detection (depth-first, deterministic order); every edge of a cycle is reported.
-    let mut state = vec![0u8; jobs.len()];
-    let mut path: Vec<(usize, usize)> = Vec::new();
+    // Cycle detection, depth-first in a deterministic order, with an explicit stack so that a
+    // long chain of `needs` cannot overflow the thread's stack. The edges of the cycles found
+    // are reported, at most MAX_CYCLE_EDGES of them (GitHub records at most 10 errors:
+    // `ParseOptions.MaxErrors` in actions/runner), which also keeps the work linear.
+    const MAX_CYCLE_EDGES: usize = 10;
+    const UNSEEN: usize = usize::MAX;
+    const DONE: usize = usize::MAX - 1;
+    // For each job: UNSEEN, DONE, or its frame's index on the stack while it is on it.
+    let mut frame_of = vec![UNSEEN; jobs.len()];
+    // Frames: a job and the index of its next need to follow.
+    let mut stack: Vec<(usize, usize)> = Vec::new();
     let mut cycles: Vec<(usize, usize)> = Vec::new();
-    fn visit(
-        i: usize,
-        jobs: &[Job],
-        state: &mut [u8],
-        path: &mut Vec<(usize, usize)>,
-        index_of: &dyn Fn(&str) -> Option<usize>,
-        cycles: &mut Vec<(usize, usize)>,
-    ) {
-        state[i] = 1;
-        for (n, need) in jobs[i].needs.iter().enumerate() {
-            if let Some(j) = index_of(need) {
-                path.push((i, n));
-                if state[j] == 1 {
-                    let start = path.iter().position(|(from, _)| *from == j).unwrap_or(0);
-                    for edge in &path[start..] {
-                        if !cycles.contains(edge) {
-                            cycles.push(*edge);
+    let mut reported: std::collections::HashSet<(usize, usize)> = std::collections::HashSet::new();
+    for root in 0..jobs.len() {
+        if frame_of[root] != UNSEEN {
+            continue;
+        }
+        frame_of[root] = 0;
+        stack.push((root, 0));
+        while let Some(&(i, n)) = stack.last() {
+            let Some(need) = jobs[i].needs.get(n) else {
+                frame_of[i] = DONE;
+                stack.pop();
+                continue;
+            };
+            if let Some(top) = stack.last_mut() {
+                top.1 += 1;
+            }
+            let Some(j) = index_of(need) else { continue };
+            match frame_of[j] {
+                UNSEEN => {
+                    frame_of[j] = stack.len();
+                    stack.push((j, 0));
+                }
+                DONE => {}
+                on_stack => {
+                    // Every frame from j's to this one follows the edge it took last.
+                    for &(from, next) in &stack[on_stack..] {
+                        if cycles.len() >= MAX_CYCLE_EDGES {
+                            break;
+                        }
+                        if reported.insert((from, next - 1)) {
+                            cycles.push((from, next - 1));
                         }
                     }
-                } else if state[j] == 0 {
-                    visit(j, jobs, state, path, index_of, cycles);
                 }
-                path.pop();
             }
-        }
-        state[i] = 2;
-    }
-    for i in 0..jobs.len() {
-        if state[i] == 0 {
-            visit(i, jobs, &mut state, &mut path, &index_of, &mut cycles);
         }
     }
     for (job, need) in cycles {
