@@ -887,7 +887,8 @@ fn check_needs(jobs: &[Job], jobs_node: &Node, diag: &mut Diagnostics) {
     // Job nodes by id, so that positions are found without scanning the jobs each time.
     let job_nodes: std::collections::HashMap<&str, &Node> =
         jobs_node.as_map().unwrap_or_default().iter().map(|(k, v)| (k.name.as_str(), v)).collect();
-    let needs_pos = |job: &Job, index: usize| -> Pos {
+    let needs_pos = |job: usize, index: usize| -> Pos {
+        let job = &jobs[job];
         let job_node = job_nodes.get(job.id.as_str());
         match job_node.and_then(|n| n.get("needs")) {
             Some(n) => match &n.value {
@@ -900,9 +901,9 @@ fn check_needs(jobs: &[Job], jobs_node: &Node, diag: &mut Diagnostics) {
     check_needs_at(jobs, &needs_pos, jobs_node.pos, diag);
 }
 
-/// Unknown and cyclic `needs`, whatever the front end: `needs_pos(job, i)` is where the
-/// job's i-th need is written, `jobs_pos` where the job list is.
-pub(crate) fn check_needs_at(jobs: &[Job], needs_pos: &dyn Fn(&Job, usize) -> Pos, jobs_pos: Pos, diag: &mut Diagnostics) {
+/// Unknown and cyclic `needs`, whatever the front end: `needs_pos(j, i)` is where the i-th
+/// need of `jobs[j]` is written, `jobs_pos` where the job list is.
+pub(crate) fn check_needs_at(jobs: &[Job], needs_pos: &dyn Fn(usize, usize) -> Pos, jobs_pos: Pos, diag: &mut Diagnostics) {
     // Ids compare case-insensitively, as GitHub's; the first job of an id wins.
     let mut by_id: std::collections::HashMap<String, usize> = std::collections::HashMap::with_capacity(jobs.len());
     for (i, job) in jobs.iter().enumerate() {
@@ -910,11 +911,11 @@ pub(crate) fn check_needs_at(jobs: &[Job], needs_pos: &dyn Fn(&Job, usize) -> Po
     }
     let index_of = |id: &str| by_id.get(&id.to_ascii_lowercase()).copied();
     let mut unknown = false;
-    for job in jobs {
+    for (j, job) in jobs.iter().enumerate() {
         for (i, need) in job.needs.iter().enumerate() {
             if index_of(need).is_none() {
                 unknown = true;
-                diag.syntax(needs_pos(job, i), format!("Job '{}' depends on unknown job '{need}'.", job.id));
+                diag.syntax(needs_pos(j, i), format!("Job '{}' depends on unknown job '{need}'.", job.id));
             }
         }
     }
@@ -979,7 +980,7 @@ pub(crate) fn check_needs_at(jobs: &[Job], needs_pos: &dyn Fn(&Job, usize) -> Po
     }
     for (job, need) in cycles {
         diag.syntax(
-            needs_pos(&jobs[job], need),
+            needs_pos(job, need),
             format!(
                 "Job '{}' depends on job '{}' which creates a cycle in the dependency graph.",
                 jobs[job].id, jobs[job].needs[need]

@@ -7,6 +7,7 @@ mod corpus;
 mod actions;
 mod debug_ssh;
 mod forgejo_dialect;
+mod hostile;
 mod insert;
 mod kdl;
 mod permissions;
