@@ -298,11 +298,54 @@ pub(crate) fn empty_workflow() -> Workflow {
     }
 }
 
-struct Reader<'d> {
-    diag: &'d mut Diagnostics,
+/// The contexts an expression may use in each workflow key, from GitHub's workflow schema
+/// (`"context"` of each definition in workflow-v1.0.json, actions/languageservices
+/// workflow-parser/src/workflow-v1.0.json), plus Forgejo's and Gitea's names for `github`
+/// wherever `github` is allowed. Anything else is GitHub's "Unrecognized named-value" error,
+/// so that, for example, a secret cannot reach a job's name or concurrency group.
+pub(crate) mod contexts {
+    /// `run-name`, workflow `concurrency`.
+    pub(crate) const WORKFLOW: &[&str] = &["github", "forge", "gitea", "inputs", "vars"];
+    /// Workflow `env`.
+    pub(crate) const WORKFLOW_ENV: &[&str] = &["github", "forge", "gitea", "inputs", "vars", "secrets"];
+    /// Job `if`.
+    pub(crate) const JOB_IF: &[&str] = &["github", "forge", "gitea", "inputs", "vars", "needs"];
+    /// Job `strategy` (the matrix, `fail-fast`, `max-parallel`).
+    pub(crate) const STRATEGY: &[&str] = JOB_IF;
+    /// Job `name`, `runs-on`, `timeout-minutes`, `continue-on-error`, `concurrency`,
+    /// `environment`, `container`, `services`, and a reusable workflow's `with`.
+    pub(crate) const JOB: &[&str] = &["github", "forge", "gitea", "inputs", "vars", "needs", "strategy", "matrix"];
+    /// Job `env`, and a reusable workflow's `secrets`.
+    pub(crate) const JOB_ENV: &[&str] = &["github", "forge", "gitea", "inputs", "vars", "needs", "strategy", "matrix", "secrets"];
+    /// Job `defaults.run`.
+    pub(crate) const JOB_DEFAULTS: &[&str] = &["github", "forge", "gitea", "inputs", "vars", "needs", "strategy", "matrix", "env"];
+    /// Step `if`: everything a step sees but `secrets`.
+    pub(crate) const STEP_IF: &[&str] =
+        &["github", "forge", "gitea", "inputs", "vars", "needs", "strategy", "matrix", "steps", "job", "runner", "env"];
+    /// Every other step key, and job `outputs`.
+    pub(crate) const STEP: &[&str] =
+        &["github", "forge", "gitea", "inputs", "vars", "needs", "strategy", "matrix", "secrets", "steps", "job", "runner", "env"];
 }
 
-impl Reader<'_> {
+struct Reader<'d> {
+    diag: &'d mut Diagnostics,
+    /// The contexts expressions may use in the key being read.
+    contexts: &'static [&'static str],
+}
+
+impl<'d> Reader<'d> {
+    fn new(diag: &'d mut Diagnostics) -> Self {
+        Reader { diag, contexts: crate::expression::STANDARD_CONTEXTS }
+    }
+
+    /// Runs `read` with expressions restricted to `contexts`.
+    fn within<T>(&mut self, contexts: &'static [&'static str], read: impl FnOnce(&mut Self) -> T) -> T {
+        let outer = std::mem::replace(&mut self.contexts, contexts);
+        let out = read(self);
+        self.contexts = outer;
+        out
+    }
+
     fn mapping<'n>(&mut self, node: &'n Node) -> &'n [(Key, Node)] {
         match &node.value {
             Value::Map(pairs) => pairs,
@@ -372,7 +415,7 @@ impl Reader<'_> {
                                 .syntax(pos, format!("Exceeded max expression length {MAX_EXPRESSION_LENGTH}"));
                             continue;
                         }
-                        if let Err(e) = Expression::parse(expr) {
+                        if let Err(e) = Expression::parse_with_contexts(expr, self.contexts) {
                             self.diag.push(crate::WorkflowErrorKind::Expression, pos, e.message().to_owned());
                         }
                     }
@@ -470,7 +513,7 @@ impl Reader<'_> {
             self.diag.syntax(node.pos, "A mapping was not expected");
             return "success()".to_owned();
         };
-        normalize_condition(&text).unwrap_or_else(|message| {
+        normalize_condition(&text, self.contexts).unwrap_or_else(|message| {
             self.diag.push(crate::WorkflowErrorKind::Expression, node.pos, message);
             "success()".to_owned()
         })
@@ -479,7 +522,8 @@ impl Reader<'_> {
 
 /// GitHub's normalization of `if:` text: strip one surrounding `${{ }}`, default to
 /// `success()`, wrap conditions that call no status function in `success() && (...)`.
-pub(crate) fn normalize_condition(text: &str) -> Result<String, String> {
+/// `contexts` are those the condition may use.
+pub(crate) fn normalize_condition(text: &str, contexts: &[&str]) -> Result<String, String> {
     let trimmed = text.trim();
     let inner = match crate::expression::strip_condition(trimmed) {
         Some(inner) => inner.to_owned(),
@@ -496,7 +540,7 @@ pub(crate) fn normalize_condition(text: &str) -> Result<String, String> {
     if inner.len() > MAX_EXPRESSION_LENGTH {
         return Err(format!("Exceeded max expression length {MAX_EXPRESSION_LENGTH}"));
     }
-    let expr = Expression::parse(&inner).map_err(|e| e.message().to_owned())?;
+    let expr = Expression::parse_with_contexts(&inner, contexts).map_err(|e| e.message().to_owned())?;
     if expr.uses_status_function() { Ok(inner) } else { Ok(format!("success() && ({inner})")) }
 }
 
@@ -540,19 +584,20 @@ fn id_error(id: &str) -> Option<String> {
 }
 
 fn read_workflow(root: &Node, diag: &mut Diagnostics) -> Workflow {
-    let mut r = Reader { diag };
+    let mut r = Reader::new(diag);
     let mut workflow = empty_workflow();
     let pairs = r.mapping(root);
     r.check_keys(pairs, WORKFLOW_KEYS);
     for (key, value) in pairs {
         match key.name.as_str() {
             "name" => workflow.name = r.literal_string(value),
-            "run-name" => workflow.run_name = r.string(value),
+            "run-name" => workflow.run_name = r.within(contexts::WORKFLOW, |r| r.string(value)),
             "on" => workflow.on = value.to_json(),
-            "env" => workflow.env = r.string_map(value),
-            "defaults" => workflow.defaults = r.defaults(value),
+            "env" => workflow.env = r.within(contexts::WORKFLOW_ENV, |r| r.string_map(value)),
+            // GitHub's schema gives workflow `defaults.run` no contexts: no expressions.
+            "defaults" => workflow.defaults = r.within(&[], |r| r.defaults(value)),
             "permissions" => workflow.permissions = r.permissions(value),
-            "concurrency" => workflow.concurrency = r.json(value),
+            "concurrency" => workflow.concurrency = r.within(contexts::WORKFLOW, |r| r.json(value)),
             _ => {}
         }
     }
@@ -616,22 +661,22 @@ fn read_job(r: &mut Reader<'_>, key: &Key, node: &Node) -> Job {
             job.key_pos.insert(name, value.pos);
         }
         match k.name.as_str() {
-            "name" => job.name = r.string(value),
+            "name" => job.name = r.within(contexts::JOB, |r| r.string(value)),
             "needs" => {
                 job.needs = match &value.value {
                     Value::Seq(items) => items.iter().filter_map(|i| r.literal_string(i)).collect(),
                     _ => r.literal_string(value).into_iter().collect(),
                 }
             }
-            "runs-on" => job.runs_on = Some(read_runs_on(r, value)),
-            "if" => job.condition = r.condition(Some(value)),
-            "env" => job.env = r.string_map(value),
-            "defaults" => job.defaults = r.defaults(value),
+            "runs-on" => job.runs_on = Some(r.within(contexts::JOB, |r| read_runs_on(r, value))),
+            "if" => job.condition = r.within(contexts::JOB_IF, |r| r.condition(Some(value))),
+            "env" => job.env = r.within(contexts::JOB_ENV, |r| r.string_map(value)),
+            "defaults" => job.defaults = r.within(contexts::JOB_DEFAULTS, |r| r.defaults(value)),
             "timeout-minutes" | "continue-on-error" => {
                 let v = match &value.value {
                     Value::Number(_) | Value::Bool(_) => Some(value.to_json()),
                     Value::String(s) if s.contains("${{") => {
-                        r.check_template(s, value.pos);
+                        r.within(contexts::JOB, |r| r.check_template(s, value.pos));
                         Some(value.to_json())
                     }
                     _ => {
@@ -645,15 +690,26 @@ fn read_job(r: &mut Reader<'_>, key: &Key, node: &Node) -> Job {
                     job.continue_on_error = v;
                 }
             }
-            "outputs" => job.outputs = r.string_map(value),
-            "strategy" => job.strategy = Some(read_strategy(r, value)),
-            "environment" => job.environment = r.json(value),
-            "concurrency" => job.concurrency = r.json(value),
+            "outputs" => job.outputs = r.within(contexts::STEP, |r| r.string_map(value)),
+            "strategy" => job.strategy = Some(r.within(contexts::STRATEGY, |r| read_strategy(r, value))),
+            "environment" => {
+                // `url` is evaluated when the job ends, so it may use what steps produced
+                // (but no secrets): `string-runner-context-no-secrets` in GitHub's schema.
+                for (key, v) in value.as_map().unwrap_or_default() {
+                    let contexts = if key.name == "url" { contexts::STEP_IF } else { contexts::JOB };
+                    r.within(contexts, |r| r.check_node_templates(v));
+                }
+                if value.as_map().is_none() {
+                    r.within(contexts::JOB, |r| r.check_node_templates(value));
+                }
+                job.environment = value.to_json();
+            }
+            "concurrency" => job.concurrency = r.within(contexts::JOB, |r| r.json(value)),
             "permissions" => job.permissions = r.permissions(value),
             "container" => job.container = value.to_json(),
             "services" => job.services = value.to_json(),
             "uses" => job.uses = r.literal_string(value),
-            "steps" => job.steps = read_steps(r, value),
+            "steps" => job.steps = r.within(contexts::STEP, |r| read_steps(r, value)),
             _ => {}
         }
     }
@@ -801,7 +857,7 @@ fn read_steps(r: &mut Reader<'_>, node: &Node) -> Vec<Step> {
                     }
                 }
                 "name" => step.name = r.string(value),
-                "if" => step.condition = r.condition(Some(value)),
+                "if" => step.condition = r.within(contexts::STEP_IF, |r| r.condition(Some(value))),
                 "run" => step.run = r.string(value),
                 "uses" => {
                     step.uses_pos = value.pos;

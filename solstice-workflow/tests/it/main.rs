@@ -3,6 +3,7 @@
 mod conformance_data;
 mod conformance_expressions;
 mod conformance_workflow_reader;
+mod contexts;
 mod corpus;
 mod actions;
 mod debug_ssh;

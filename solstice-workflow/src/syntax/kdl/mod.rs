@@ -97,7 +97,7 @@ pub fn parse_kdl_workflow(source: &str, file_name: &str) -> Result<Workflow, Wor
             return diag.into_result(empty_workflow());
         }
     };
-    let mut reader = KdlReader { lines, r: Reader { diag: &mut diag } };
+    let mut reader = KdlReader { lines, r: Reader::new(&mut diag) };
     let workflow = reader.workflow(&document);
     diag.into_result(workflow)
 }
@@ -390,7 +390,7 @@ impl KdlReader<'_, '_> {
                 return "success()".to_owned();
             }
         };
-        normalize_condition(&text).unwrap_or_else(|message| {
+        normalize_condition(&text, crate::expression::STANDARD_CONTEXTS).unwrap_or_else(|message| {
             self.r.diag.push(WorkflowErrorKind::Expression, pos, message);
             "success()".to_owned()
         })
