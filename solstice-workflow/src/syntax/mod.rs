@@ -706,8 +706,18 @@ fn read_job(r: &mut Reader<'_>, key: &Key, node: &Node) -> Job {
             }
             "concurrency" => job.concurrency = r.within(contexts::JOB, |r| r.json(value)),
             "permissions" => job.permissions = r.permissions(value),
-            "container" => job.container = value.to_json(),
-            "services" => job.services = value.to_json(),
+            "container" => {
+                r.within(contexts::JOB, |r| read_container(r, value, false));
+                job.container = value.to_json();
+            }
+            "services" => {
+                r.within(contexts::JOB, |r| {
+                    for (_, service) in r.mapping(value) {
+                        read_container(r, service, true);
+                    }
+                });
+                job.services = value.to_json();
+            }
             "uses" => job.uses = r.literal_string(value),
             "steps" => job.steps = r.within(contexts::STEP, |r| read_steps(r, value)),
             _ => {}
@@ -723,6 +733,65 @@ fn read_job(r: &mut Reader<'_>, key: &Key, node: &Node) -> Job {
         r.diag.syntax(node.pos, "Required property is missing: runs-on");
     }
     job
+}
+
+/// Checks a job's `container:` or one of its `services:` against GitHub's schema
+/// (`container-mapping` and `service-container-mapping` in workflow-v1.0.json): an image
+/// name, or a mapping of known keys whose `image` is not empty; `credentials` may use
+/// `secrets` and `env`, the container's `env` what steps see. Solstice CI refuses both at
+/// planning; checking their shape here reports what GitHub would, where GitHub would.
+fn read_container(r: &mut Reader<'_>, node: &Node, service: bool) {
+    const KEYS: &[&str] = &["image", "options", "env", "ports", "volumes", "credentials", "entrypoint", "command"];
+    let keys = if service { KEYS } else { &KEYS[..6] };
+    if let Value::String(s) = &node.value {
+        r.check_template(s, node.pos);
+        return;
+    }
+    let pairs = r.mapping(node);
+    r.check_keys(pairs, keys);
+    let mut image = false;
+    for (key, value) in pairs {
+        match key.name.as_str() {
+            "image" => {
+                image = true;
+                match &value.value {
+                    Value::Null => r.diag.syntax(value.pos, "Unexpected value ''"),
+                    Value::String(s) if s.is_empty() => r.diag.syntax(value.pos, "Unexpected value ''"),
+                    _ => {
+                        r.string(value);
+                    }
+                }
+            }
+            "credentials" => {
+                const CREDENTIALS: &[&str] = &["github", "forge", "gitea", "inputs", "vars", "secrets", "env"];
+                r.within(CREDENTIALS, |r| {
+                    let pairs = r.mapping(value);
+                    r.check_keys(pairs, &["username", "password"]);
+                    pairs.iter().for_each(|(_, v)| {
+                        r.string(v);
+                    });
+                });
+            }
+            "env" => {
+                r.within(contexts::STEP, |r| r.string_map(value));
+            }
+            "ports" | "volumes" => {
+                if let Value::Seq(items) = &value.value {
+                    items.iter().for_each(|i| {
+                        r.string(i);
+                    });
+                } else {
+                    r.string(value);
+                }
+            }
+            _ => {
+                r.string(value);
+            }
+        }
+    }
+    if !image && node.as_map().is_some() {
+        r.diag.syntax(node.pos, "Container image cannot be empty");
+    }
 }
 
 fn read_runs_on(r: &mut Reader<'_>, node: &Node) -> RunsOn {

@@ -34,7 +34,6 @@ const SKIPPED: &[(&str, &str)] = &[
     ("errors-on-workflow_call", "`on:` is kept as written, not validated (triggers are the forge's business)"),
     ("errors-required-property-missing", "`on:` and `environment` sub-keys are not validated"),
     ("events-single-invalid", "`on:` is kept as written, not validated (triggers are the forge's business)"),
-    ("job-container-", "`container:` is rejected at planning, so its shape is not validated"),
     ("id-to-long", "GitHub's hashing of over-long generated step ids is not reproduced"),
     ("mvp", "block scalar at end of input without a final newline keeps a line break in our YAML parser"),
     ("yaml-schema-sequence", "our YAML parser requires whitespace before a comment after ']' (YAML spec behaviour)"),
