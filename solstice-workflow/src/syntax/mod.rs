@@ -592,12 +592,18 @@ fn read_workflow(root: &Node, diag: &mut Diagnostics) -> Workflow {
         match key.name.as_str() {
             "name" => workflow.name = r.literal_string(value),
             "run-name" => workflow.run_name = r.within(contexts::WORKFLOW, |r| r.string(value)),
-            "on" => workflow.on = value.to_json(),
+            "on" => {
+                check_workflow_call(&mut r, value);
+                workflow.on = value.to_json();
+            }
             "env" => workflow.env = r.within(contexts::WORKFLOW_ENV, |r| r.string_map(value)),
             // GitHub's schema gives workflow `defaults.run` no contexts: no expressions.
             "defaults" => workflow.defaults = r.within(&[], |r| r.defaults(value)),
             "permissions" => workflow.permissions = r.permissions(value),
-            "concurrency" => workflow.concurrency = r.within(contexts::WORKFLOW, |r| r.json(value)),
+            "concurrency" => {
+                require_key(&mut r, value, "group");
+                workflow.concurrency = r.within(contexts::WORKFLOW, |r| r.json(value));
+            }
             _ => {}
         }
     }
@@ -702,9 +708,13 @@ fn read_job(r: &mut Reader<'_>, key: &Key, node: &Node) -> Job {
                 if value.as_map().is_none() {
                     r.within(contexts::JOB, |r| r.check_node_templates(value));
                 }
+                require_key(r, value, "name");
                 job.environment = value.to_json();
             }
-            "concurrency" => job.concurrency = r.within(contexts::JOB, |r| r.json(value)),
+            "concurrency" => {
+                require_key(r, value, "group");
+                job.concurrency = r.within(contexts::JOB, |r| r.json(value));
+            }
             "permissions" => job.permissions = r.permissions(value),
             "container" => {
                 r.within(contexts::JOB, |r| read_container(r, value, false));
@@ -733,6 +743,57 @@ fn read_job(r: &mut Reader<'_>, key: &Key, node: &Node) -> Job {
         r.diag.syntax(node.pos, "Required property is missing: runs-on");
     }
     job
+}
+
+/// GitHub's "Required property is missing" when `node` is a mapping without `key` (a
+/// `concurrency` without `group`, an `environment` without `name`).
+fn require_key(r: &mut Reader<'_>, node: &Node, key: &str) {
+    if node.as_map().is_some() && node.get(key).is_none() {
+        r.diag.syntax(node.pos, format!("Required property is missing: {key}"));
+    }
+}
+
+/// Checks `on.workflow_call` against GitHub's schema (`workflow-call-mapping` and what it
+/// names in workflow-v1.0.json): `inputs` of a `type` among boolean, number and string, with
+/// only `description`, `type`, `required` and `default`; `secrets` with only `description`
+/// and `required`; `outputs` each with a `value`. Other triggers are kept as written.
+fn check_workflow_call(r: &mut Reader<'_>, on: &Node) {
+    let Some(call) = on.get("workflow_call") else { return };
+    if matches!(call.value, Value::Null) {
+        return;
+    }
+    let pairs = r.mapping(call);
+    r.check_keys(pairs, &["inputs", "secrets", "outputs"]);
+    let definitions = |r: &mut Reader<'_>, name: &str| -> Vec<(Key, Node)> {
+        match call.get(name) {
+            Some(node) if !matches!(node.value, Value::Null) => r.mapping(node).to_vec(),
+            _ => Vec::new(),
+        }
+    };
+    for (_, input) in definitions(r, "inputs") {
+        let pairs = r.mapping(&input);
+        r.check_keys(pairs, &["description", "type", "required", "default"]);
+        match input.get("type") {
+            Some(t) if matches!(&t.value, Value::String(s) if matches!(s.as_str(), "boolean" | "number" | "string")) => {}
+            Some(t) => r.diag.syntax(t.pos, format!("Unexpected value '{}'", t.scalar_text().unwrap_or_default())),
+            None if input.as_map().is_some() => r.diag.syntax(input.pos, "Required property is missing: type"),
+            None => {}
+        }
+        if let Some(default) = input.get("default") {
+            r.within(contexts::WORKFLOW, |r| r.check_node_templates(default));
+        }
+    }
+    for (_, secret) in definitions(r, "secrets") {
+        if !matches!(secret.value, Value::Null) {
+            let pairs = r.mapping(&secret);
+            r.check_keys(pairs, &["description", "required"]);
+        }
+    }
+    for (_, output) in definitions(r, "outputs") {
+        let pairs = r.mapping(&output);
+        r.check_keys(pairs, &["description", "value"]);
+        require_key(r, &output, "value");
+    }
 }
 
 /// Checks a job's `container:` or one of its `services:` against GitHub's schema

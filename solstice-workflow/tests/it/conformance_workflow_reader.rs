@@ -31,8 +31,6 @@ const SKIPPED: &[(&str, &str)] = &[
     ("skip-reusable-workflows", "include-source: compares the file/line/col of every template token, which the reader's Workflow does not expose"),
     ("is-partial-rerun", "include-source: template-token positions, and the file table of a partial re-run, which is the forge's business"),
     ("errors-anchor-tag", "GitHub has accepted YAML anchors since 2025 (changelog 2025-09-18); we accept them too"),
-    ("errors-on-workflow_call", "`on:` is kept as written, not validated (triggers are the forge's business)"),
-    ("errors-required-property-missing", "`on:` and `environment` sub-keys are not validated"),
     ("events-single-invalid", "`on:` is kept as written, not validated (triggers are the forge's business)"),
     ("id-to-long", "GitHub's hashing of over-long generated step ids is not reproduced"),
     ("mvp", "block scalar at end of input without a final newline keeps a line break in our YAML parser"),
