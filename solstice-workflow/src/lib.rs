@@ -84,7 +84,10 @@ pub use plan::{
     WorkflowPlan, debug_ssh_requested, plan_parsed, plan_workflow,
 };
 pub use pending::PendingJob;
-pub use syntax::{Job, RunDefaults, RunsOn, Setup, Step, Strategy, Workflow, parse_kdl_workflow, parse_workflow};
+pub use syntax::{
+    Job, ReadLimits, RunDefaults, RunsOn, Setup, Step, Strategy, Workflow, parse_kdl_workflow, parse_workflow,
+    parse_workflow_with_limits,
+};
 
 pub use dialect::{WorkflowFormat, plan_any, plan_kdl_workflow};
 pub use os::{OS_FAMILIES, label_os_family};
