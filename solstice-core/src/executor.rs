@@ -123,6 +123,18 @@ pub enum ExecError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// A path the step names (checkout `path:`, `working-directory`) lies outside the
+    /// workspace, lexically or through a symbolic link. The message is
+    /// `actions/checkout`'s ("Repository path '…' is not under '…'").
+    #[error("{what} '{path}' is not under '{workspace}'")]
+    OutsideWorkspace {
+        /// Which path: `Repository path` or `Working directory`.
+        what: &'static str,
+        /// The path as resolved (through links where the executor could follow them).
+        path: String,
+        /// The workspace.
+        workspace: String,
+    },
 }
 
 /// Runs steps in a machine and streams their output.

@@ -34,6 +34,7 @@ mod dispatch;
 mod engine;
 mod error_chain;
 mod executor;
+mod git;
 mod host;
 mod local;
 mod machine;
@@ -49,6 +50,7 @@ mod sink;
 mod source;
 mod translate;
 mod workflow;
+mod workspace;
 #[cfg(feature = "_store")]
 mod store;
 pub mod support;
@@ -79,7 +81,7 @@ pub use queue::{
 };
 pub use route::{ExecutorByAccess, HypervisorSet};
 pub use service::{NOT_STARTED_MESSAGE, RunnerService, RunnerServiceBuilder, ServiceError, Shutdown};
-pub use sink::{LogSink, OutputLine};
+pub use sink::{LineSplitter, LogSink, MAX_LINE_BYTES, OutputLine};
 pub use source::{JobSource, ReportOutcome, SourceError, SourceMessage};
 pub use translate::job_request_from_plan;
 pub use workflow::{WorkflowEvent, WorkflowOutcome, WorkflowRun, WorkflowRunBuilder, WorkflowRunError};

@@ -12,8 +12,15 @@
 //!   name, as the host and SSH executors do.
 //! - [`Masker`]: anything that emits job log lines itself and must hide the job's secrets
 //!   as the engine does.
+//! - [`checkout_dir`], [`working_dir`] and [`resolve_path`]: a step executor that must
+//!   keep checkout `path:` and `working-directory` inside the job's directories (then
+//!   checks symbolic links on its machine, which only it can see).
+//! - [`GitFetch`]: a step executor that fetches a repository with git, the token kept
+//!   out of every command line.
 
 pub use crate::backoff::{Backoff, retry_while_unavailable};
 pub use crate::error_chain::error_chain;
 pub use crate::executor::{ShellCommand, shell_command};
+pub use crate::git::{GitFetch, MIN_GIT_VERSION, check_git_version};
 pub use crate::mask::Masker;
+pub use crate::workspace::{checkout_dir, is_within, job_dirs, resolve_path, working_dir};

@@ -52,6 +52,8 @@ struct ClientInner {
     credentials: Option<Credentials>,
     codec: Codec,
     timeout: Duration,
+    /// The largest response body read.
+    max_response_bytes: usize,
     /// Counts failed calls ([`solstice_core::EngineMetrics::forge_error`]), if set.
     metrics: Option<solstice_core::EngineMetrics>,
 }
@@ -65,6 +67,7 @@ pub struct ForgejoClientBuilder {
     codec: Codec,
     timeout: Duration,
     user_agent: String,
+    max_response_bytes: usize,
 }
 
 impl ForgejoClient {
@@ -77,6 +80,7 @@ impl ForgejoClient {
             codec: Codec::Proto,
             timeout: Duration::from_secs(60),
             user_agent: format!("solstice-forgejo-runner/{}", env!("CARGO_PKG_VERSION")),
+            max_response_bytes: MAX_RESPONSE_BYTES,
         }
     }
 
@@ -99,6 +103,7 @@ impl ForgejoClient {
             credentials: Some(credentials),
             codec: self.inner.codec,
             timeout: self.inner.timeout,
+            max_response_bytes: self.inner.max_response_bytes,
             metrics: self.inner.metrics.clone(),
         };
         Self { inner: Arc::new(inner) }
@@ -116,6 +121,7 @@ impl ForgejoClient {
             credentials: self.inner.credentials.clone(),
             codec: self.inner.codec,
             timeout: self.inner.timeout,
+            max_response_bytes: self.inner.max_response_bytes,
             metrics: Some(metrics),
         };
         Self { inner: Arc::new(inner) }
@@ -256,7 +262,12 @@ impl ForgejoClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        let bytes = response.bytes().await.map_err(transport)?;
+        let bytes = read_body(response, inner.max_response_bytes)
+            .await
+            .map_err(|e| match e {
+                BodyError::Transport(source) => transport(source),
+                BodyError::TooLarge => ForgeError::TooLarge { procedure, limit: inner.max_response_bytes },
+            })?;
         if status != reqwest::StatusCode::OK {
             let (code, message) = connect::parse_error(status.as_u16(), &bytes);
             return Err(ForgeError::Rejected { procedure, code, message });
@@ -297,6 +308,14 @@ impl ForgejoClientBuilder {
         self
     }
 
+    /// The largest response body read; a larger one fails the call with
+    /// [`ForgeError::TooLarge`] as soon as it passes the limit, so a hostile or broken
+    /// server cannot make the runner hold it all in memory. Default: 32 MiB.
+    pub fn max_response_bytes(mut self, limit: usize) -> Self {
+        self.max_response_bytes = limit;
+        self
+    }
+
     /// Builds the client.
     ///
     /// # Errors
@@ -316,10 +335,41 @@ impl ForgejoClientBuilder {
             credentials: self.credentials,
             codec: self.codec,
             timeout: self.timeout,
+            max_response_bytes: self.max_response_bytes,
             metrics: None,
         };
         Ok(ForgejoClient { inner: Arc::new(inner) })
     }
+}
+
+/// The default [`ForgejoClientBuilder::max_response_bytes`]. A task carries its workflow
+/// and its event payload, which Forgejo does not bound; GitHub caps webhook payloads at
+/// 25 MB (docs.github.com, "Webhook events and payloads"), so a real answer fits with room.
+const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Why a response body could not be read.
+enum BodyError {
+    /// The connection failed.
+    Transport(reqwest::Error),
+    /// The body is larger than the limit.
+    TooLarge,
+}
+
+/// Reads a response body of at most `limit` bytes. The declared length is checked first;
+/// the body is then read chunk by chunk and abandoned once it passes the limit, so no more
+/// than `limit` plus one chunk is ever held.
+async fn read_body(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Checks an instance URL and trims its trailing `/`.

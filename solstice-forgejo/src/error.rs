@@ -55,6 +55,15 @@ pub enum ForgeError {
         /// What was wrong.
         detail: String,
     },
+    /// The server's answer was larger than the client reads
+    /// ([`crate::ForgejoClientBuilder::max_response_bytes`]).
+    #[error("the answer to {procedure} is larger than {limit} bytes")]
+    TooLarge {
+        /// The call.
+        procedure: Procedure,
+        /// The limit.
+        limit: usize,
+    },
     /// A message could not be encoded or the response could not be decoded.
     #[error("could not encode or decode a {procedure} message")]
     Codec {

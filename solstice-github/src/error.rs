@@ -45,6 +45,14 @@ pub enum GithubError {
         /// What was wrong.
         what: String,
     },
+    /// The service's answer was larger than the runner reads (32 MiB).
+    #[error("the {service} sent an answer larger than {limit} bytes")]
+    TooLarge {
+        /// Which GitHub service.
+        service: &'static str,
+        /// The limit.
+        limit: usize,
+    },
     /// A cryptographic step failed (key generation, signing, decryption).
     #[error("could not {0}")]
     Crypto(&'static str),

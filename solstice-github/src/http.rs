@@ -17,6 +17,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(100);
 const REFRESH_MARGIN: f64 = 0.2;
 /// Without `expires_in`, tokens are renewed after this long.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(50 * 60);
+/// The largest response body read. A job message carries its event payload, which GitHub
+/// caps at 25 MB for webhooks (docs.github.com, "Webhook events and payloads"), so a real
+/// answer fits with room; a larger one is refused before it fills memory (issue 16).
+const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
 /// How a request authenticates.
 #[derive(Debug, Clone)]
@@ -76,6 +80,8 @@ pub(crate) struct Http {
     user_agent: String,
     /// Counts failed calls ([`EngineMetrics::forge_error`]), if set.
     metrics: Option<solstice_core::EngineMetrics>,
+    /// The largest response body read.
+    max_response_bytes: usize,
 }
 
 impl Http {
@@ -95,6 +101,7 @@ impl Http {
             upgrade_client,
             user_agent: format!("GitHubActionsRunner-solstice/{}", crate::RUNNER_VERSION),
             metrics: None,
+            max_response_bytes: MAX_RESPONSE_BYTES,
         })
     }
 
@@ -163,9 +170,9 @@ impl Http {
     async fn execute_once(&self, request: reqwest::RequestBuilder, service: &'static str) -> Result<(StatusCode, Vec<u8>), GithubError> {
         let response = request.send().await.map_err(|e| GithubError::Transport { service, source: e.without_url() })?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| GithubError::Transport { service, source: e.without_url() })?;
+        let bytes = read_body(response, self.max_response_bytes, service).await?;
         if status.is_success() {
-            Ok((status, bytes.to_vec()))
+            Ok((status, bytes))
         } else {
             Err(status_error(service, status, &bytes))
         }
@@ -200,6 +207,24 @@ impl Http {
         let (status, bytes) = self.execute(request, service).await?;
         read_json(service, status, &bytes)?.ok_or(GithubError::Protocol { service, what: "an empty body".to_owned() })
     }
+}
+
+/// Reads a response body of at most `limit` bytes. The declared length is checked first;
+/// the body is then read chunk by chunk and abandoned once it passes the limit, so no more
+/// than `limit` plus one chunk is ever held.
+async fn read_body(mut response: reqwest::Response, limit: usize, service: &'static str) -> Result<Vec<u8>, GithubError> {
+    let too_large = GithubError::TooLarge { service, limit };
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| GithubError::Transport { service, source: e.without_url() })? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 pub(crate) fn with_auth(request: reqwest::RequestBuilder, auth: &Auth) -> reqwest::RequestBuilder {
@@ -337,6 +362,42 @@ pub(crate) fn list(value: &Option<Value>) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 16, item 14: an answer larger than the cap is an error, read no further than
+    /// the cap. The body never ends: a client that read it whole would never return (and
+    /// its memory would grow without bound), so returning at all shows the read stopped.
+    #[tokio::test]
+    async fn issue_16_answers_past_the_size_cap_are_refused_unread() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for head in [
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 400000000\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n",
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\r\n",
+        ] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let server = tokio::spawn(async move {
+                let (mut socket, _) = listener.accept().await?;
+                let mut request = [0u8; 8192];
+                let _ = socket.read(&mut request).await?;
+                socket.write_all(head.as_bytes()).await?;
+                let block = vec![b' '; 64 * 1024];
+                loop {
+                    socket.write_all(&block).await?;
+                }
+                #[allow(unreachable_code)]
+                Ok::<_, std::io::Error>(())
+            });
+            let mut http = Http::new().expect("client");
+            http.max_response_bytes = 1024 * 1024;
+            let call = Call::new(Method::GET, format!("http://{addr}/_apis/connectionData"), "test");
+            let result = tokio::time::timeout(Duration::from_secs(30), http.send(&call, &Auth::None)).await;
+            let error = result.expect("the read stopped at the cap").expect_err("an endless answer");
+            assert!(matches!(error, GithubError::TooLarge { service: "test", limit: 1_048_576 }), "{head}: {error:?}");
+            assert!(!error.is_transient(), "a retry would fetch the same answer");
+            server.abort();
+        }
+    }
 
     #[tokio::test]
     async fn failed_calls_are_counted_when_metrics_are_given() {

@@ -109,6 +109,7 @@ async fn baseline(
         net: NetSpec::isolated(port.port()),
         qmp_socket: work.path().join("qmp.sock"),
         console_log: work.path().join("console.log"),
+        console_socket: None,
         extra_args: Vec::new(),
     };
     let access = SshAccess {

@@ -5,10 +5,20 @@
 //! forward joins `10.0.2.100:3128` in the guest to this proxy on the host's loopback (see
 //! [`crate::EgressConfig`]). The proxy serves `CONNECT host:port` (HTTPS tunnels) and
 //! plain-HTTP requests in absolute form (`GET http://host/path HTTP/1.1`), and refuses
-//! with `403` every destination on the host itself or its private networks: loopback,
-//! RFC 1918, link-local, CGNAT, unspecified, multicast and broadcast addresses, and the
-//! IPv6 loopback, ULA and link-local ranges. The check is made on the resolved address,
-//! so a name that resolves to `127.0.0.1` is refused as well.
+//! with `403` every destination on the host itself or outside the public internet: every
+//! address of the host's own interfaces (read at connect time), and every range of IANA's
+//! IPv4 and IPv6 special-purpose registries — loopback, RFC 1918, link-local, CGNAT,
+//! documentation and benchmarking nets, multicast and broadcast, ULA, site-local, and the
+//! translation prefixes (NAT64, 6to4, Teredo) that could lead back to any of them. The
+//! check is made on the resolved address, so a name that resolves to `127.0.0.1` is
+//! refused as well. Only [`EgressProxyBuilder::dangerous_allow_destination`] opens one.
+//!
+//! Each machine gets a listener of its own ([`EgressProxy::open_for`]) with its own tunnel
+//! limit (64 by default) inside the proxy's (512), so one guest cannot take the tunnels
+//! every other job needs. QEMU runs the connector program once per guest connection
+//! (`guestfwd=…-cmd:`, the only way SLIRP gives a guest connection to the host); past its
+//! machine's limit the proxy answers `503` and closes at once, so the connector exits and
+//! at most that many connector processes per machine stay alive.
 //!
 //! You need this module to start a proxy of your own ([`EgressProxy::builder`]) and hand
 //! it to [`crate::QemuHypervisorBuilder::egress_proxy`], or to run steps that need the
@@ -213,7 +223,60 @@ pub(crate) fn parse_authority(authority: &str, default_port: Option<u16>) -> Res
     Ok((host.to_owned(), port))
 }
 
-/// Why the default policy refuses `ip`, or `None` if it is a public address.
+/// IPv4 ranges refused: IANA's IPv4 Special-Purpose Address Registry (RFC 6890 and its
+/// updates) plus multicast (RFC 5771). Entries the registry marks globally reachable
+/// (192.0.0.9/32, 192.0.0.10/32) are inside 192.0.0.0/24 and refused with it: a guest
+/// has no business with either.
+const SPECIAL_V4: &[(Ipv4Addr, u8, &str)] = &[
+    (Ipv4Addr::new(0, 0, 0, 0), 8, "\"this network\" (0.0.0.0/8)"),
+    (Ipv4Addr::new(10, 0, 0, 0), 8, "private address (RFC 1918)"),
+    (Ipv4Addr::new(100, 64, 0, 0), 10, "shared address space (100.64/10, CGNAT)"),
+    (Ipv4Addr::new(127, 0, 0, 0), 8, "loopback address"),
+    (Ipv4Addr::new(169, 254, 0, 0), 16, "link-local address (169.254/16)"),
+    (Ipv4Addr::new(172, 16, 0, 0), 12, "private address (RFC 1918)"),
+    (Ipv4Addr::new(192, 0, 0, 0), 24, "IETF protocol assignments (192.0.0/24)"),
+    (Ipv4Addr::new(192, 0, 2, 0), 24, "documentation address (TEST-NET-1)"),
+    (Ipv4Addr::new(192, 88, 99, 0), 24, "6to4 relay anycast (192.88.99/24)"),
+    (Ipv4Addr::new(192, 168, 0, 0), 16, "private address (RFC 1918)"),
+    (Ipv4Addr::new(198, 18, 0, 0), 15, "benchmarking address (198.18/15)"),
+    (Ipv4Addr::new(198, 51, 100, 0), 24, "documentation address (TEST-NET-2)"),
+    (Ipv4Addr::new(203, 0, 113, 0), 24, "documentation address (TEST-NET-3)"),
+    (Ipv4Addr::new(224, 0, 0, 0), 4, "multicast address"),
+    (Ipv4Addr::new(240, 0, 0, 0), 4, "reserved or broadcast address (240/4)"),
+];
+
+/// IPv6 ranges refused: IANA's IPv6 Special-Purpose Address Registry, site-local
+/// (RFC 3879, deprecated but still routed by some stacks) and multicast. Translation
+/// prefixes (NAT64, 6to4, Teredo) are refused whole: each embeds an IPv4 address a
+/// translator would reach on the guest's behalf, possibly one of the host's.
+/// `::ffff:0:0/96` is not here: a mapped address is judged by the IPv4 address it holds.
+const SPECIAL_V6: &[(Ipv6Addr, u8, &str)] = &[
+    (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 128, "unspecified address"),
+    (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 1), 128, "loopback address"),
+    (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 96, "IPv4-compatible IPv6 address (::/96)"),
+    (Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96, "NAT64 address (64:ff9b::/96)"),
+    (Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48, "local NAT64 address (64:ff9b:1::/48)"),
+    (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64, "discard-only address (100::/64)"),
+    (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 32, "Teredo address (2001::/32)"),
+    (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 23, "IETF protocol assignment (2001::/23)"),
+    (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32, "documentation address (2001:db8::/32)"),
+    (Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16, "6to4 address (2002::/16)"),
+    (Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0), 20, "documentation address (3fff::/20)"),
+    (Ipv6Addr::new(0x5f00, 0, 0, 0, 0, 0, 0, 0), 16, "segment routing SID (5f00::/16)"),
+    (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7, "unique local address (fc00::/7)"),
+    (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10, "link-local address (fe80::/10)"),
+    (Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0), 10, "site-local address (fec0::/10)"),
+    (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8, "multicast address"),
+];
+
+/// Whether `ip` is inside `net/len`.
+fn in_prefix(ip: u128, net: u128, len: u8, bits: u8) -> bool {
+    let shift = u32::from(bits - len);
+    len == 0 || (ip >> shift) == (net >> shift)
+}
+
+/// Why the default policy refuses `ip`, or `None` if it is a public address. The host's
+/// own addresses are refused apart, at connect time ([`host_addresses`]).
 pub(crate) fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => forbidden_v4(v4),
@@ -221,44 +284,40 @@ pub(crate) fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return forbidden_v4(v4);
             }
-            let first = v6.segments()[0];
-            if v6.is_loopback() {
-                Some("loopback address")
-            } else if v6.is_unspecified() {
-                Some("unspecified address")
-            } else if first & 0xfe00 == 0xfc00 {
-                Some("unique local address (fc00::/7)")
-            } else if first & 0xffc0 == 0xfe80 {
-                Some("link-local address (fe80::/10)")
-            } else if v6.is_multicast() {
-                Some("multicast address")
-            } else if v6.segments()[..6] == [0; 6] {
-                Some("IPv4-compatible IPv6 address")
-            } else {
-                None
-            }
+            let bits = u128::from(v6);
+            SPECIAL_V6.iter().find(|(net, len, _)| in_prefix(bits, u128::from(*net), *len, 128)).map(|(_, _, why)| *why)
         }
     }
 }
 
 fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
-    let [a, b, ..] = ip.octets();
-    if ip.is_loopback() {
-        Some("loopback address")
-    } else if a == 0 {
-        Some("unspecified address (0.0.0.0/8)")
-    } else if ip.is_private() {
-        Some("private address (RFC 1918)")
-    } else if ip.is_link_local() {
-        Some("link-local address (169.254/16)")
-    } else if a == 100 && (64..128).contains(&b) {
-        Some("shared address space (100.64/10, CGNAT)")
-    } else if ip.is_multicast() {
-        Some("multicast address")
-    } else if a >= 240 {
-        Some("reserved or broadcast address")
-    } else {
-        None
+    let bits = u128::from(u32::from(ip));
+    SPECIAL_V4
+        .iter()
+        .find(|(net, len, _)| in_prefix(bits, u128::from(u32::from(*net)), *len, 32))
+        .map(|(_, _, why)| *why)
+}
+
+/// The addresses of the host's own interfaces, read each time a destination is checked
+/// (they change with DHCP, VPNs and hot-plugged links); `None` if they cannot be read.
+/// Without this a guest could reach a service listening on `0.0.0.0` through the host's
+/// public address (issue 16, item 10).
+fn host_addresses() -> Option<Vec<IpAddr>> {
+    match nix::ifaddrs::getifaddrs() {
+        Ok(interfaces) => Some(
+            interfaces
+                .filter_map(|i| i.address)
+                .filter_map(|a| {
+                    a.as_sockaddr_in()
+                        .map(|v4| IpAddr::V4(v4.ip()))
+                        .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+                })
+                .collect(),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the host's interface addresses");
+            None
+        }
     }
 }
 
@@ -269,13 +328,24 @@ enum Allowed {
     Socket(SocketAddr),
 }
 
-/// The proxy's destination rule: the default refusal table plus explicit exceptions.
-#[derive(Debug, Clone, Default)]
+/// The proxy's destination rule: the default refusal table and the host's own
+/// addresses, minus explicit exceptions.
+#[derive(Debug, Clone)]
 struct Policy {
     allowed: Vec<Allowed>,
+    /// Where the host's addresses come from ([`host_addresses`]; tests pass their own).
+    host_addresses: fn() -> Option<Vec<IpAddr>>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self { allowed: Vec::new(), host_addresses }
+    }
 }
 
 impl Policy {
+    /// Refuses what [`forbidden_reason`] refuses and the host's own addresses, unless
+    /// explicitly allowed.
     fn check(&self, addr: SocketAddr) -> Result<(), &'static str> {
         let ip = match addr.ip() {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
@@ -285,7 +355,15 @@ impl Policy {
         if self.allowed.iter().any(|a| *a == Allowed::Ip(ip) || *a == Allowed::Socket(canonical)) {
             return Ok(());
         }
-        forbidden_reason(ip).map_or(Ok(()), Err)
+        if let Some(reason) = forbidden_reason(ip) {
+            return Err(reason);
+        }
+        // Fails closed: if the interfaces cannot be read, nothing is let through.
+        match (self.host_addresses)() {
+            Some(host) if !host.contains(&ip) => Ok(()),
+            Some(_) => Err("an address of the host itself"),
+            None => Err("the host's own addresses could not be listed"),
+        }
     }
 }
 
@@ -316,6 +394,7 @@ pub struct EgressProxyBuilder {
     head_timeout: Duration,
     connect_timeout: Duration,
     max_tunnels: usize,
+    max_tunnels_per_vm: usize,
 }
 
 impl Default for EgressProxyBuilder {
@@ -326,7 +405,8 @@ impl Default for EgressProxyBuilder {
             max_head: 16 * 1024,
             head_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
-            max_tunnels: 256,
+            max_tunnels: 512,
+            max_tunnels_per_vm: 64,
         }
     }
 }
@@ -358,9 +438,18 @@ impl EgressProxyBuilder {
         self
     }
 
-    /// How many client connections are served at once; more get `503`. Default: 256.
+    /// How many client connections are served at once, all machines together; more get
+    /// `503`. Each open tunnel holds two file descriptors. Default: 512.
     pub fn max_tunnels(mut self, n: usize) -> Self {
         self.max_tunnels = n.max(1);
+        self
+    }
+
+    /// How many client connections one listener serves at once: one machine's (see
+    /// [`EgressProxy::open_for`]) or the shared one's. More get `503` at once, so one
+    /// guest cannot take the tunnels every other job needs. Default: 64.
+    pub fn max_tunnels_per_vm(mut self, n: usize) -> Self {
+        self.max_tunnels_per_vm = n.max(1);
         self
     }
 
@@ -379,11 +468,14 @@ impl EgressProxyBuilder {
             head_timeout: self.head_timeout,
             connect_timeout: self.connect_timeout,
             max_tunnels: self.max_tunnels,
+            max_tunnels_per_vm: self.max_tunnels_per_vm,
         });
         let slots = Arc::new(Semaphore::new(self.max_tunnels));
-        tracker.spawn(accept_loop(listener, settings, slots, tracker.clone(), cancel.clone()));
+        let listener_slots = Arc::new(Semaphore::new(self.max_tunnels_per_vm));
+        let shared = Listener { name: "shared".into(), slots: listener_slots, cancel: cancel.clone() };
+        tracker.spawn(accept_loop(listener, shared, settings.clone(), slots.clone(), tracker.clone()));
         tracing::info!(%addr, "egress proxy listening");
-        Ok(EgressProxy { inner: Arc::new(ProxyInner { addr, cancel, tracker }) })
+        Ok(EgressProxy { inner: Arc::new(ProxyInner { addr, cancel, tracker, settings, slots }) })
     }
 }
 
@@ -394,6 +486,7 @@ struct Settings {
     head_timeout: Duration,
     connect_timeout: Duration,
     max_tunnels: usize,
+    max_tunnels_per_vm: usize,
 }
 
 /// An HTTP proxy on the host's loopback that lets guests reach public addresses only.
@@ -413,6 +506,9 @@ struct ProxyInner {
     addr: SocketAddr,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    settings: Arc<Settings>,
+    /// Tunnels of all listeners together.
+    slots: Arc<Semaphore>,
 }
 
 impl Drop for ProxyInner {
@@ -438,6 +534,26 @@ impl EgressProxy {
         EgressConfig::new(self.inner.addr.port())
     }
 
+    /// A listener of this proxy for one machine, on its own ephemeral port of `127.0.0.1`,
+    /// with its own tunnel limit ([`EgressProxyBuilder::max_tunnels_per_vm`]) inside the
+    /// proxy's. Guests cannot be told apart on the shared port (every connection comes
+    /// from the connector on the host's loopback), so each machine gets a port of its own;
+    /// dropping the lease closes it and every tunnel opened through it.
+    ///
+    /// # Errors
+    /// [`EgressError::Bind`] when the socket cannot be made.
+    pub async fn open_for(&self, vm: &str) -> Result<EgressLease, EgressError> {
+        let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listener = TcpListener::bind(listen).await.map_err(|source| EgressError::Bind { addr: listen, source })?;
+        let addr = listener.local_addr().map_err(|source| EgressError::Bind { addr: listen, source })?;
+        let inner = &self.inner;
+        let cancel = inner.cancel.child_token();
+        let own = Listener { name: vm.to_owned(), slots: Arc::new(Semaphore::new(inner.settings.max_tunnels_per_vm)), cancel: cancel.clone() };
+        inner.tracker.spawn(accept_loop(listener, own, inner.settings.clone(), inner.slots.clone(), inner.tracker.clone()));
+        tracing::debug!(vm, %addr, "egress listener opened");
+        Ok(EgressLease { addr, cancel })
+    }
+
     /// Stops accepting, closes every open connection, and waits for all of its tasks.
     pub async fn shutdown(&self) {
         self.inner.cancel.cancel();
@@ -446,13 +562,42 @@ impl EgressProxy {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    settings: Arc<Settings>,
-    slots: Arc<Semaphore>,
-    tracker: TaskTracker,
+/// One machine's listener on an [`EgressProxy`] (see [`EgressProxy::open_for`]). Dropping
+/// it stops the listener and closes its tunnels.
+#[derive(Debug)]
+pub struct EgressLease {
+    addr: SocketAddr,
     cancel: CancellationToken,
-) {
+}
+
+impl EgressLease {
+    /// Where this machine's listener is.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The guest forward's settings for this listener, with the default connector.
+    pub fn egress_config(&self) -> EgressConfig {
+        EgressConfig::new(self.addr.port())
+    }
+}
+
+impl Drop for EgressLease {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A listening port of the proxy: whose it is, its own tunnel limit and its stop signal.
+#[derive(Debug)]
+struct Listener {
+    name: String,
+    slots: Arc<Semaphore>,
+    cancel: CancellationToken,
+}
+
+async fn accept_loop(listener: TcpListener, own: Listener, settings: Arc<Settings>, slots: Arc<Semaphore>, tracker: TaskTracker) {
+    let cancel = own.cancel.clone();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -470,15 +615,25 @@ async fn accept_loop(
         };
         let settings = settings.clone();
         let cancel = cancel.clone();
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracker.spawn(async move {
-                let error = EgressError::Busy(settings.max_tunnels);
-                let _ = tokio::time::timeout(Duration::from_secs(5), respond_error(&mut stream, &error)).await;
-            });
-            continue;
+        // This listener's limit first: a guest at its own limit is told so without
+        // touching the slots every other machine shares.
+        let permits = match own.slots.clone().try_acquire_owned() {
+            Ok(mine) => slots.clone().try_acquire_owned().map(|all| (mine, all)).map_err(|_| settings.max_tunnels),
+            Err(_) => Err(settings.max_tunnels_per_vm),
+        };
+        let permits = match permits {
+            Ok(permits) => permits,
+            Err(limit) => {
+                tracing::debug!(listener = own.name, limit, "egress tunnel refused: at the limit");
+                tracker.spawn(async move {
+                    let error = EgressError::Busy(limit);
+                    let _ = tokio::time::timeout(Duration::from_secs(5), respond_error(&mut stream, &error)).await;
+                });
+                continue;
+            }
         };
         tracker.spawn(async move {
-            let _permit = permit;
+            let _permits = permits;
             tokio::select! {
                 result = serve(&mut stream, &settings) => {
                     if let Err(e) = result {
@@ -701,10 +856,91 @@ mod tests {
         }
     }
 
+    /// Issue 16, item 10: every IANA special-purpose range (IPv4 and IPv6 Special-Purpose
+    /// Address Registries at iana.org, RFC 6890) is refused, at its first and last
+    /// address, while the public addresses just outside it pass.
+    #[test]
+    fn issue_16_every_special_purpose_range_is_refused() {
+        for (addr, refused) in [
+            ("0.255.255.255", true),
+            ("1.0.0.0", false),
+            ("192.0.0.0", true),
+            ("192.0.0.255", true),
+            ("192.0.1.0", false),
+            ("192.0.2.0", true),
+            ("192.0.2.255", true),
+            ("192.88.99.1", true),
+            ("192.88.100.1", false),
+            ("198.17.255.255", false),
+            ("198.18.0.0", true),
+            ("198.19.255.255", true),
+            ("198.20.0.0", false),
+            ("198.51.100.7", true),
+            ("203.0.113.9", true),
+            ("203.0.114.1", false),
+            ("239.255.255.255", true),
+            ("240.0.0.1", true),
+            ("::ffff:192.0.2.1", true),
+            ("::ffff:198.18.0.1", true),
+            ("::ffff:0:0", true),
+            ("::1.2.3.4", true),
+            ("64:ff9b::8.8.8.8", true),
+            ("64:ff9b::7f00:1", true),
+            ("64:ff9b:1::1", true),
+            ("64:ff9b:2::1", false),
+            ("100::1", true),
+            ("100::ffff:ffff:ffff:ffff", true),
+            ("100:0:0:1::1", false),
+            ("2001::1", true),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", true),
+            ("2001:1ff:ffff::1", true),
+            ("2001:200::1", false),
+            ("2001:db8::1", true),
+            ("2001:db8:ffff::1", true),
+            ("2001:db9::1", false),
+            ("2002::1", true),
+            ("2002:7f00:1::1", true),
+            ("2003::1", false),
+            ("3fff::1", true),
+            ("5f00::1", true),
+            ("fbff::1", false),
+            ("fc00::1", true),
+            ("fdff:ffff::1", true),
+            ("febf::1", true),
+            ("fec0::1", true),
+            ("feff::1", true),
+            ("ff00::1", true),
+            ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            ("2606:4700::1111", false),
+        ] {
+            assert_eq!(forbidden_reason(ip(addr)).is_some(), refused, "{addr}: {:?}", forbidden_reason(ip(addr)));
+        }
+    }
+
+    /// Issue 16, item 10: the host's own addresses are refused even when public, in
+    /// either spelling, and the proxy fails closed when it cannot list them.
+    #[test]
+    fn issue_16_the_hosts_own_addresses_are_refused() {
+        let public_host = Policy { host_addresses: || Some(vec![ip("151.101.2.132"), ip("2a04:4e42::644")]), ..Policy::default() };
+        for host in ["151.101.2.132", "::ffff:151.101.2.132", "2a04:4e42::644"] {
+            assert_eq!(public_host.check(SocketAddr::new(ip(host), 443)), Err("an address of the host itself"), "{host}");
+        }
+        assert_eq!(public_host.check(SocketAddr::new(ip("8.8.8.8"), 443)), Ok(()));
+        let unknown = Policy { host_addresses: || None, ..Policy::default() };
+        assert!(unknown.check(SocketAddr::new(ip("8.8.8.8"), 443)).is_err());
+        // The real listing sees the loopback interface, and every address of this host is
+        // refused by the default policy, whatever range it is in.
+        let real = host_addresses().expect("getifaddrs");
+        assert!(real.contains(&ip("127.0.0.1")), "{real:?}");
+        for addr in real {
+            assert!(Policy::default().check(SocketAddr::new(addr, 22)).is_err(), "{addr} is open");
+        }
+    }
+
     #[test]
     fn the_allowlist_opens_exactly_what_it_names() {
         let loopback_port = SocketAddr::from(([127, 0, 0, 1], 8080));
-        let policy = Policy { allowed: vec![Allowed::Socket(loopback_port), Allowed::Ip(ip("10.1.2.3"))] };
+        let policy = Policy { allowed: vec![Allowed::Socket(loopback_port), Allowed::Ip(ip("10.1.2.3"))], ..Policy::default() };
         assert_eq!(policy.check(loopback_port), Ok(()));
         assert!(policy.check(SocketAddr::from(([127, 0, 0, 1], 8081))).is_err());
         assert_eq!(policy.check(SocketAddr::new(ip("::ffff:127.0.0.1"), 8080)), Ok(()));
@@ -764,6 +1000,57 @@ mod tests {
         assert!(reply.starts_with("HTTP/1.1 400 "), "{reply}");
         proxy.shutdown().await;
         assert!(TcpStream::connect(addr).await.is_err(), "the proxy still listens after shutdown");
+    }
+
+    /// Issue 16, item 11: one guest opening 300 connections gets 64 and `503` for the
+    /// rest, while another machine's listener still serves; and item 10's destinations
+    /// are refused through it.
+    #[tokio::test]
+    async fn issue_16_one_guest_cannot_take_every_tunnel() {
+        let allowed = echo_server().await;
+        let proxy = EgressProxy::builder().dangerous_allow_destination(allowed).start().await.expect("start");
+        let greedy = proxy.open_for("vm-greedy").await.expect("lease");
+        let polite = proxy.open_for("vm-polite").await.expect("lease");
+        assert_ne!(greedy.local_addr(), polite.local_addr());
+        assert_eq!(polite.egress_config().proxy_port, polite.local_addr().port());
+
+        // 300 connections that never send a request hold whatever slots they get.
+        let mut opened = Vec::new();
+        for _ in 0..300 {
+            opened.push(TcpStream::connect(greedy.local_addr()).await.expect("connect"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut held = Vec::new();
+        let mut refused = 0;
+        for mut s in opened {
+            let mut reply = [0u8; 64];
+            // A refused connection was answered at once; a served one waits for its head.
+            match tokio::time::timeout(Duration::from_millis(50), s.read(&mut reply)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    assert!(reply.starts_with(b"HTTP/1.1 503 "), "{:?}", String::from_utf8_lossy(&reply[..n]));
+                    refused += 1;
+                }
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(_) => held.push(s),
+            }
+        }
+        assert_eq!((held.len(), refused), (64, 236));
+
+        let reply = ask(polite.local_addr(), &format!("CONNECT {allowed} HTTP/1.1\r\n\r\nping")).await;
+        assert!(reply.starts_with("HTTP/1.1 200 ") && reply.ends_with("echo:ping"), "{reply}");
+        for target in ["10.0.2.2:22", "192.0.2.1:80", "198.18.0.1:80", "[64:ff9b::7f00:1]:80", "[2002:7f00:1::1]:80", "[2001::1]:80", "[fec0::1]:80"] {
+            let reply = ask(polite.local_addr(), &format!("CONNECT {target} HTTP/1.1\r\n\r\n")).await;
+            assert!(reply.starts_with("HTTP/1.1 403 "), "{target}: {reply}");
+        }
+
+        // Dropping the lease closes the listener and frees its tunnels.
+        let addr = greedy.local_addr();
+        drop(greedy);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(TcpStream::connect(addr).await.is_err(), "the lease's listener still accepts");
+        let mut closed = [0u8; 1];
+        assert_eq!(held[0].read(&mut closed).await.ok(), Some(0), "a held tunnel outlived its lease");
+        proxy.shutdown().await;
     }
 
     #[tokio::test]

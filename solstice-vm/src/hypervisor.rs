@@ -1,6 +1,7 @@
 //! [`QemuHypervisor`]: the [`Hypervisor`] seam on QEMU.
 
 use std::collections::HashMap;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,11 +15,11 @@ use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::accel::{AccelChoice, AccelProbe, AccelVerdict};
-use crate::console::ConsoleTail;
+use crate::console::{ConsoleLimits, ConsoleRecorder, ConsoleTail};
 use crate::image::{BootMode, ImageCache, ImageCatalog, ImageEntry, ImageError, LogProgress, create_overlay};
 use crate::keys::{KeyError, SshKeyPair};
 use crate::budget::{Budget, OverBudget, Reservation, ReserveError};
-use crate::egress::{EgressError, EgressProxy, EgressProxyBuilder};
+use crate::egress::{EgressError, EgressLease, EgressProxy, EgressProxyBuilder};
 use crate::net::{EgressConfig, NetSpec, egress_env};
 use crate::ports::{PortAllocator, PortError, PortLease};
 use crate::qemu::{BootSpec, QemuError, QemuProcess, StopOutcome, VmSpec};
@@ -183,6 +184,7 @@ struct Config {
     egress: Option<Egress>,
     restrict: bool,
     kill_with_parent: bool,
+    console_limits: ConsoleLimits,
 }
 
 /// Where guests' outbound traffic goes.
@@ -265,6 +267,13 @@ impl QemuHypervisorBuilder {
     /// Default: ports 42000..44000.
     pub fn ports(mut self, ports: PortAllocator) -> Self {
         self.config.ports = ports;
+        self
+    }
+
+    /// How much of each guest's serial console is kept on the host (see
+    /// [`ConsoleLimits`]). Default: the first 8 MiB and the last 8 to 16 MiB.
+    pub fn console_limits(mut self, limits: ConsoleLimits) -> Self {
+        self.config.console_limits = limits;
         self
     }
 
@@ -389,6 +398,10 @@ struct LiveVm {
     _permit: OwnedSemaphorePermit,
     _share: Reservation,
     _keys: (SshKeyPair, SshKeyPair),
+    /// The machine's own listener on the egress proxy, if the hypervisor runs one.
+    _egress: Option<EgressLease>,
+    /// Writes the serial console into `console.log`, capped.
+    _console: ConsoleRecorder,
 }
 
 /// A [`Hypervisor`] that runs each job in a fresh QEMU virtual machine.
@@ -398,10 +411,13 @@ struct LiveVm {
 /// login key and the machine's host key), leases a loopback port for the SSH forward,
 /// starts QEMU (KVM if the probe says it works, else TCG), connects QMP, streams the
 /// serial console into the job log and waits until SSH logs in with the expected host
-/// key. `destroy` stops QEMU in order (ACPI power button, grace period, QMP `quit`,
-/// SIGKILL) and removes the directory; keys are forgotten. A machine whose handle is
-/// dropped without `destroy` is killed and removed as well. Cloning is cheap and shares
-/// the machines; do not wrap it in another `Arc`.
+/// key. The directory is 0700 and every file in it 0600 from its creation on (QEMU runs
+/// with umask 077), and the seed, which holds the machine's host private key, is
+/// overwritten with zeros as soon as the guest has answered SSH. `destroy` stops QEMU in
+/// order (ACPI power button, grace period, QMP `quit`, SIGKILL) and removes the
+/// directory; keys are forgotten. A machine whose handle is dropped without `destroy` is
+/// killed and removed as well. Cloning is cheap and shares the machines; do not wrap it
+/// in another `Arc`.
 #[derive(Debug, Clone)]
 pub struct QemuHypervisor {
     inner: Arc<Inner>,
@@ -436,6 +452,7 @@ impl QemuHypervisor {
                 egress: None,
                 restrict: true,
                 kill_with_parent: true,
+                console_limits: ConsoleLimits::default(),
             },
         }
     }
@@ -455,6 +472,20 @@ impl QemuHypervisor {
                 Ok(Some(proxy.egress_config()))
             }
         }
+    }
+
+    /// The egress settings for one machine: with a proxy this hypervisor runs, a
+    /// listener of its own (so its tunnels are counted apart from other machines'), held
+    /// by the returned lease; with an external proxy, the shared settings.
+    async fn egress_for(&self, vm: &str) -> Result<(Option<EgressConfig>, Option<EgressLease>), VmError> {
+        let proxy = match &self.inner.config.egress {
+            None => return Ok((None, None)),
+            Some(Egress::External(config)) => return Ok((Some(config.clone()), None)),
+            Some(Egress::Running(proxy)) => proxy,
+            Some(Egress::Start(builder)) => self.inner.proxy.get_or_try_init(|| builder.clone().start()).await.map_err(VmError::Egress)?,
+        };
+        let lease = proxy.open_for(vm).await.map_err(VmError::Egress)?;
+        Ok((Some(lease.egress_config()), Some(lease)))
     }
 
     /// How many machines are running.
@@ -527,12 +558,23 @@ impl QemuHypervisor {
                     .ensure(source, &LogProgress::default())
                     .await
                     .map_err(|e| VmError::Image { label: request.label.clone(), source: e })?,
-                source.format.clone(),
+                source.format,
             )),
             None => None,
         };
-        tokio::fs::create_dir_all(&config.run_dir).await.map_err(files_error(&vm))?;
-        let dir = tempfile::Builder::new().prefix(&format!("{vm}-")).tempdir_in(&config.run_dir).map_err(files_error(&vm))?;
+        // Only this user may enter a machine's directory or read its files (the seed
+        // holds the machine's host key, the overlay the job's disk): made so, not
+        // changed after. An existing run directory keeps the mode its operator gave it.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(PRIVATE_DIR)
+            .create(&config.run_dir)
+            .map_err(files_error(&vm))?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{vm}-"))
+            .permissions(std::fs::Permissions::from_mode(PRIVATE_DIR))
+            .tempdir_in(&config.run_dir)
+            .map_err(files_error(&vm))?;
         let mut footprint = MachineFootprint { machine_id: vm.clone(), files: vec![dir.path().to_path_buf()], ..Default::default() };
         journal.record(&footprint).await;
         let client_key = SshKeyPair::generate(&format!("solstice-job-{}", request.job_id))
@@ -553,11 +595,11 @@ impl QemuHypervisor {
             .await
             .map_err(|e| VmError::Files { vm: vm.clone(), source: std::io::Error::other(e) })?
             .map_err(|e| VmError::Seed { vm: vm.clone(), source: e })?;
-        tokio::fs::write(&seed_path, iso).await.map_err(files_error(&vm))?;
+        write_private(&seed_path, &iso).map_err(files_error(&vm))?;
         let disk = match &base {
             Some((base, format)) => {
                 let overlay = dir.path().join("overlay.qcow2");
-                create_overlay(&config.qemu_img, base, format, &overlay, entry.disk_gib)
+                create_overlay(&config.qemu_img, base, *format, &overlay, entry.disk_gib)
                     .await
                     .map_err(|e| VmError::Image { label: request.label.clone(), source: e })?;
                 Some(overlay)
@@ -565,7 +607,7 @@ impl QemuHypervisor {
             None => None,
         };
         let accel = self.accelerator().await;
-        let egress = self.egress_config().await?;
+        let (egress, egress_lease) = self.egress_for(&vm).await?;
         let boot = match &entry.boot {
             BootMode::Disk => BootSpec::Disk,
             BootMode::Kernel { kernel, initrd, append } => {
@@ -578,13 +620,15 @@ impl QemuHypervisor {
         // A port can be taken by another program between our probe and QEMU's bind:
         // QEMU then exits at once, and we try the next port.
         let mut attempt = 0;
-        let (mut process, port, console_log) = loop {
+        let (mut process, port, console_log, recorder) = loop {
             attempt += 1;
             let port = config.ports.allocate().map_err(|e| VmError::Port { vm: vm.clone(), source: e })?;
             let mut net = NetSpec::isolated(port.port());
             net.restrict = config.restrict;
             net.egress = egress.clone();
             let console_log = dir.path().join("console.log");
+            let console_socket = dir.path().join("console.sock");
+            let recorder = ConsoleRecorder::bind(&console_socket, console_log.clone(), config.console_limits).map_err(files_error(&vm))?;
             let spec = VmSpec {
                 name: vm.clone(),
                 accel: accel.accel,
@@ -598,6 +642,7 @@ impl QemuHypervisor {
                 net,
                 qmp_socket: dir.path().join("qmp.sock"),
                 console_log: console_log.clone(),
+                console_socket: Some(console_socket),
                 extra_args: Vec::new(),
             };
             let mut process = QemuProcess::spawn(&config.qemu, &spec, &dir.path().join("qemu.log"), config.kill_with_parent)
@@ -610,7 +655,7 @@ impl QemuHypervisor {
                 }
                 return Err(VmError::Qemu { vm: vm.clone(), source: error });
             }
-            break (process, port, console_log);
+            break (process, port, console_log, recorder);
         };
         footprint.pid = Some(process.pid());
         footprint.ssh_port = Some(port.port());
@@ -631,6 +676,18 @@ impl QemuHypervisor {
         };
         let ready = wait_for_ssh(&vm, &access, &mut process, config.boot_timeout, config.ssh_interval, cancel).await;
         tail.stop().await;
+        // The guest answered with the host key from the seed, so it has read the seed:
+        // its private key has no reason to stay on the host.
+        let ready = match ready {
+            Ok(()) => {
+                let path = seed_path.clone();
+                tokio::task::spawn_blocking(move || scrub_seed(&path))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                    .map_err(files_error(&vm))
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = ready {
             let _ = process.stop(Some(&mut qmp), Duration::ZERO).await;
             return Err(e);
@@ -653,7 +710,7 @@ impl QemuHypervisor {
             runner,
             env: if egress.is_some() { egress_env() } else { Default::default() },
         };
-        let live = LiveVm { process, qmp: Some(qmp), dir, _port: port, _permit: permit, _share: share, _keys: (client_key, host_key) };
+        let live = LiveVm { process, qmp: Some(qmp), dir, _port: port, _permit: permit, _share: share, _keys: (client_key, host_key), _egress: egress_lease, _console: recorder };
         self.inner.live.lock().unwrap_or_else(|p| p.into_inner()).insert(vm, live);
         Ok(machine)
     }
@@ -694,6 +751,31 @@ impl QemuHypervisor {
     pub fn machine_pid(&self, id: &str) -> Option<u32> {
         self.inner.live.lock().ok()?.get(id).map(|l| l.process.pid())
     }
+}
+
+/// The mode of a machine's directory (and of the run directory when it is made).
+const PRIVATE_DIR: u32 = 0o700;
+
+/// Writes `data` to a new file that is 0600 from its creation on.
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(data)?;
+    file.sync_all()
+}
+
+/// Overwrites the seed with zeros in place once the guest has read it. Unlinking would
+/// not do: QEMU keeps the file open (its descriptor would still give the key to anyone
+/// who can read `/proc/<pid>/fd`), and its lock on the file is how a live machine's
+/// directory is told from a dead one's ([`crate::image::machine_dirs`]). The guest sees a
+/// blank disc if it looks again.
+fn scrub_seed(path: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+    let len = file.metadata()?.len();
+    std::io::copy(&mut std::io::repeat(0).take(len), &mut file)?;
+    file.flush()?;
+    file.sync_all()
 }
 
 async fn wait_for_ssh(

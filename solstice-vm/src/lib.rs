@@ -123,6 +123,7 @@ pub mod ssh;
 mod testguest;
 
 pub use accel::AccelChoice;
+pub use console::{ConsoleLimits, ConsoleRecorder};
 pub use guest::GuestProfile;
 pub use hypervisor::{QemuHypervisor, QemuHypervisorBuilder, VmError};
 pub use image::{ImageCatalog, ImageEntry, ImageError};

@@ -7,6 +7,7 @@
 //! [`QemuProcess::stop`].
 
 use std::ffi::OsString;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -59,8 +60,11 @@ pub struct VmSpec {
     pub net: NetSpec,
     /// The QMP Unix socket QEMU listens on.
     pub qmp_socket: PathBuf,
-    /// The file the serial console is written to.
+    /// The file the serial console is written to, when there is no `console_socket`.
     pub console_log: PathBuf,
+    /// A Unix socket QEMU connects to and sends the serial console to, instead of writing
+    /// `console_log` itself without limit (see [`crate::ConsoleRecorder`]).
+    pub console_socket: Option<PathBuf>,
     /// Extra arguments appended as they are.
     pub extra_args: Vec<String>,
 }
@@ -76,7 +80,10 @@ impl VmSpec {
         push(&["-cpu", self.cpu.as_deref().unwrap_or(self.accel.default_cpu())]);
         push(&["-smp", &self.vcpus.to_string(), "-m", &self.memory_mib.to_string()]);
         push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
-        let console = format!("file,id=console0,path={}", comma_escaped(&self.console_log));
+        let console = match &self.console_socket {
+            Some(socket) => format!("socket,id=console0,path={}", comma_escaped(socket)),
+            None => format!("file,id=console0,path={}", comma_escaped(&self.console_log)),
+        };
         push(&["-chardev", &console, "-serial", "chardev:console0"]);
         if let BootSpec::Kernel { kernel, initrd, append } = &self.boot {
             args.push("-kernel".into());
@@ -172,18 +179,29 @@ pub struct QemuProcess {
 impl QemuProcess {
     /// Starts `binary` with `spec`'s command line; QEMU's stderr goes to `stderr_log`.
     ///
+    /// QEMU runs with umask 077, so what it creates (the console log, the QMP socket) is
+    /// its user's alone from the moment it exists; `stderr_log` is made 0600 as well.
+    /// (The umask is set by `/bin/sh`, which then execs QEMU: this process's umask is
+    /// shared by all its threads and cannot be changed for one child safely.)
+    ///
     /// # Errors
     /// [`QemuError::Spawn`] when the binary cannot be run.
     pub fn spawn(binary: &Path, spec: &VmSpec, stderr_log: &Path, kill_with_parent: bool) -> Result<Self, QemuError> {
         let spawn_error = |source| QemuError::Spawn { binary: binary.to_path_buf(), source };
-        let stderr = std::fs::File::create(stderr_log).map_err(spawn_error)?;
-        let mut command = if kill_with_parent && Path::new(SETPRIV).exists() {
-            let mut command = Command::new(SETPRIV);
-            command.args(["--pdeathsig", "KILL", "--"]).arg(binary);
-            command
+        let stderr = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(stderr_log)
+            .map_err(spawn_error)?;
+        let mut command = Command::new(SH);
+        command.args(["-c", PRIVATE_EXEC]);
+        if kill_with_parent && Path::new(SETPRIV).exists() {
+            command.arg(SETPRIV).args(["--pdeathsig", "KILL", "--"]).arg(binary);
         } else {
-            Command::new(binary)
-        };
+            command.arg(binary);
+        }
         command
             .args(spec.command_line())
             .stdin(Stdio::null())
@@ -270,6 +288,9 @@ impl QemuProcess {
 }
 
 const SETPRIV: &str = "/usr/bin/setpriv";
+const SH: &str = "/bin/sh";
+/// `sh -c` script that sets umask 077 and execs its arguments (`$0` is the program).
+pub(crate) const PRIVATE_EXEC: &str = "umask 077 && exec \"$0\" \"$@\"";
 
 #[cfg(test)]
 mod tests {
@@ -289,6 +310,7 @@ mod tests {
             net: NetSpec::isolated(42010),
             qmp_socket: "/w/qmp.sock".into(),
             console_log: "/w/console.log".into(),
+            console_socket: None,
             extra_args: vec![],
         }
     }

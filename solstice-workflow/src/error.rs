@@ -21,6 +21,9 @@ pub enum WorkflowErrorKind {
     Unsupported,
     /// The matrix is invalid or expands to too many jobs.
     Matrix,
+    /// The file exceeds one of GitHub's limits on workflow files: its size, its nesting, or
+    /// the memory of what it reads into (see [`crate::ReadLimits`]).
+    Limit,
 }
 
 /// One problem in a workflow, at a 1-based line and column of the named file.

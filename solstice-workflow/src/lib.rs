@@ -88,7 +88,10 @@ pub use plan::{
 pub use inputs::{InputError, RunInputs, has_trigger, run_inputs};
 pub use pending::PendingJob;
 pub use setting::{SettingError, continue_on_error_at_run_time, timeout_minutes_at_run_time};
-pub use syntax::{Job, RunDefaults, RunsOn, Setup, Step, Strategy, Workflow, parse_kdl_workflow, parse_workflow};
+pub use syntax::{
+    Job, ReadLimits, RunDefaults, RunsOn, Setup, Step, Strategy, Workflow, parse_kdl_workflow, parse_workflow,
+    parse_workflow_with_limits,
+};
 
 pub use dialect::{WorkflowFormat, plan_any, plan_kdl_workflow};
 pub use os::{OS_FAMILIES, label_os_family};

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -10,7 +11,7 @@ use crate::{Hypervisor, HypervisorError, Machine, MachineAccess, MachineRequest,
 /// It serves the `host` label (and any labels given to [`HostHypervisor::with_labels`]).
 /// Each machine is a new directory under the system's temporary directory (or the one
 /// given to [`HostHypervisor::in_dir`]) holding the workspace and the job's
-/// `runner.temp` and `runner.tool_cache`, removed by `destroy`. Its machines report this
+/// `runner.temp` and `runner.tool_cache` (all mode 0700), removed by `destroy`. Its machines report this
 /// host's OS and architecture ([`RunnerInfo::host_os`], [`RunnerInfo::host_arch`]). Pair it with
 /// [`crate::HostExecutor`]. Steps run with the host user's rights: use it for trusted
 /// jobs and for tests. Cloning is cheap.
@@ -67,8 +68,10 @@ impl Hypervisor for HostHypervisor {
             return Err(HypervisorError::Cancelled);
         }
         let prefix = format!("solstice-{}-", request.job_id);
+        // Only the job's user may enter its directories: scripts, command files and the
+        // checkout hold secrets. Made with that mode, so there is no moment they are open.
         let mut builder = tempfile::Builder::new();
-        builder.prefix(&prefix);
+        builder.prefix(&prefix).permissions(std::fs::Permissions::from_mode(0o700));
         let dir = match &self.parent {
             Some(parent) => builder.tempdir_in(parent),
             None => builder.tempdir(),
@@ -82,7 +85,7 @@ impl Hypervisor for HostHypervisor {
         // directory, so a checkout never sees the other two.
         let [workspace, temp, tool_cache] = ["work", "temp", "tool"].map(|name| dir.path().join(name));
         for path in [&workspace, &temp, &tool_cache] {
-            std::fs::create_dir(path).map_err(|e| HypervisorError::Backend {
+            std::fs::DirBuilder::new().mode(0o700).create(path).map_err(|e| HypervisorError::Backend {
                 message: format!("could not create {}", path.display()),
                 transient: true,
                 source: Some(Box::new(e)),

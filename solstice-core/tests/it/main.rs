@@ -5,6 +5,8 @@ mod commands;
 mod debug_ssh;
 mod engine;
 mod host;
+mod hostfiles;
+mod masking;
 mod memory_queue;
 mod orphans;
 mod runtime_contexts;

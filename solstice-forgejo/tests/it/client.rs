@@ -140,3 +140,56 @@ async fn a_sub_path_install_works() {
     let file = register(&fake).await;
     assert_eq!(file.address, fake.url());
 }
+
+/// A server that answers every request with `head` and then `body_byte` forever (or until
+/// the client goes), the way a hostile or broken forge could.
+async fn endless_server(head: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 8192];
+                let _ = socket.read(&mut request).await;
+                socket.write_all(head.as_bytes()).await?;
+                let block = vec![b'x'; 64 * 1024];
+                let chunk = format!("{:x}\r\n", block.len());
+                loop {
+                    if head.contains("chunked") {
+                        socket.write_all(chunk.as_bytes()).await?;
+                        socket.write_all(&block).await?;
+                        socket.write_all(b"\r\n").await?;
+                    } else {
+                        socket.write_all(&block).await?;
+                    }
+                }
+                #[allow(unreachable_code)]
+                Ok::<_, std::io::Error>(())
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Issue 16, item 14: a forge answer larger than the cap is an error, read no further than
+/// the cap. The bodies here never end: a client that read them whole would never return
+/// (and its memory would grow without bound), so returning at all shows the read stopped.
+#[tokio::test]
+async fn issue_16_answers_past_the_size_cap_are_refused_unread() {
+    for head in [
+        // Announced as larger than the cap.
+        "HTTP/1.1 200 OK\r\ncontent-type: application/proto\r\ncontent-length: 400000000\r\n\r\n",
+        // No length: the cap is found while reading.
+        "HTTP/1.1 200 OK\r\ncontent-type: application/proto\r\ntransfer-encoding: chunked\r\n\r\n",
+        // Error answers are capped as well.
+        "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+    ] {
+        let url = endless_server(head).await;
+        let client = ForgejoClient::builder(url).max_response_bytes(1024 * 1024).build().unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(30), client.ping("x")).await.expect("the read stopped at the cap");
+        let error = result.expect_err("an endless answer");
+        assert!(matches!(error, ForgeError::TooLarge { procedure: Procedure::Ping, limit: 1_048_576 }), "{head}: {error:?}");
+        assert!(!error.is_transient(), "a retry would fetch the same answer");
+    }
+}

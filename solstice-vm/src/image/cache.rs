@@ -106,6 +106,11 @@ impl ImageCache {
     /// # Cancel safety
     /// Cancel safe: a cancelled download leaves only a temporary file, removed on drop.
     pub async fn ensure(&self, source: &ImageSource, progress: &dyn DownloadProgress) -> Result<PathBuf, ImageError> {
+        // The digest names the cached file: a source made in code, not read from a
+        // catalog, must not put a path there either.
+        if source.sha256.len() != 64 || !source.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(ImageError::Catalog { message: format!("sha256 of {} must be 64 hex digits", source.url) });
+        }
         let target = self.path_for(source);
         let lock = {
             let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
@@ -248,6 +253,7 @@ fn decompress(kind: Decompress, input: &Path, output: &Path, url: &str) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::ImageFormat;
 
     fn sha256_hex(data: &[u8]) -> String {
         Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
@@ -277,7 +283,7 @@ mod tests {
         let (url, hits) = serve(body.clone()).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = ImageCache::new(dir.path());
-        let source = ImageSource { url, sha256: sha256_hex(&body), format: "qcow2".into(), decompress: Decompress::None };
+        let source = ImageSource { url, sha256: sha256_hex(&body), format: ImageFormat::Qcow2, decompress: Decompress::None };
         let path = cache.ensure(&source, &LogProgress::default()).await.expect("download");
         assert_eq!(std::fs::read(&path).expect("read"), body);
         let again = cache.ensure(&source, &LogProgress::default()).await.expect("cached");
@@ -298,7 +304,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = ImageCache::new(dir.path());
         let expected = sha256_hex(b"the real image");
-        let source = ImageSource { url, sha256: expected.clone(), format: "qcow2".into(), decompress: Decompress::None };
+        let source = ImageSource { url, sha256: expected.clone(), format: ImageFormat::Qcow2, decompress: Decompress::None };
         match cache.ensure(&source, &LogProgress::default()).await {
             Err(ImageError::Checksum { expected: e, actual, .. }) => {
                 assert_eq!(e, expected);
@@ -308,6 +314,23 @@ mod tests {
         }
         let left: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").filter_map(Result::ok).collect();
         assert!(left.is_empty(), "nothing may stay in the cache: {left:?}");
+    }
+
+    /// Issue 16, item 9: the digest names the cached file, so a source made in code (not
+    /// read from a checked catalog) cannot aim it outside the cache either.
+    #[tokio::test]
+    async fn issue_16_a_digest_that_is_a_path_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = ImageCache::new(dir.path().join("cache"));
+        let source = ImageSource {
+            url: "file:///dev/null".into(),
+            sha256: "../../escaped".into(),
+            format: ImageFormat::Raw,
+            decompress: Decompress::None,
+        };
+        let error = cache.ensure(&source, &LogProgress::default()).await.expect_err("not a digest");
+        assert!(matches!(error, ImageError::Catalog { .. }), "{error:?}");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0, "nothing was made");
     }
 
     #[tokio::test]
@@ -320,12 +343,12 @@ mod tests {
         let source = ImageSource {
             url: format!("file://{}", base.display()),
             sha256: digest,
-            format: "raw".into(),
+            format: ImageFormat::Raw,
             decompress: Decompress::None,
         };
         let cached = cache.ensure(&source, &LogProgress::default()).await.expect("copy");
         let overlay = dir.path().join("overlay.qcow2");
-        crate::image::create_overlay(Path::new("qemu-img"), &cached, "raw", &overlay, Some(2))
+        crate::image::create_overlay(Path::new("qemu-img"), &cached, ImageFormat::Raw, &overlay, Some(2))
             .await
             .expect("qemu-img (Debian package `qemu-utils`) must be installed");
         let info = std::process::Command::new("qemu-img")

@@ -17,15 +17,58 @@ pub struct ImageSource {
     /// SHA-256 of the file at `url` (before decompression), lowercase hex.
     pub sha256: String,
     /// The disk format after decompression. Default: `qcow2`.
-    #[serde(default = "default_format")]
-    pub format: String,
+    #[serde(default)]
+    pub format: ImageFormat,
     /// How the file is compressed. Default: none.
     #[serde(default)]
     pub decompress: Decompress,
 }
 
-fn default_format() -> String {
-    "qcow2".into()
+/// The disk format of a base image, as `qemu-img` names it (`-F` of the overlay).
+///
+/// A closed set: the name becomes part of the cached file's name and of `qemu-img`'s
+/// arguments, so a catalog cannot put a path or an option there, and a format QEMU would
+/// probe (and could be fooled by) is never left unnamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ImageFormat {
+    /// QEMU's copy-on-write format, what most cloud images ship as.
+    #[default]
+    Qcow2,
+    /// A plain disk image.
+    Raw,
+    /// VMware's format.
+    Vmdk,
+    /// VirtualBox's format.
+    Vdi,
+    /// Hyper-V's format.
+    Vhdx,
+    /// Virtual PC's VHD (`qemu-img` calls it `vpc`).
+    Vpc,
+}
+
+impl ImageFormat {
+    /// Every supported format, in the order error messages list them.
+    pub const ALL: [Self; 6] = [Self::Qcow2, Self::Raw, Self::Vmdk, Self::Vdi, Self::Vhdx, Self::Vpc];
+
+    /// The name `qemu-img` and the catalog use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Qcow2 => "qcow2",
+            Self::Raw => "raw",
+            Self::Vmdk => "vmdk",
+            Self::Vdi => "vdi",
+            Self::Vhdx => "vhdx",
+            Self::Vpc => "vpc",
+        }
+    }
+}
+
+impl std::fmt::Display for ImageFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Compression of a downloaded image.
@@ -111,6 +154,20 @@ fn default_boot() -> BootMode {
     BootMode::Disk
 }
 
+/// The parser's message for a catalog that does not decode, prefixed with the label of
+/// the entry at fault when one entry alone fails to decode (the parser names the line,
+/// not the entry, and a format or key may be far below its `[images.…]` header).
+fn name_the_entry(text: &str, error: toml::de::Error) -> String {
+    let message = error.to_string();
+    let Ok(table) = toml::from_str::<toml::Table>(text) else { return message };
+    let Some(toml::Value::Table(images)) = table.get("images") else { return message };
+    let faulty = images.iter().find(|(_, value)| ImageEntry::deserialize((*value).clone()).is_err());
+    match faulty {
+        Some((label, _)) => format!("image `{label}`: {message}"),
+        None => message,
+    }
+}
+
 /// `runner.arch` of images that do not declare one.
 const DEFAULT_ARCH: &str = "X64";
 
@@ -167,7 +224,7 @@ impl ImageCatalog {
     /// # Errors
     /// [`ImageError::Catalog`] with the parser's message.
     pub fn from_toml(text: &str) -> Result<Self, ImageError> {
-        let catalog: Self = toml::from_str(text).map_err(|e| ImageError::Catalog { message: e.to_string() })?;
+        let catalog: Self = toml::from_str(text).map_err(|e| ImageError::Catalog { message: name_the_entry(text, e) })?;
         let mut seen = std::collections::HashSet::new();
         for (label, entry) in &catalog.images {
             entry.guest_profile()?;
@@ -285,6 +342,26 @@ boot = { mode = "kernel", kernel = "/c/vmlinuz", initrd = "/c/initrd.gz", append
         assert!(matches!(ImageCatalog::from_toml(&twice), Err(ImageError::Catalog { .. })));
         let profile = CATALOG.replace("profile = \"illumos\"", "profile = \"beos\"");
         assert!(matches!(ImageCatalog::from_toml(&profile), Err(ImageError::Catalog { .. })));
+    }
+
+    /// Issue 16, item 9: `format` names the cached file (`<sha256>.<format>`) and goes to
+    /// `qemu-img create -F`, so only formats qemu-img knows by these names are accepted
+    /// (QEMU's "Disk Images" documentation lists them), and the error names the entry.
+    #[test]
+    fn issue_16_an_unknown_or_path_like_format_is_refused_naming_the_entry() {
+        let raw = CATALOG.replace("decompress = \"zstd\" }", "decompress = \"zstd\", format = \"raw\" }");
+        let catalog = ImageCatalog::from_toml(&raw).expect("raw is supported");
+        assert_eq!(catalog.lookup("omnios").and_then(|e| e.source.as_ref()).map(|s| s.format), Some(ImageFormat::Raw));
+        for format in ["../../../etc/passwd", "qcow2 -o backing_file=/etc/shadow", "QCOW2", "", "iso"] {
+            let bad = CATALOG.replace("decompress = \"zstd\" }", &format!("decompress = \"zstd\", format = {format:?} }}"));
+            let error = ImageCatalog::from_toml(&bad).expect_err(format).to_string();
+            assert!(error.contains("image `omnios`"), "{format:?}: {error}");
+            assert!(error.contains("qcow2") && error.contains("vmdk"), "the supported formats are listed: {error}");
+        }
+        // The entry is named also when its source is a table of its own, far from the header.
+        let spread = "[images.far]\nprofile = \"linux\"\n\n[images.far.source]\nurl = \"file:///i\"\nsha256 = \"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"\nformat = \"cow\"\n";
+        let error = ImageCatalog::from_toml(spread).expect_err("cow").to_string();
+        assert!(error.contains("image `far`"), "{error}");
     }
 
     #[test]

@@ -10,10 +10,11 @@ mod cache;
 mod catalog;
 mod overlays;
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub use cache::{CachedImage, DownloadProgress, ImageCache, LogProgress};
-pub use catalog::{BootMode, Decompress, ImageCatalog, ImageEntry, ImageSource};
+pub use catalog::{BootMode, Decompress, ImageCatalog, ImageEntry, ImageFormat, ImageSource};
 pub use overlays::{MachineDir, machine_dirs, prune_machine_dirs};
 
 /// An image could not be found, fetched, verified or layered.
@@ -102,20 +103,31 @@ impl ImageError {
     }
 }
 
-/// Creates a qcow2 overlay on `base` with `qemu-img create -f qcow2 -F <format> -b`,
-/// optionally with a larger virtual size. Takes milliseconds whatever the base's size.
+/// Creates a qcow2 overlay (mode 0600) on `base` with `qemu-img create -f qcow2 -F
+/// <format> -b`, optionally with a larger virtual size. Takes milliseconds whatever the
+/// base's size.
 ///
 /// # Errors
-/// [`ImageError::Overlay`] with qemu-img's message.
+/// [`ImageError::Io`] when the file cannot be made, [`ImageError::Overlay`] with
+/// qemu-img's message.
 pub(crate) async fn create_overlay(
     qemu_img: &Path,
     base: &Path,
-    base_format: &str,
+    base_format: ImageFormat,
     overlay: &Path,
     size_gib: Option<u32>,
 ) -> Result<(), ImageError> {
+    // Made 0600 first: qemu-img keeps the mode of a file that exists (it would make a
+    // new one 0644), so the job's disk is never readable by other users.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(overlay)
+        .map_err(|e| ImageError::Io { path: overlay.to_path_buf(), source: e })?;
     let mut command = tokio::process::Command::new(qemu_img);
-    command.args(["create", "-q", "-f", "qcow2", "-F", base_format, "-b"]).arg(base).arg(overlay);
+    command.args(["create", "-q", "-f", "qcow2", "-F", base_format.as_str(), "-b"]).arg(base).arg(overlay);
     if let Some(size) = size_gib {
         command.arg(format!("{size}G"));
     }

@@ -1,6 +1,7 @@
 //! The SSH [`StepExecutor`].
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use solstice_core::{
     CheckoutSource, CheckoutStep, CommandFiles, ExecError, LogSink, LogStream, Machine, MachineAccess, ScriptRun, SshAccess,
     StepExecutor, StepExit,
 };
-use solstice_core::support::shell_command;
+use solstice_core::support::{GitFetch, check_git_version, checkout_dir, resolve_path, shell_command};
 use tokio_util::sync::CancellationToken;
 
 use super::{SshError, SshSession};
@@ -22,7 +23,11 @@ use super::{SshError, SshSession};
 /// ([`CommandFiles::FILES`]). On cancellation (or the engine's timeout) it
 /// kills the step's remote process group. The connection is verified against the
 /// machine's host key and kept open between steps of the same machine. The built-in
-/// checkout uploads the repository as a tar stream, so guests without git work.
+/// checkout fetches on the host (into a 0700 directory, the token only in git's
+/// environment: [`GitFetch`]) and uploads the repository as a tar stream, so guests
+/// without git work. A `working-directory` or checkout `path:` outside the job's
+/// directories, written so or through a symbolic link in the guest, is refused
+/// ([`ExecError::OutsideWorkspace`]) before anything is made.
 /// The step's environment is [`ScriptRun::env`] as given (the engine puts the machine's
 /// own variables in it); the workspace, `runner.temp` and `runner.tool_cache` are made
 /// if missing.
@@ -97,12 +102,48 @@ impl SshExecutor {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| !k.starts_with(&prefix));
     }
 
-    fn resolve_dir(machine: &Machine, dir: Option<&str>) -> String {
-        match dir {
-            Some(d) if d.starts_with('/') => d.to_owned(),
-            Some(d) if !d.is_empty() => format!("{}/{d}", machine.workspace.trim_end_matches('/')),
-            _ => machine.workspace.clone(),
-        }
+}
+
+/// Checks in the guest that `resolved` (already under one of `roots` lexically) stays
+/// under one of them once symbolic links are followed: each path's longest existing
+/// ancestor is resolved with `pwd -P` (POSIX), the rest appended as written.
+async fn check_links(
+    session: &SshSession,
+    machine: &Machine,
+    resolved: &str,
+    roots: &[String],
+    what: &'static str,
+) -> Result<(), ExecError> {
+    let paths: Vec<&str> = std::iter::once(resolved).chain(roots.iter().map(String::as_str)).collect();
+    let outside = |path: String| ExecError::OutsideWorkspace { what, path, workspace: machine.workspace.clone() };
+    if paths.iter().any(|p| p.contains('\n')) {
+        return Err(outside(resolved.to_owned()));
+    }
+    let quoted: Vec<String> = paths.iter().map(|p| shell_quote(p)).collect();
+    let command = format!(
+        "for p in {}; do q=$p; while [ ! -d \"$q\" ]; do q=$(dirname \"$q\"); done; echo \"$q\"; (cd \"$q\" && pwd -P); done",
+        quoted.join(" ")
+    );
+    let out = session.exec(&command).await.map_err(|e| connection_error(machine, e))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    if out.exit_code != Some(0) || lines.len() != 2 * paths.len() {
+        return Err(ExecError::Setup { message: format!("could not resolve {resolved} in the machine"), source: None });
+    }
+    let physical: Vec<String> = paths
+        .iter()
+        .zip(lines.chunks(2))
+        .map(|(path, pair)| {
+            let rest = path.strip_prefix(pair[0]).unwrap_or("");
+            format!("{}/{}", pair[1].trim_end_matches('/'), rest.trim_start_matches('/'))
+        })
+        .map(|p| solstice_core::support::resolve_path("/", &p))
+        .collect();
+    let (real, real_roots) = physical.split_at(1);
+    if real_roots.iter().any(|root| solstice_core::support::is_within(&real[0], root)) {
+        Ok(())
+    } else {
+        Err(outside(real[0].clone()))
     }
 }
 
@@ -115,6 +156,15 @@ impl StepExecutor for SshExecutor {
         output: &LogSink,
         cancel: &CancellationToken,
     ) -> Result<StepExit, ExecError> {
+        // A `working-directory` outside the workspace is allowed here, as on GitHub's
+        // runners (`/tmp`, `/opt/build`): the machine and everything in it go with the
+        // job. Only the host executor refuses it (issue 16, item 8: there an escaped
+        // directory outlives the job).
+        let workspace = resolve_path("/", &machine.workspace);
+        let cwd = match step.working_directory.as_deref().filter(|d| !d.is_empty()) {
+            Some(dir) => resolve_path(&workspace, dir),
+            None => workspace,
+        };
         let session = self.session(machine).await?;
         let command = shell_command(&step.shell, step.index);
         let dir = &self.scratch;
@@ -143,9 +193,14 @@ impl StepExecutor for SshExecutor {
         let prefix: String = dirs.iter().map(|d| format!("{d}:")).collect();
         env.push(format!("{}{base_path}", shell_quote(&format!("PATH={prefix}"))));
         let argv: Vec<String> = command.argv(&script).iter().map(|a| shell_quote(a)).collect();
-        let cwd = Self::resolve_dir(machine, step.working_directory.as_deref());
+        // The step's stderr joins its stdout in the guest (`2>&1`): the guest's SSH server
+        // reads the two pipes separately and may forward them out of order, so an
+        // `::add-mask::` printed on one stream could arrive after the value printed next on
+        // the other and leave it unmasked (issue 16, item 4). One pipe keeps the order the
+        // step wrote. Nothing is lost: both forges show the two streams as one log, as
+        // GitHub's and Forgejo's runners do.
         let remote = format!(
-            "mkdir -p {dirs} && {empty} && cd {cwd} && echo $$ > {pid} && exec env {env} {argv}",
+            "mkdir -p {dirs} && {empty} && cd {cwd} && echo $$ > {pid} && exec env {env} {argv} 2>&1",
             dirs = [&machine.workspace, &machine.runner.temp, &machine.runner.tool_cache]
                 .into_iter()
                 .filter(|d| !d.is_empty())
@@ -198,36 +253,39 @@ impl StepExecutor for SshExecutor {
         output: &LogSink,
         cancel: &CancellationToken,
     ) -> Result<StepExit, ExecError> {
-        let dest = Self::resolve_dir(machine, Some(step.path.as_str()));
+        let dest = checkout_dir(machine, &step.path)?;
+        let check_dest = async {
+            if step.path.is_empty() {
+                return Ok(());
+            }
+            let session = self.session(machine).await?;
+            check_links(&session, machine, &dest, std::slice::from_ref(&machine.workspace), "Repository path").await
+        };
         match source {
             CheckoutSource::LocalDir { path } => {
+                check_dest.await?;
                 output.send(LogStream::System, format!("Uploading {path} into {dest}")).await;
                 let session = self.session(machine).await?;
-                upload_tree(&session, std::path::Path::new(path), &dest, cancel).await
+                upload_tree(&session, std::path::Path::new(path), None, &dest, cancel).await
             }
             CheckoutSource::Git { url, rev, token } => {
+                check_dest.await?;
+                check_git_version().await?;
                 let rev = step.git_ref.as_deref().unwrap_or(rev);
                 output.send(LogStream::System, format!("Fetching {url} at {rev} on the host")).await;
-                let clone = tempfile::tempdir()
+                // The clone is private on the host (0700, files 0600 through the script's
+                // umask); the upload gives group and others read access again, as a
+                // checkout in the guest would have.
+                let clone = tempfile::Builder::new()
+                    .prefix("solstice-checkout-")
+                    .permissions(std::fs::Permissions::from_mode(0o700))
+                    .tempdir()
                     .map_err(|e| ExecError::Setup { message: "could not create a temporary directory".into(), source: Some(Box::new(e)) })?;
-                let auth = match token {
-                    Some(token) => {
-                        use base64::Engine as _;
-                        let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{}", token.expose()));
-                        format!(" -c {}", shell_quote(&format!("http.extraheader=Authorization: basic {basic}")))
-                    }
-                    None => String::new(),
-                };
-                let dir = clone.path().to_string_lossy().into_owned();
-                let script = format!(
-                    "set -e; cd {d}; git init -q .; git remote add origin {u}; git{auth} fetch -q --depth {depth} origin {r} && git checkout -q FETCH_HEAD",
-                    d = shell_quote(&dir),
-                    u = shell_quote(url),
-                    r = shell_quote(rev),
-                    depth = step.fetch_depth.max(1),
-                );
+                let fetch = GitFetch { url, rev, depth: step.fetch_depth.max(1), token: token.as_ref() };
                 let status = tokio::process::Command::new("sh")
-                    .args(["-c", &script])
+                    .args(["-c", &fetch.script(&clone.path().to_string_lossy())])
+                    .envs(fetch.env())
+                    .stdin(std::process::Stdio::null())
                     .kill_on_drop(true)
                     .status()
                     .await
@@ -238,7 +296,7 @@ impl StepExecutor for SshExecutor {
                 }
                 let session = self.session(machine).await?;
                 output.send(LogStream::System, format!("Uploading the checkout into {dest}")).await;
-                upload_tree(&session, clone.path(), &dest, cancel).await
+                upload_tree(&session, clone.path(), Some("go=u-w"), &dest, cancel).await
             }
         }
     }
@@ -258,17 +316,22 @@ fn kill_tree_command(pid_file: &str) -> String {
     )
 }
 
-/// Streams `local` as a tar archive into `dest` in the guest (`tar -xf -` there).
+/// Streams `local` as a tar archive into `dest` in the guest (`tar -xf -` there),
+/// with the modes in the archive changed by `mode` (GNU tar's `--mode`) if given.
 async fn upload_tree(
     session: &SshSession,
     local: &std::path::Path,
+    mode: Option<&str>,
     dest: &str,
     cancel: &CancellationToken,
 ) -> Result<StepExit, ExecError> {
-    let mut tar = tokio::process::Command::new("tar")
-        .arg("-C")
-        .arg(local)
-        .args(["-cf", "-", "--exclude=./target", "--exclude=./.git/index.lock", "."])
+    let mut tar = tokio::process::Command::new("tar");
+    tar.arg("-C").arg(local).args(["-cf", "-", "--exclude=./target", "--exclude=./.git/index.lock"]);
+    if let Some(mode) = mode {
+        tar.arg(format!("--mode={mode}"));
+    }
+    let mut tar = tar
+        .arg(".")
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()

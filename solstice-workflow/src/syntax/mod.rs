@@ -4,9 +4,11 @@
 //! stage 2's job ([`crate::plan_workflow`]).
 
 pub(crate) mod kdl;
+mod limits;
 pub(crate) mod yaml;
 
 pub use self::kdl::parse_kdl_workflow;
+pub use self::limits::ReadLimits;
 
 use serde::Serialize;
 
@@ -220,8 +222,20 @@ const MAX_EXPRESSION_LENGTH: usize = 21_000;
 /// # Errors
 /// Every problem found, each with file, line and column.
 pub fn parse_workflow(source: &str, file_name: &str) -> Result<Workflow, WorkflowErrors> {
+    parse_workflow_with_limits(source, file_name, &ReadLimits::default())
+}
+
+/// [`parse_workflow`] with other limits than GitHub's on the file's size, nesting and memory.
+///
+/// # Errors
+/// Every problem found, each with file, line and column; a file over a limit gives one
+/// [`crate::WorkflowErrorKind::Limit`] error with GitHub's message.
+pub fn parse_workflow_with_limits(source: &str, file_name: &str, limits: &ReadLimits) -> Result<Workflow, WorkflowErrors> {
     let mut diag = Diagnostics::new(file_name);
-    let Some(mut root) = yaml::parse(source, &mut diag) else {
+    if !limits::check_file_size(source, limits, &mut diag) {
+        return diag.into_result(empty_workflow());
+    }
+    let Some(mut root) = yaml::parse(source, limits, &mut diag) else {
         return diag.into_result(empty_workflow());
     };
     splice_inserts(&mut root, &mut diag);
@@ -284,11 +298,54 @@ pub(crate) fn empty_workflow() -> Workflow {
     }
 }
 
-struct Reader<'d> {
-    diag: &'d mut Diagnostics,
+/// The contexts an expression may use in each workflow key, from GitHub's workflow schema
+/// (`"context"` of each definition in workflow-v1.0.json, actions/languageservices
+/// workflow-parser/src/workflow-v1.0.json), plus Forgejo's and Gitea's names for `github`
+/// wherever `github` is allowed. Anything else is GitHub's "Unrecognized named-value" error,
+/// so that, for example, a secret cannot reach a job's name or concurrency group.
+pub(crate) mod contexts {
+    /// `run-name`, workflow `concurrency`.
+    pub(crate) const WORKFLOW: &[&str] = &["github", "forge", "gitea", "inputs", "vars"];
+    /// Workflow `env`.
+    pub(crate) const WORKFLOW_ENV: &[&str] = &["github", "forge", "gitea", "inputs", "vars", "secrets"];
+    /// Job `if`.
+    pub(crate) const JOB_IF: &[&str] = &["github", "forge", "gitea", "inputs", "vars", "needs"];
+    /// Job `strategy` (the matrix, `fail-fast`, `max-parallel`).
+    pub(crate) const STRATEGY: &[&str] = JOB_IF;
+    /// Job `name`, `runs-on`, `timeout-minutes`, `continue-on-error`, `concurrency`,
+    /// `environment`, `container`, `services`, and a reusable workflow's `with`.
+    pub(crate) const JOB: &[&str] = &["github", "forge", "gitea", "inputs", "vars", "needs", "strategy", "matrix"];
+    /// Job `env`, and a reusable workflow's `secrets`.
+    pub(crate) const JOB_ENV: &[&str] = &["github", "forge", "gitea", "inputs", "vars", "needs", "strategy", "matrix", "secrets"];
+    /// Job `defaults.run`.
+    pub(crate) const JOB_DEFAULTS: &[&str] = &["github", "forge", "gitea", "inputs", "vars", "needs", "strategy", "matrix", "env"];
+    /// Step `if`: everything a step sees but `secrets`.
+    pub(crate) const STEP_IF: &[&str] =
+        &["github", "forge", "gitea", "inputs", "vars", "needs", "strategy", "matrix", "steps", "job", "runner", "env"];
+    /// Every other step key, and job `outputs`.
+    pub(crate) const STEP: &[&str] =
+        &["github", "forge", "gitea", "inputs", "vars", "needs", "strategy", "matrix", "secrets", "steps", "job", "runner", "env"];
 }
 
-impl Reader<'_> {
+struct Reader<'d> {
+    diag: &'d mut Diagnostics,
+    /// The contexts expressions may use in the key being read.
+    contexts: &'static [&'static str],
+}
+
+impl<'d> Reader<'d> {
+    fn new(diag: &'d mut Diagnostics) -> Self {
+        Reader { diag, contexts: crate::expression::STANDARD_CONTEXTS }
+    }
+
+    /// Runs `read` with expressions restricted to `contexts`.
+    fn within<T>(&mut self, contexts: &'static [&'static str], read: impl FnOnce(&mut Self) -> T) -> T {
+        let outer = std::mem::replace(&mut self.contexts, contexts);
+        let out = read(self);
+        self.contexts = outer;
+        out
+    }
+
     fn mapping<'n>(&mut self, node: &'n Node) -> &'n [(Key, Node)] {
         match &node.value {
             Value::Map(pairs) => pairs,
@@ -358,7 +415,7 @@ impl Reader<'_> {
                                 .syntax(pos, format!("Exceeded max expression length {MAX_EXPRESSION_LENGTH}"));
                             continue;
                         }
-                        if let Err(e) = Expression::parse(expr) {
+                        if let Err(e) = Expression::parse_with_contexts(expr, self.contexts) {
                             self.diag.push(crate::WorkflowErrorKind::Expression, pos, e.message().to_owned());
                         }
                     }
@@ -456,7 +513,7 @@ impl Reader<'_> {
             self.diag.syntax(node.pos, "A mapping was not expected");
             return "success()".to_owned();
         };
-        normalize_condition(&text).unwrap_or_else(|message| {
+        normalize_condition(&text, self.contexts).unwrap_or_else(|message| {
             self.diag.push(crate::WorkflowErrorKind::Expression, node.pos, message);
             "success()".to_owned()
         })
@@ -465,7 +522,8 @@ impl Reader<'_> {
 
 /// GitHub's normalization of `if:` text: strip one surrounding `${{ }}`, default to
 /// `success()`, wrap conditions that call no status function in `success() && (...)`.
-pub(crate) fn normalize_condition(text: &str) -> Result<String, String> {
+/// `contexts` are those the condition may use.
+pub(crate) fn normalize_condition(text: &str, contexts: &[&str]) -> Result<String, String> {
     let trimmed = text.trim();
     let inner = match crate::expression::strip_condition(trimmed) {
         Some(inner) => inner.to_owned(),
@@ -482,7 +540,7 @@ pub(crate) fn normalize_condition(text: &str) -> Result<String, String> {
     if inner.len() > MAX_EXPRESSION_LENGTH {
         return Err(format!("Exceeded max expression length {MAX_EXPRESSION_LENGTH}"));
     }
-    let expr = Expression::parse(&inner).map_err(|e| e.message().to_owned())?;
+    let expr = Expression::parse_with_contexts(&inner, contexts).map_err(|e| e.message().to_owned())?;
     if expr.uses_status_function() { Ok(inner) } else { Ok(format!("success() && ({inner})")) }
 }
 
@@ -526,19 +584,26 @@ fn id_error(id: &str) -> Option<String> {
 }
 
 fn read_workflow(root: &Node, diag: &mut Diagnostics) -> Workflow {
-    let mut r = Reader { diag };
+    let mut r = Reader::new(diag);
     let mut workflow = empty_workflow();
     let pairs = r.mapping(root);
     r.check_keys(pairs, WORKFLOW_KEYS);
     for (key, value) in pairs {
         match key.name.as_str() {
             "name" => workflow.name = r.literal_string(value),
-            "run-name" => workflow.run_name = r.string(value),
-            "on" => workflow.on = value.to_json(),
-            "env" => workflow.env = r.string_map(value),
-            "defaults" => workflow.defaults = r.defaults(value),
+            "run-name" => workflow.run_name = r.within(contexts::WORKFLOW, |r| r.string(value)),
+            "on" => {
+                check_workflow_call(&mut r, value);
+                workflow.on = value.to_json();
+            }
+            "env" => workflow.env = r.within(contexts::WORKFLOW_ENV, |r| r.string_map(value)),
+            // GitHub's schema gives workflow `defaults.run` no contexts: no expressions.
+            "defaults" => workflow.defaults = r.within(&[], |r| r.defaults(value)),
             "permissions" => workflow.permissions = r.permissions(value),
-            "concurrency" => workflow.concurrency = r.json(value),
+            "concurrency" => {
+                require_key(&mut r, value, "group");
+                workflow.concurrency = r.within(contexts::WORKFLOW, |r| r.json(value));
+            }
             _ => {}
         }
     }
@@ -552,7 +617,7 @@ fn read_workflow(root: &Node, diag: &mut Diagnostics) -> Workflow {
         return workflow;
     };
     let job_pairs = r.mapping(jobs);
-    let mut seen: Vec<String> = Vec::new();
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (key, value) in job_pairs {
         if key.name.is_empty() {
             r.diag.syntax(key.pos, "Unexpected value ''");
@@ -561,12 +626,10 @@ fn read_workflow(root: &Node, diag: &mut Diagnostics) -> Workflow {
         if let Some(message) = id_error(&key.name) {
             r.diag.syntax(key.pos, message);
         }
-        let lower = key.name.to_ascii_lowercase();
-        if seen.contains(&lower) {
+        if !seen.insert(key.name.to_ascii_lowercase()) {
             r.diag.syntax(key.pos, format!("'{}' is already defined", key.name));
             continue;
         }
-        seen.push(lower);
         workflow.jobs.push(read_job(&mut r, key, value));
     }
     check_needs(&workflow.jobs, jobs, r.diag);
@@ -604,22 +667,22 @@ fn read_job(r: &mut Reader<'_>, key: &Key, node: &Node) -> Job {
             job.key_pos.insert(name, value.pos);
         }
         match k.name.as_str() {
-            "name" => job.name = r.string(value),
+            "name" => job.name = r.within(contexts::JOB, |r| r.string(value)),
             "needs" => {
                 job.needs = match &value.value {
                     Value::Seq(items) => items.iter().filter_map(|i| r.literal_string(i)).collect(),
                     _ => r.literal_string(value).into_iter().collect(),
                 }
             }
-            "runs-on" => job.runs_on = Some(read_runs_on(r, value)),
-            "if" => job.condition = r.condition(Some(value)),
-            "env" => job.env = r.string_map(value),
-            "defaults" => job.defaults = r.defaults(value),
+            "runs-on" => job.runs_on = Some(r.within(contexts::JOB, |r| read_runs_on(r, value))),
+            "if" => job.condition = r.within(contexts::JOB_IF, |r| r.condition(Some(value))),
+            "env" => job.env = r.within(contexts::JOB_ENV, |r| r.string_map(value)),
+            "defaults" => job.defaults = r.within(contexts::JOB_DEFAULTS, |r| r.defaults(value)),
             "timeout-minutes" | "continue-on-error" => {
                 let v = match &value.value {
                     Value::Number(_) | Value::Bool(_) => Some(value.to_json()),
                     Value::String(s) if s.contains("${{") => {
-                        r.check_template(s, value.pos);
+                        r.within(contexts::JOB, |r| r.check_template(s, value.pos));
                         Some(value.to_json())
                     }
                     _ => {
@@ -633,15 +696,40 @@ fn read_job(r: &mut Reader<'_>, key: &Key, node: &Node) -> Job {
                     job.continue_on_error = v;
                 }
             }
-            "outputs" => job.outputs = r.string_map(value),
-            "strategy" => job.strategy = Some(read_strategy(r, value)),
-            "environment" => job.environment = r.json(value),
-            "concurrency" => job.concurrency = r.json(value),
+            "outputs" => job.outputs = r.within(contexts::STEP, |r| r.string_map(value)),
+            "strategy" => job.strategy = Some(r.within(contexts::STRATEGY, |r| read_strategy(r, value))),
+            "environment" => {
+                // `url` is evaluated when the job ends, so it may use what steps produced
+                // (but no secrets): `string-runner-context-no-secrets` in GitHub's schema.
+                for (key, v) in value.as_map().unwrap_or_default() {
+                    let contexts = if key.name == "url" { contexts::STEP_IF } else { contexts::JOB };
+                    r.within(contexts, |r| r.check_node_templates(v));
+                }
+                if value.as_map().is_none() {
+                    r.within(contexts::JOB, |r| r.check_node_templates(value));
+                }
+                require_key(r, value, "name");
+                job.environment = value.to_json();
+            }
+            "concurrency" => {
+                require_key(r, value, "group");
+                job.concurrency = r.within(contexts::JOB, |r| r.json(value));
+            }
             "permissions" => job.permissions = r.permissions(value),
-            "container" => job.container = value.to_json(),
-            "services" => job.services = value.to_json(),
+            "container" => {
+                r.within(contexts::JOB, |r| read_container(r, value, false));
+                job.container = value.to_json();
+            }
+            "services" => {
+                r.within(contexts::JOB, |r| {
+                    for (_, service) in r.mapping(value) {
+                        read_container(r, service, true);
+                    }
+                });
+                job.services = value.to_json();
+            }
             "uses" => job.uses = r.literal_string(value),
-            "steps" => job.steps = read_steps(r, value),
+            "steps" => job.steps = r.within(contexts::STEP, |r| read_steps(r, value)),
             _ => {}
         }
     }
@@ -655,6 +743,116 @@ fn read_job(r: &mut Reader<'_>, key: &Key, node: &Node) -> Job {
         r.diag.syntax(node.pos, "Required property is missing: runs-on");
     }
     job
+}
+
+/// GitHub's "Required property is missing" when `node` is a mapping without `key` (a
+/// `concurrency` without `group`, an `environment` without `name`).
+fn require_key(r: &mut Reader<'_>, node: &Node, key: &str) {
+    if node.as_map().is_some() && node.get(key).is_none() {
+        r.diag.syntax(node.pos, format!("Required property is missing: {key}"));
+    }
+}
+
+/// Checks `on.workflow_call` against GitHub's schema (`workflow-call-mapping` and what it
+/// names in workflow-v1.0.json): `inputs` of a `type` among boolean, number and string, with
+/// only `description`, `type`, `required` and `default`; `secrets` with only `description`
+/// and `required`; `outputs` each with a `value`. Other triggers are kept as written.
+fn check_workflow_call(r: &mut Reader<'_>, on: &Node) {
+    let Some(call) = on.get("workflow_call") else { return };
+    if matches!(call.value, Value::Null) {
+        return;
+    }
+    let pairs = r.mapping(call);
+    r.check_keys(pairs, &["inputs", "secrets", "outputs"]);
+    let definitions = |r: &mut Reader<'_>, name: &str| -> Vec<(Key, Node)> {
+        match call.get(name) {
+            Some(node) if !matches!(node.value, Value::Null) => r.mapping(node).to_vec(),
+            _ => Vec::new(),
+        }
+    };
+    for (_, input) in definitions(r, "inputs") {
+        let pairs = r.mapping(&input);
+        r.check_keys(pairs, &["description", "type", "required", "default"]);
+        match input.get("type") {
+            Some(t) if matches!(&t.value, Value::String(s) if matches!(s.as_str(), "boolean" | "number" | "string")) => {}
+            Some(t) => r.diag.syntax(t.pos, format!("Unexpected value '{}'", t.scalar_text().unwrap_or_default())),
+            None if input.as_map().is_some() => r.diag.syntax(input.pos, "Required property is missing: type"),
+            None => {}
+        }
+        if let Some(default) = input.get("default") {
+            r.within(contexts::WORKFLOW, |r| r.check_node_templates(default));
+        }
+    }
+    for (_, secret) in definitions(r, "secrets") {
+        if !matches!(secret.value, Value::Null) {
+            let pairs = r.mapping(&secret);
+            r.check_keys(pairs, &["description", "required"]);
+        }
+    }
+    for (_, output) in definitions(r, "outputs") {
+        let pairs = r.mapping(&output);
+        r.check_keys(pairs, &["description", "value"]);
+        require_key(r, &output, "value");
+    }
+}
+
+/// Checks a job's `container:` or one of its `services:` against GitHub's schema
+/// (`container-mapping` and `service-container-mapping` in workflow-v1.0.json): an image
+/// name, or a mapping of known keys whose `image` is not empty; `credentials` may use
+/// `secrets` and `env`, the container's `env` what steps see. Solstice CI refuses both at
+/// planning; checking their shape here reports what GitHub would, where GitHub would.
+fn read_container(r: &mut Reader<'_>, node: &Node, service: bool) {
+    const KEYS: &[&str] = &["image", "options", "env", "ports", "volumes", "credentials", "entrypoint", "command"];
+    let keys = if service { KEYS } else { &KEYS[..6] };
+    if let Value::String(s) = &node.value {
+        r.check_template(s, node.pos);
+        return;
+    }
+    let pairs = r.mapping(node);
+    r.check_keys(pairs, keys);
+    let mut image = false;
+    for (key, value) in pairs {
+        match key.name.as_str() {
+            "image" => {
+                image = true;
+                match &value.value {
+                    Value::Null => r.diag.syntax(value.pos, "Unexpected value ''"),
+                    Value::String(s) if s.is_empty() => r.diag.syntax(value.pos, "Unexpected value ''"),
+                    _ => {
+                        r.string(value);
+                    }
+                }
+            }
+            "credentials" => {
+                const CREDENTIALS: &[&str] = &["github", "forge", "gitea", "inputs", "vars", "secrets", "env"];
+                r.within(CREDENTIALS, |r| {
+                    let pairs = r.mapping(value);
+                    r.check_keys(pairs, &["username", "password"]);
+                    pairs.iter().for_each(|(_, v)| {
+                        r.string(v);
+                    });
+                });
+            }
+            "env" => {
+                r.within(contexts::STEP, |r| r.string_map(value));
+            }
+            "ports" | "volumes" => {
+                if let Value::Seq(items) = &value.value {
+                    items.iter().for_each(|i| {
+                        r.string(i);
+                    });
+                } else {
+                    r.string(value);
+                }
+            }
+            _ => {
+                r.string(value);
+            }
+        }
+    }
+    if !image && node.as_map().is_some() {
+        r.diag.syntax(node.pos, "Container image cannot be empty");
+    }
 }
 
 fn read_runs_on(r: &mut Reader<'_>, node: &Node) -> RunsOn {
@@ -750,7 +948,8 @@ fn read_steps(r: &mut Reader<'_>, node: &Node) -> Vec<Step> {
         return Vec::new();
     };
     let mut steps = Vec::new();
-    let mut user_ids: Vec<String> = Vec::new();
+    // Lower case: GitHub compares step ids case-insensitively.
+    let mut user_ids: std::collections::HashSet<String> = std::collections::HashSet::new();
     for item in items {
         let pairs = r.mapping(item);
         if pairs.is_empty() && item.as_map().is_none() {
@@ -778,19 +977,17 @@ fn read_steps(r: &mut Reader<'_>, node: &Node) -> Vec<Step> {
                     if let Some(id) = r.literal_string(value) {
                         if let Some(message) = id_error(&id) {
                             r.diag.syntax(value.pos, message);
-                        } else if user_ids.iter().any(|u| u.eq_ignore_ascii_case(&id)) {
+                        } else if !user_ids.insert(id.to_ascii_lowercase()) {
                             r.diag.syntax(
                                 value.pos,
                                 format!("The identifier '{id}' may not be used more than once within the same scope."),
                             );
-                        } else {
-                            user_ids.push(id.clone());
                         }
                         step.id = id;
                     }
                 }
                 "name" => step.name = r.string(value),
-                "if" => step.condition = r.condition(Some(value)),
+                "if" => step.condition = r.within(contexts::STEP_IF, |r| r.condition(Some(value))),
                 "run" => step.run = r.string(value),
                 "uses" => {
                     step.uses_pos = value.pos;
@@ -873,8 +1070,12 @@ fn valid_uses(uses: &str) -> bool {
 }
 
 fn check_needs(jobs: &[Job], jobs_node: &Node, diag: &mut Diagnostics) {
-    let needs_pos = |job: &Job, index: usize| -> Pos {
-        let job_node = jobs_node.get(&job.id);
+    // Job nodes by id, so that positions are found without scanning the jobs each time.
+    let job_nodes: std::collections::HashMap<&str, &Node> =
+        jobs_node.as_map().unwrap_or_default().iter().map(|(k, v)| (k.name.as_str(), v)).collect();
+    let needs_pos = |job: usize, index: usize| -> Pos {
+        let job = &jobs[job];
+        let job_node = job_nodes.get(job.id.as_str());
         match job_node.and_then(|n| n.get("needs")) {
             Some(n) => match &n.value {
                 Value::Seq(items) => items.get(index).map_or(n.pos, |i| i.pos),
@@ -886,16 +1087,21 @@ fn check_needs(jobs: &[Job], jobs_node: &Node, diag: &mut Diagnostics) {
     check_needs_at(jobs, &needs_pos, jobs_node.pos, diag);
 }
 
-/// Unknown and cyclic `needs`, whatever the front end: `needs_pos(job, i)` is where the
-/// job's i-th need is written, `jobs_pos` where the job list is.
-pub(crate) fn check_needs_at(jobs: &[Job], needs_pos: &dyn Fn(&Job, usize) -> Pos, jobs_pos: Pos, diag: &mut Diagnostics) {
-    let index_of = |id: &str| jobs.iter().position(|j| j.id.eq_ignore_ascii_case(id));
+/// Unknown and cyclic `needs`, whatever the front end: `needs_pos(j, i)` is where the i-th
+/// need of `jobs[j]` is written, `jobs_pos` where the job list is.
+pub(crate) fn check_needs_at(jobs: &[Job], needs_pos: &dyn Fn(usize, usize) -> Pos, jobs_pos: Pos, diag: &mut Diagnostics) {
+    // Ids compare case-insensitively, as GitHub's; the first job of an id wins.
+    let mut by_id: std::collections::HashMap<String, usize> = std::collections::HashMap::with_capacity(jobs.len());
+    for (i, job) in jobs.iter().enumerate() {
+        by_id.entry(job.id.to_ascii_lowercase()).or_insert(i);
+    }
+    let index_of = |id: &str| by_id.get(&id.to_ascii_lowercase()).copied();
     let mut unknown = false;
-    for job in jobs {
+    for (j, job) in jobs.iter().enumerate() {
         for (i, need) in job.needs.iter().enumerate() {
             if index_of(need).is_none() {
                 unknown = true;
-                diag.syntax(needs_pos(job, i), format!("Job '{}' depends on unknown job '{need}'.", job.id));
+                diag.syntax(needs_pos(j, i), format!("Job '{}' depends on unknown job '{need}'.", job.id));
             }
         }
     }
@@ -909,45 +1115,58 @@ pub(crate) fn check_needs_at(jobs: &[Job], needs_pos: &dyn Fn(&Job, usize) -> Po
         diag.syntax(jobs_pos, "The workflow must contain at least one job with no dependencies.");
         return;
     }
-    // Cycle detection (depth-first, deterministic order); every edge of a cycle is reported.
-    let mut state = vec![0u8; jobs.len()];
-    let mut path: Vec<(usize, usize)> = Vec::new();
+    // Cycle detection, depth-first in a deterministic order, with an explicit stack so that a
+    // long chain of `needs` cannot overflow the thread's stack. The edges of the cycles found
+    // are reported, at most MAX_CYCLE_EDGES of them (GitHub records at most 10 errors:
+    // `ParseOptions.MaxErrors` in actions/runner), which also keeps the work linear.
+    const MAX_CYCLE_EDGES: usize = 10;
+    const UNSEEN: usize = usize::MAX;
+    const DONE: usize = usize::MAX - 1;
+    // For each job: UNSEEN, DONE, or its frame's index on the stack while it is on it.
+    let mut frame_of = vec![UNSEEN; jobs.len()];
+    // Frames: a job and the index of its next need to follow.
+    let mut stack: Vec<(usize, usize)> = Vec::new();
     let mut cycles: Vec<(usize, usize)> = Vec::new();
-    fn visit(
-        i: usize,
-        jobs: &[Job],
-        state: &mut [u8],
-        path: &mut Vec<(usize, usize)>,
-        index_of: &dyn Fn(&str) -> Option<usize>,
-        cycles: &mut Vec<(usize, usize)>,
-    ) {
-        state[i] = 1;
-        for (n, need) in jobs[i].needs.iter().enumerate() {
-            if let Some(j) = index_of(need) {
-                path.push((i, n));
-                if state[j] == 1 {
-                    let start = path.iter().position(|(from, _)| *from == j).unwrap_or(0);
-                    for edge in &path[start..] {
-                        if !cycles.contains(edge) {
-                            cycles.push(*edge);
+    let mut reported: std::collections::HashSet<(usize, usize)> = std::collections::HashSet::new();
+    for root in 0..jobs.len() {
+        if frame_of[root] != UNSEEN {
+            continue;
+        }
+        frame_of[root] = 0;
+        stack.push((root, 0));
+        while let Some(&(i, n)) = stack.last() {
+            let Some(need) = jobs[i].needs.get(n) else {
+                frame_of[i] = DONE;
+                stack.pop();
+                continue;
+            };
+            if let Some(top) = stack.last_mut() {
+                top.1 += 1;
+            }
+            let Some(j) = index_of(need) else { continue };
+            match frame_of[j] {
+                UNSEEN => {
+                    frame_of[j] = stack.len();
+                    stack.push((j, 0));
+                }
+                DONE => {}
+                on_stack => {
+                    // Every frame from j's to this one follows the edge it took last.
+                    for &(from, next) in &stack[on_stack..] {
+                        if cycles.len() >= MAX_CYCLE_EDGES {
+                            break;
+                        }
+                        if reported.insert((from, next - 1)) {
+                            cycles.push((from, next - 1));
                         }
                     }
-                } else if state[j] == 0 {
-                    visit(j, jobs, state, path, index_of, cycles);
                 }
-                path.pop();
             }
-        }
-        state[i] = 2;
-    }
-    for i in 0..jobs.len() {
-        if state[i] == 0 {
-            visit(i, jobs, &mut state, &mut path, &index_of, &mut cycles);
         }
     }
     for (job, need) in cycles {
         diag.syntax(
-            needs_pos(&jobs[job], need),
+            needs_pos(job, need),
             format!(
                 "Job '{}' depends on job '{}' which creates a cycle in the dependency graph.",
                 jobs[job].id, jobs[job].needs[need]

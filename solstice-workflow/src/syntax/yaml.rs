@@ -4,18 +4,21 @@
 //! Plain scalars resolve with the YAML 1.2 core schema as GitHub does (`true`, `0x10`, `.inf`,
 //! `~`); quoted and block scalars are strings. Explicit tags outside the core schema are
 //! errors. Anchors and aliases are supported (GitHub accepts them since 2025), with a budget
-//! so an alias bomb cannot blow up memory.
+//! so an alias bomb cannot blow up memory. GitHub's [`ReadLimits`] on nesting and on the
+//! memory of the tree are enforced while building it.
+//!
+//! Everything here is linear in the size of the file: duplicate keys are found through a
+//! hash set per mapping, never by scanning the keys read so far.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle};
 
+use super::limits::{DEPTH_EXCEEDED, Memory, ReadLimits};
 use crate::error::{Diagnostics, Pos, WorkflowErrorKind};
 
-/// Upper bound on the nodes an aliased document may expand to.
+/// Upper bound on the nodes an aliased document may expand to: GitHub's `MaxParseEvents`.
 const MAX_NODES: usize = 1_000_000;
-/// Upper bound on nesting.
-const MAX_DEPTH: usize = 200;
 
 /// A YAML node and where it starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,12 +117,36 @@ fn parse_core_number(text: &str) -> Option<f64> {
 
 enum Frame {
     Seq(Pos, usize, Vec<Node>),
-    Map(Pos, usize, Vec<(Key, Node)>, Option<Node>),
+    /// A mapping: its pairs, the key waiting for its value, and the keys seen so far in
+    /// lower case (GitHub compares keys case-insensitively: `OrdinalIgnoreCase` in
+    /// `TemplateReader.HandleMappingWithWellKnownProperties`, actions/runner
+    /// src/Sdk/DTObjectTemplating/ObjectTemplating/TemplateReader.cs).
+    Map(Pos, usize, Vec<(Key, Node)>, Option<Node>, HashSet<String>),
+}
+
+/// Adds the memory of `node` and everything under it (an alias's copy) to `memory`.
+fn add_memory(node: &Node, memory: &mut Memory) -> Result<(), super::limits::MemoryExceeded> {
+    match &node.value {
+        Value::String(s) => memory.string(s),
+        Value::Seq(items) => {
+            memory.object()?;
+            items.iter().try_for_each(|item| add_memory(item, memory))
+        }
+        Value::Map(pairs) => {
+            memory.object()?;
+            pairs.iter().try_for_each(|(k, v)| {
+                memory.string(&k.name)?;
+                add_memory(v, memory)
+            })
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => memory.object(),
+    }
 }
 
 /// Parses `source` into a single-document tree. Problems go to `diag`; `None` when the text
-/// is not usable YAML.
-pub(crate) fn parse(source: &str, diag: &mut Diagnostics) -> Option<Node> {
+/// is not usable YAML or exceeds `limits`.
+pub(crate) fn parse(source: &str, limits: &ReadLimits, diag: &mut Diagnostics) -> Option<Node> {
+    let mut memory = Memory::new(&diag.file, limits);
     let mut stack: Vec<Frame> = Vec::new();
     let mut anchors: HashMap<usize, Node> = HashMap::new();
     let mut documents = 0usize;
@@ -134,6 +161,7 @@ pub(crate) fn parse(source: &str, diag: &mut Diagnostics) -> Option<Node> {
                 return None;
             }
         };
+        let is_map = matches!(event, Event::MappingStart(..));
         let pos = Pos { line: span.start.line(), column: span.start.col() + 1 };
         let (node, anchor) = match event {
             Event::DocumentStart(..) => {
@@ -149,6 +177,8 @@ pub(crate) fn parse(source: &str, diag: &mut Diagnostics) -> Option<Node> {
                 continue;
             }
             Event::Scalar(text, style, anchor, tag) => {
+                // GitHub places a tag's errors at the tag (`!!int "300"`), not at the value.
+                let tag_pos = || tag_start(source, span.start.byte_offset(), pos);
                 let value = match (&tag, style) {
                     (Some(tag), _) => match tag.core_suffix() {
                         Some("str") => Value::String(text.to_string()),
@@ -157,7 +187,7 @@ pub(crate) fn parse(source: &str, diag: &mut Diagnostics) -> Option<Node> {
                             if style != ScalarStyle::Plain {
                                 diag.push(
                                     WorkflowErrorKind::Yaml,
-                                    pos,
+                                    tag_pos(),
                                     format!("The scalar style '{style:?}' is not valid with the tag 'tag:yaml.org,2002:{kind}'"),
                                 );
                                 Value::String(text.to_string())
@@ -168,8 +198,8 @@ pub(crate) fn parse(source: &str, diag: &mut Diagnostics) -> Option<Node> {
                                     _ => {
                                         diag.push(
                                             WorkflowErrorKind::Yaml,
-                                            pos,
-                                            format!("The value '{text}' is not a valid {kind}"),
+                                            tag_pos(),
+                                            format!("The value '{text}' is invalid for the type 'tag:yaml.org,2002:{kind}'"),
                                         );
                                         Value::String(text.to_string())
                                     }
@@ -188,24 +218,33 @@ pub(crate) fn parse(source: &str, diag: &mut Diagnostics) -> Option<Node> {
                     (None, ScalarStyle::Plain) => resolve_plain(&text),
                     (None, _) => Value::String(text.to_string()),
                 };
+                let counted = match &value {
+                    Value::String(s) => memory.string(s),
+                    _ => memory.object(),
+                };
+                if counted.is_err() {
+                    diag.push(WorkflowErrorKind::Limit, pos, Memory::EXCEEDED);
+                    return None;
+                }
                 (Some(Node { value, pos }), anchor)
             }
-            Event::SequenceStart(_, anchor, tag) => {
-                check_collection_tag(tag.as_deref(), "seq", pos, diag);
-                if stack.len() >= MAX_DEPTH {
-                    diag.push(WorkflowErrorKind::Yaml, pos, format!("the YAML nests deeper than {MAX_DEPTH} levels"));
+            Event::SequenceStart(_, anchor, ref tag) | Event::MappingStart(_, anchor, ref tag) => {
+                check_collection_tag(tag.as_deref(), if is_map { "map" } else { "seq" }, pos, diag);
+                // GitHub counts the collections open, the document's mapping included, and
+                // refuses one more than the limit (`TemplateMemory.IncrementDepth`).
+                if stack.len() >= limits.max_depth {
+                    diag.push(WorkflowErrorKind::Limit, pos, DEPTH_EXCEEDED);
                     return None;
                 }
-                stack.push(Frame::Seq(pos, anchor, Vec::new()));
-                continue;
-            }
-            Event::MappingStart(_, anchor, tag) => {
-                check_collection_tag(tag.as_deref(), "map", pos, diag);
-                if stack.len() >= MAX_DEPTH {
-                    diag.push(WorkflowErrorKind::Yaml, pos, format!("the YAML nests deeper than {MAX_DEPTH} levels"));
+                if memory.object().is_err() {
+                    diag.push(WorkflowErrorKind::Limit, pos, Memory::EXCEEDED);
                     return None;
                 }
-                stack.push(Frame::Map(pos, anchor, Vec::new(), None));
+                stack.push(if is_map {
+                    Frame::Map(pos, anchor, Vec::new(), None, HashSet::new())
+                } else {
+                    Frame::Seq(pos, anchor, Vec::new())
+                });
                 continue;
             }
             Event::SequenceEnd => match stack.pop() {
@@ -213,7 +252,7 @@ pub(crate) fn parse(source: &str, diag: &mut Diagnostics) -> Option<Node> {
                 _ => return None,
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map(pos, anchor, pairs, _)) => (Some(Node { value: Value::Map(pairs), pos }), anchor),
+                Some(Frame::Map(pos, anchor, pairs, _, _)) => (Some(Node { value: Value::Map(pairs), pos }), anchor),
                 _ => return None,
             },
             Event::Alias(id) => match anchors.get(&id) {
@@ -221,6 +260,16 @@ pub(crate) fn parse(source: &str, diag: &mut Diagnostics) -> Option<Node> {
                     budget = budget.saturating_add(count_nodes(node));
                     if budget > MAX_NODES {
                         diag.push(WorkflowErrorKind::Yaml, pos, "the YAML aliases expand to too many nodes");
+                        return None;
+                    }
+                    // The copy's nesting adds to the alias's own: deeper than allowed is the
+                    // same error as written out.
+                    if stack.len() + node_depth(node) > limits.max_depth {
+                        diag.push(WorkflowErrorKind::Limit, pos, DEPTH_EXCEEDED);
+                        return None;
+                    }
+                    if add_memory(node, &mut memory).is_err() {
+                        diag.push(WorkflowErrorKind::Limit, pos, Memory::EXCEEDED);
                         return None;
                     }
                     (Some(node.clone()), 0)
@@ -240,7 +289,7 @@ pub(crate) fn parse(source: &str, diag: &mut Diagnostics) -> Option<Node> {
         match stack.last_mut() {
             None => root = Some(node),
             Some(Frame::Seq(_, _, items)) => items.push(node),
-            Some(Frame::Map(_, _, pairs, pending)) => match pending.take() {
+            Some(Frame::Map(_, _, pairs, pending, seen)) => match pending.take() {
                 None => *pending = Some(node),
                 Some(key) => {
                     let name = match &key.value {
@@ -251,7 +300,7 @@ pub(crate) fn parse(source: &str, diag: &mut Diagnostics) -> Option<Node> {
                             continue;
                         }
                     };
-                    if pairs.iter().any(|(k, _)| k.name == name) {
+                    if !seen.insert(name.to_lowercase()) {
                         diag.syntax(key.pos, format!("'{name}' is already defined"));
                         continue;
                     }
@@ -266,6 +315,21 @@ pub(crate) fn parse(source: &str, diag: &mut Diagnostics) -> Option<Node> {
     root
 }
 
+/// Where the tag of the scalar at `pos` (byte `offset`) starts: the `!` of the word before
+/// the value on its line, or `pos` when there is none. Looks only at that word, so it costs
+/// no more than the tag's length.
+fn tag_start(source: &str, offset: Option<usize>, pos: Pos) -> Pos {
+    let Some(before) = offset.and_then(|o| source.get(..o)) else { return pos };
+    let word_end = before.trim_end_matches([' ', '\t']);
+    let word_start = word_end.rfind([' ', '\t', '\n', '\r']).map_or(0, |i| i + 1);
+    let word = &word_end[word_start..];
+    if !word.starts_with('!') {
+        return pos;
+    }
+    let back = before[word_start..].chars().count();
+    Pos { line: pos.line, column: pos.column.saturating_sub(back).max(1) }
+}
+
 fn check_collection_tag(
     tag: Option<&serde_saphyr::granit_parser::Tag>,
     expected: &str,
@@ -276,6 +340,15 @@ fn check_collection_tag(
         && tag.core_suffix() != Some(expected)
     {
         diag.push(WorkflowErrorKind::Yaml, pos, format!("Unexpected tag '{}{}'", tag.handle(), tag.suffix()));
+    }
+}
+
+/// How many collections deep `node` nests (0 for a scalar).
+fn node_depth(node: &Node) -> usize {
+    match &node.value {
+        Value::Seq(items) => 1 + items.iter().map(node_depth).max().unwrap_or(0),
+        Value::Map(pairs) => 1 + pairs.iter().map(|(_, v)| node_depth(v)).max().unwrap_or(0),
+        _ => 0,
     }
 }
 
@@ -293,7 +366,7 @@ mod tests {
 
     fn parse_ok(text: &str) -> Node {
         let mut diag = Diagnostics::new("t.yml");
-        let node = parse(text, &mut diag);
+        let node = parse(text, &ReadLimits::default(), &mut diag);
         assert!(!diag.has_errors(), "{:?}", diag.errors);
         node.expect("a document")
     }
@@ -322,6 +395,6 @@ mod tests {
             bomb.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
         }
         let mut diag = Diagnostics::new("t.yml");
-        assert!(parse(&bomb, &mut diag).is_none());
+        assert!(parse(&bomb, &ReadLimits::default(), &mut diag).is_none());
     }
 }

@@ -3,10 +3,12 @@
 mod conformance_data;
 mod conformance_expressions;
 mod conformance_workflow_reader;
+mod contexts;
 mod corpus;
 mod actions;
 mod debug_ssh;
 mod forgejo_dialect;
+mod hostile;
 mod insert;
 mod kdl;
 mod permissions;

@@ -13,7 +13,7 @@ use ::kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 use serde_json::{Map, Value};
 
 use super::{
-    Job, Reader, RunDefaults, RunsOn, Setup, Step, Strategy, Workflow, check_needs_at, empty_workflow,
+    Job, ReadLimits, Reader, RunDefaults, RunsOn, Setup, Step, Strategy, Workflow, check_needs_at, empty_workflow,
     generated_id_base, id_error, normalize_condition,
 };
 use crate::error::{Diagnostics, Pos, WorkflowErrorKind, WorkflowErrors};
@@ -59,9 +59,15 @@ const CHECKOUT_PROPS: &[&str] = &["path", "ref", "fetch-depth", "submodules"];
 ///
 /// # Errors
 /// Every problem found, each with file, line and column: KDL syntax errors as the `kdl` crate
-/// reports them, and nodes, arguments or properties the dialect does not allow.
+/// reports them, and nodes, arguments or properties the dialect does not allow. A file longer
+/// than GitHub's limit for workflow files (1 MiB, see [`ReadLimits`]) is refused unread.
 pub fn parse_kdl_workflow(source: &str, file_name: &str) -> Result<Workflow, WorkflowErrors> {
     let mut diag = Diagnostics::new(file_name);
+    // GitHub's file-size limit for YAML workflows holds for KDL too: the `kdl` parser keeps
+    // every token's formatting, so a bigger file costs far more memory than its size.
+    if !super::limits::check_file_size(source, &ReadLimits::default(), &mut diag) {
+        return diag.into_result(empty_workflow());
+    }
     let lines = Lines::new(source);
     let prepared = match scan::prepare(source) {
         Ok(text) => text,
@@ -91,22 +97,34 @@ pub fn parse_kdl_workflow(source: &str, file_name: &str) -> Result<Workflow, Wor
             return diag.into_result(empty_workflow());
         }
     };
-    let mut reader = KdlReader { lines, r: Reader { diag: &mut diag } };
+    let mut reader = KdlReader { lines, r: Reader::new(&mut diag) };
     let workflow = reader.workflow(&document);
     diag.into_result(workflow)
 }
 
 /// Byte offsets to 1-based line and column (in characters), counting KDL's newlines.
+///
+/// Each lookup is a binary search: a file of one long line (a hostile one, or a minified
+/// one) must not cost a scan of the line per position asked for.
 struct Lines<'s> {
     src: &'s str,
     starts: Vec<usize>,
+    /// Byte offsets of the characters longer than one byte, and for each the bytes beyond the
+    /// first of it and all before it, so that a column counts characters without decoding.
+    wide: Vec<(usize, usize)>,
 }
 
 impl<'s> Lines<'s> {
     fn new(src: &'s str) -> Self {
         let mut starts = vec![0];
+        let mut wide = Vec::new();
+        let mut extra = 0;
         let mut chars = src.char_indices().peekable();
         while let Some((i, c)) = chars.next() {
+            if c.len_utf8() > 1 {
+                extra += c.len_utf8() - 1;
+                wide.push((i, extra));
+            }
             if scan::is_newline(c) {
                 if c == '\r' && chars.peek().is_some_and(|(_, n)| *n == '\n') {
                     chars.next();
@@ -116,23 +134,52 @@ impl<'s> Lines<'s> {
                 }
             }
         }
-        Lines { src, starts }
+        Lines { src, starts, wide }
+    }
+
+    /// Bytes beyond one per character in the text before `offset`.
+    fn extra_before(&self, offset: usize) -> usize {
+        match self.wide.partition_point(|(at, _)| *at < offset) {
+            0 => 0,
+            n => self.wide[n - 1].1,
+        }
     }
 
     fn pos(&self, offset: usize) -> Pos {
-        let offset = offset.min(self.src.len());
+        let mut offset = offset.min(self.src.len());
+        while !self.src.is_char_boundary(offset) {
+            offset -= 1;
+        }
         let line = self.starts.partition_point(|s| *s <= offset).max(1);
         let start = self.starts[line - 1];
-        let column = self.src.get(start..offset).map_or(offset - start, |t| t.chars().count()) + 1;
+        let column = (offset - start) - (self.extra_before(offset) - self.extra_before(start)) + 1;
         Pos { line, column }
     }
 }
 
-/// Ids used in one job: its steps and every setup step that may run before them.
+/// Ids used in one job: its steps and every setup step that may run before them. The
+/// workflow's setup ids are shared by every job through `inherited`, not copied into each.
 #[derive(Default, Clone)]
 struct IdScope {
-    user: Vec<String>,
+    inherited: std::rc::Rc<std::collections::HashSet<String>>,
+    /// Lower case: ids compare case-insensitively, as on GitHub.
+    user: std::collections::HashSet<String>,
     setup_count: usize,
+}
+
+impl IdScope {
+    /// Whether `id` is taken (in any case).
+    fn contains(&self, id: &str) -> bool {
+        let id = id.to_ascii_lowercase();
+        self.user.contains(&id) || self.inherited.contains(&id)
+    }
+
+    /// The scope each job starts from: these ids, shared rather than copied.
+    fn freeze(self) -> IdScope {
+        let mut all = std::rc::Rc::unwrap_or_clone(self.inherited);
+        all.extend(self.user);
+        IdScope { inherited: std::rc::Rc::new(all), user: Default::default(), setup_count: self.setup_count }
+    }
 }
 
 struct KdlReader<'s, 'd> {
@@ -343,7 +390,7 @@ impl KdlReader<'_, '_> {
                 return "success()".to_owned();
             }
         };
-        normalize_condition(&text).unwrap_or_else(|message| {
+        normalize_condition(&text, crate::expression::STANDARD_CONTEXTS).unwrap_or_else(|message| {
             self.r.diag.push(WorkflowErrorKind::Expression, pos, message);
             "success()".to_owned()
         })
@@ -452,21 +499,19 @@ impl KdlReader<'_, '_> {
         for setup in &mut workflow.setup {
             self.assign_ids(&mut setup.steps, &mut shared);
         }
+        let shared = shared.freeze();
         let mut needs_positions: Vec<Vec<Pos>> = Vec::new();
+        let mut job_ids = std::collections::HashSet::new();
         for node in job_nodes {
-            if let Some((job, needs)) = self.job(node, &workflow.jobs, &shared) {
+            if let Some((job, needs)) = self.job(node, &mut job_ids, &shared) {
                 workflow.jobs.push(job);
                 needs_positions.push(needs);
             }
         }
         let jobs_pos = document.nodes().iter().find(|n| n.name().value() == "job").map_or(Pos { line: 1, column: 1 }, |n| self.node_pos(n));
         let jobs = &workflow.jobs;
-        let needs_pos = |job: &Job, index: usize| -> Pos {
-            jobs.iter()
-                .position(|j| std::ptr::eq(j, job))
-                .and_then(|i| needs_positions.get(i))
-                .and_then(|p| p.get(index).copied())
-                .unwrap_or(job.pos)
+        let needs_pos = |job: usize, index: usize| -> Pos {
+            needs_positions.get(job).and_then(|p| p.get(index).copied()).unwrap_or(jobs[job].pos)
         };
         check_needs_at(jobs, &needs_pos, jobs_pos, self.r.diag);
         workflow
@@ -513,7 +558,8 @@ impl KdlReader<'_, '_> {
     }
 
     /// Reads a job; returns it with the positions of its `needs`.
-    fn job(&mut self, node: &KdlNode, earlier: &[Job], shared: &IdScope) -> Option<(Job, Vec<Pos>)> {
+    /// Reads a job; `job_ids` holds the (lower-case) ids of the jobs read before it.
+    fn job(&mut self, node: &KdlNode, job_ids: &mut std::collections::HashSet<String>, shared: &IdScope) -> Option<(Job, Vec<Pos>)> {
         let pos = self.node_pos(node);
         let hint = "write it as: job \"build\" { runs-on \"omnios\"; steps { run \"make\" } }";
         self.no_props(node, hint);
@@ -531,7 +577,7 @@ impl KdlReader<'_, '_> {
                 if let Some(message) = id_error(&id) {
                     self.error(id_pos, message);
                 }
-                if earlier.iter().any(|j| j.id.eq_ignore_ascii_case(&id)) {
+                if !job_ids.insert(id.to_ascii_lowercase()) {
                     self.error(id_pos, format!("'{id}' is already defined"));
                     return None;
                 }
@@ -945,10 +991,10 @@ impl KdlReader<'_, '_> {
                             self.error(pos, "A template expression is not allowed in this context");
                         } else if let Some(message) = id_error(&id) {
                             self.error(pos, message);
-                        } else if ids.user.iter().any(|u| u.eq_ignore_ascii_case(&id)) {
+                        } else if ids.contains(&id) {
                             self.error(pos, format!("The identifier '{id}' may not be used more than once within the same scope."));
                         } else {
-                            ids.user.push(id.clone());
+                            ids.user.insert(id.to_ascii_lowercase());
                         }
                         step.id = id;
                     }

@@ -5,5 +5,7 @@
 
 mod debug_ssh;
 mod egress;
+mod hostfiles;
 mod isolation;
 mod job;
+mod masking;
