@@ -199,6 +199,52 @@ pub trait StepExecutor: Send + Sync + 'static {
         output: &LogSink,
         cancel: &CancellationToken,
     ) -> Result<StepExit, ExecError>;
+
+    /// Writes `text` to the file at the absolute `path` in the machine, creating its
+    /// directory, before the job's first step (the event payload that `GITHUB_EVENT_PATH`
+    /// names). Replaces the file if it exists.
+    ///
+    /// The provided implementation runs a POSIX `sh` script through
+    /// [`StepExecutor::run_script`] (a here-document, so `text` must be text); executors
+    /// with a direct way to write files use it instead.
+    ///
+    /// # Errors
+    /// [`ExecError`] when the file could not be written.
+    async fn write_file(&self, machine: &Machine, path: &str, text: &str, cancel: &CancellationToken) -> Result<(), ExecError> {
+        let script = write_file_script(path, text);
+        // Nothing reads the script's output: a closed channel drops it instead of blocking.
+        let (sink, _) = LogSink::channel(1);
+        let run = ScriptRun {
+            index: usize::MAX - 1,
+            script,
+            shell: "sh -e {0}".to_owned(),
+            env: machine.step_env(),
+            working_directory: None,
+            path: Vec::new(),
+        };
+        let exit = self.run_script(machine, &run, &sink, cancel).await?;
+        if exit.succeeded() {
+            Ok(())
+        } else {
+            Err(ExecError::Setup { message: format!("could not write {path} in the machine (exit code {:?})", exit.exit_code), source: None })
+        }
+    }
+}
+
+/// A `sh` script that writes `text` to `path` with a here-document whose delimiter
+/// appears in no line of `text`.
+fn write_file_script(path: &str, text: &str) -> String {
+    let mut delimiter = "SOLSTICE_FILE_END".to_owned();
+    while text.lines().any(|line| line == delimiter) {
+        delimiter.push('_');
+    }
+    let quoted = format!("'{}'", path.replace('\'', "'\\''"));
+    let dir = match path.rsplit_once('/') {
+        Some((dir, _)) if !dir.is_empty() => format!("mkdir -p '{}'\n", dir.replace('\'', "'\\''")),
+        _ => String::new(),
+    };
+    let newline = if text.ends_with('\n') || text.is_empty() { "" } else { "\n" };
+    format!("{dir}cat > {quoted} <<'{delimiter}'\n{text}{newline}{delimiter}\n")
 }
 
 /// A shell command line split into words, with the script's file name.
@@ -253,6 +299,40 @@ pub fn shell_command(shell: &str, index: usize) -> ShellCommand {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_provided_write_file_writes_through_a_shell_script() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nested/event.json").to_string_lossy().into_owned();
+        let machine = Machine {
+            id: "m".into(),
+            label: "host".into(),
+            workspace: dir.path().to_string_lossy().into_owned(),
+            access: crate::MachineAccess::Local,
+            runner: crate::RunnerInfo {
+                os: "Linux".into(),
+                arch: "X64".into(),
+                name: "m".into(),
+                temp: String::new(),
+                tool_cache: String::new(),
+            },
+            env: BTreeMap::new(),
+        };
+        /// Only the provided `write_file`, over the host's `run_script`.
+        struct ScriptsOnly(crate::HostExecutor);
+        #[async_trait]
+        impl StepExecutor for ScriptsOnly {
+            async fn run_script(&self, m: &Machine, s: &ScriptRun, o: &LogSink, c: &CancellationToken) -> Result<StepExit, ExecError> {
+                self.0.run_script(m, s, o, c).await
+            }
+            async fn checkout(&self, m: &Machine, s: &CheckoutSource, st: &CheckoutStep, o: &LogSink, c: &CancellationToken) -> Result<StepExit, ExecError> {
+                self.0.checkout(m, s, st, o, c).await
+            }
+        }
+        let text = "{\"a\":\"it's $HOME\"}\nSOLSTICE_FILE_END\nlast";
+        ScriptsOnly(crate::HostExecutor::new()).write_file(&machine, &path, text, &CancellationToken::new()).await.expect("writes");
+        assert_eq!(std::fs::read_to_string(&path).expect("reads"), format!("{text}\n"));
+    }
 
     #[test]
     fn shells_substitute_the_script_path() {

@@ -134,6 +134,10 @@ impl StepExecutor for ExecutorByAccess {
     ) -> Result<StepExit, ExecError> {
         self.pick(machine)?.checkout(machine, source, step, output, cancel).await
     }
+
+    async fn write_file(&self, machine: &Machine, path: &str, text: &str, cancel: &CancellationToken) -> Result<(), ExecError> {
+        self.pick(machine)?.write_file(machine, path, text, cancel).await
+    }
 }
 
 #[cfg(test)]

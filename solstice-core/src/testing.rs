@@ -176,4 +176,9 @@ impl StepExecutor for ScriptedExecutor {
         output.send(LogStream::System, format!("checked out into `{}`", step.path)).await;
         Ok(StepExit::code(0))
     }
+
+    /// Keeps nothing: its fake commands cannot read files.
+    async fn write_file(&self, _machine: &Machine, _path: &str, _text: &str, _cancel: &CancellationToken) -> Result<(), ExecError> {
+        Ok(())
+    }
 }

@@ -70,6 +70,8 @@ fn step_command(step: &StepPlan) -> StepCommand {
         condition: Some(step.condition.clone()).filter(|c| !c.trim().is_empty()),
         continue_on_error: step.continue_on_error,
         timeout: step.timeout_minutes.map(|m| Duration::from_secs(m.saturating_mul(60))),
+        continue_on_error_expression: step.continue_on_error_expression.clone(),
+        timeout_expression: step.timeout_minutes_expression.clone(),
     }
 }
 

@@ -210,6 +210,13 @@ pub(crate) fn translate(msg: &JobMessage, source: &str, runs_on: &[String]) -> T
 
 type StepError = Box<(StepPlan, String)>;
 
+/// A step this runner cannot run: it fails with `message` when, and only if, its `if:`
+/// lets it run, as the official runner only fails a step it starts (a step skipped by its
+/// condition is never prepared, actions/runner `StepsRunner.RunAsync`).
+fn unsupported(uses: &str, message: String) -> StepAction {
+    StepAction::UnsupportedAction { uses: uses.to_owned(), with: BTreeMap::new(), message }
+}
+
 fn translate_step(
     step: &StepMessage,
     ctx: &Map<String, Value>,
@@ -253,8 +260,8 @@ fn translate_step(
             plan.display_name = display(format!("Run {label}"));
             plan.kind = "repository";
             if !name.eq_ignore_ascii_case("actions/checkout") || !path.is_empty() {
-                return Err(Box::new((plan, format!("This runner only runs `run:` steps and `actions/checkout`; `uses: {label}` is not supported."))));
-            }
+                unsupported(&label, format!("This runner only runs `run:` steps and `actions/checkout`; `uses: {label}` is not supported."))
+            } else {
             let input = |key: &str| step.inputs.get(key).and_then(|t| t.evaluate_string(ctx).ok()).filter(|s| !s.is_empty());
             StepAction::Checkout(CheckoutStep {
                 path: input("path").unwrap_or_default(),
@@ -262,15 +269,16 @@ fn translate_step(
                 fetch_depth: input("fetch-depth").and_then(|d| d.parse().ok()).unwrap_or(1),
                 submodules: input("submodules").filter(|s| s != "false"),
             })
+            }
         }
         Reference::Container { image } => {
             plan.display_name = display(format!("Run {image}"));
             plan.kind = "docker";
-            return Err(Box::new((plan, format!("This runner does not run container actions (`uses: docker://{image}`)."))));
+            unsupported(&format!("docker://{image}"), format!("This runner does not run container actions (`uses: docker://{image}`)."))
         }
         Reference::Other(kind) => {
             plan.display_name = display(format!("Run {}", step.name));
-            return Err(Box::new((plan, format!("This runner does not support steps of type `{kind}`."))));
+            unsupported(&step.name, format!("This runner does not support steps of type `{kind}`."))
         }
     };
     let mut env = BTreeMap::new();
@@ -296,11 +304,17 @@ fn translate_step(
         None => default_dir.clone(),
     }
     .filter(|d| !d.is_empty());
+    // Values that read what changes while the job runs are left to the engine, which
+    // evaluates them when the step starts (timeout) or has failed (continue-on-error).
+    let continue_on_error_expression = step.continue_on_error.as_ref().and_then(changes_while_running);
+    let timeout_expression = step.timeout_minutes.as_ref().and_then(changes_while_running);
     let continue_on_error = match &step.continue_on_error {
+        _ if continue_on_error_expression.is_some() => false,
         Some(t) => truthy(&t.evaluate(ctx).map_err(|e| Box::new((plan.clone(), format!("continue-on-error could not be evaluated: {e}"))))?),
         None => false,
     };
     let timeout = match &step.timeout_minutes {
+        _ if timeout_expression.is_some() => None,
         Some(t) => {
             let v = t.evaluate(ctx).map_err(|e| Box::new((plan.clone(), format!("timeout-minutes could not be evaluated: {e}"))))?;
             let minutes = v.as_f64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
@@ -318,6 +332,8 @@ fn translate_step(
         condition: step.condition.clone(),
         continue_on_error,
         timeout,
+        continue_on_error_expression,
+        timeout_expression,
     };
     Ok((command, plan))
 }
@@ -329,6 +345,16 @@ fn deferred(token: &Token) -> Option<String> {
     let Token::Expression(text) = token else { return None };
     let expression = solstice_workflow::Expression::parse(text).ok()?;
     expression.referenced_contexts().iter().any(|c| c == "runner").then(|| token.template_text())
+}
+
+/// The text for the engine, `${{ expr }}`, of a value whose expression reads a context
+/// that changes while the job runs (`steps`, `env`, `job`) or that only the machine knows
+/// (`runner`); `None` for every other value, which is evaluated here.
+fn changes_while_running(token: &Token) -> Option<String> {
+    let Token::Expression(text) = token else { return None };
+    let expression = solstice_workflow::Expression::parse(text).ok()?;
+    let contexts = expression.referenced_contexts();
+    contexts.iter().any(|c| matches!(c.as_str(), "steps" | "env" | "job" | "runner")).then(|| token.template_text())
 }
 
 /// The shell command line for a `shell:` value, as the official runner resolves it on
@@ -420,6 +446,22 @@ mod tests {
         assert!(!t.request.contexts.contains_key("runner"), "only the machine knows it");
     }
 
+    // actions/runner `StepsRunner.RunStepAsync` evaluates `timeout-minutes` when the step
+    // starts and `continue-on-error` once it has failed, with the contexts of that moment.
+    #[test]
+    fn continue_on_error_and_timeout_that_read_steps_or_env_are_left_for_the_engine() {
+        let mut msg = message();
+        msg.steps[2].continue_on_error = Some(Token::parse(&json!({"type": 3, "expr": "steps.first.outputs.flaky == 'yes'"})));
+        msg.steps[2].timeout_minutes = Some(Token::parse(&json!({"type": 3, "expr": "fromJSON(env.MINUTES)"})));
+        let t = translate(&msg, "github:r", &["host".into()]);
+        let step = &t.request.steps[2];
+        assert_eq!(step.continue_on_error_expression.as_deref(), Some("${{ steps.first.outputs.flaky == 'yes' }}"));
+        assert_eq!(step.timeout_expression.as_deref(), Some("${{ fromJSON(env.MINUTES) }}"));
+        assert!(!step.continue_on_error && step.timeout.is_none());
+        let plain = translate(&message(), "github:r", &["host".into()]);
+        assert_eq!(plain.request.steps[2].continue_on_error_expression, None, "a literal is decided here");
+    }
+
     #[test]
     fn a_job_message_becomes_a_job_request() {
         let t = translate(&message(), "github:r", &["self-hosted".into(), "host".into()]);
@@ -492,13 +534,17 @@ mod tests {
     }
 
     #[test]
-    fn actions_other_than_checkout_make_the_job_unsupported() {
+    fn actions_other_than_checkout_are_steps_that_fail_only_if_they_run() {
         let mut msg = message();
         msg.steps[1].reference = Reference::Repository { name: "actions/cache".into(), git_ref: "v4".into(), path: String::new(), kind: "GitHub".into() };
         let t = translate(&msg, "github:r", &[]);
-        let (index, why) = t.unsupported.expect("unsupported");
-        assert_eq!(index, Some(1));
-        assert!(why.contains("actions/cache@v4"), "{why}");
+        assert!(t.unsupported.is_none(), "the job itself can run: {:?}", t.unsupported);
+        let StepAction::UnsupportedAction { uses, message, .. } = &t.request.steps[1].action else {
+            panic!("{:?}", t.request.steps[1].action)
+        };
+        assert_eq!(uses, "actions/cache@v4");
+        assert!(message.contains("`uses: actions/cache@v4` is not supported"), "{message}");
+        assert_eq!(t.request.steps[1].condition, msg.steps[1].condition, "the step keeps its `if:`");
     }
 
     #[test]

@@ -73,9 +73,11 @@
 mod dialect;
 mod error;
 mod expression;
+mod inputs;
 mod os;
 mod pending;
 mod plan;
+mod setting;
 mod syntax;
 
 pub use error::{WorkflowError, WorkflowErrorKind, WorkflowErrors};
@@ -83,7 +85,9 @@ pub use plan::{
     ActionPlan, CheckoutPlan, DEBUG_SSH_ENV, DEFAULT_SHELL, DEFAULT_TIMEOUT_MINUTES, JobPlan, MAX_MATRIX_JOBS, PlanOptions, StepKind, StepPlan, Submodules,
     WorkflowPlan, debug_ssh_requested, plan_parsed, plan_workflow,
 };
+pub use inputs::{InputError, RunInputs, has_trigger, run_inputs};
 pub use pending::PendingJob;
+pub use setting::{SettingError, continue_on_error_at_run_time, timeout_minutes_at_run_time};
 pub use syntax::{
     Job, ReadLimits, RunDefaults, RunsOn, Setup, Step, Strategy, Workflow, parse_kdl_workflow, parse_workflow,
     parse_workflow_with_limits,

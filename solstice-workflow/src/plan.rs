@@ -134,10 +134,20 @@ pub struct JobPlan {
     /// with [`crate::evaluate_condition`] against [`JobPlan::contexts`] plus `needs`.
     #[serde(rename = "if")]
     pub condition: String,
-    /// `timeout-minutes`, default 360.
+    /// `timeout-minutes`, default 360 (the default too while
+    /// [`JobPlan::timeout_minutes_expression`] is pending).
     pub timeout_minutes: u64,
+    /// `timeout-minutes` as written when it needs contexts known only once the jobs it
+    /// needs have finished (`${{ needs.setup.outputs.minutes }}`): whoever starts the job
+    /// evaluates it then with [`crate::timeout_minutes_at_run_time`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_minutes_expression: Option<String>,
     /// `continue-on-error`.
     pub continue_on_error: bool,
+    /// `continue-on-error` as written when it needs contexts known only once the jobs it
+    /// needs have finished; evaluate with [`crate::continue_on_error_at_run_time`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continue_on_error_expression: Option<String>,
     /// Workflow `env` then job `env` (job wins), as written: the engine evaluates the
     /// `${{ }}` in them when the job starts.
     pub env: Map<String, Value>,
@@ -251,8 +261,17 @@ pub struct StepPlan {
     pub env: Map<String, Value>,
     /// `continue-on-error`.
     pub continue_on_error: bool,
+    /// `continue-on-error` as written when it needs contexts known only while the job runs
+    /// (`steps`, `env`, `job`, `runner`, `secrets`): the engine evaluates it when the step
+    /// has failed, as GitHub's runner does ([`crate::continue_on_error_at_run_time`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continue_on_error_expression: Option<String>,
     /// `timeout-minutes`, if given.
     pub timeout_minutes: Option<u64>,
+    /// `timeout-minutes` as written when it needs contexts known only while the job runs:
+    /// the engine evaluates it when the step starts ([`crate::timeout_minutes_at_run_time`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_minutes_expression: Option<String>,
 }
 
 /// Translates a GitHub Actions workflow into a plan: reads it ([`parse_workflow`]), then
@@ -659,19 +678,35 @@ pub(crate) fn plan_job(
                 Err(m) => fail(pos_of("runs-on"), m),
             }
         }
-        let timeout_minutes = match &job.timeout_minutes {
-            None => DEFAULT_TIMEOUT_MINUTES,
-            Some(raw) => number_field(&resolver, raw).unwrap_or_else(|m| {
-                fail(pos_of("timeout-minutes"), m);
-                DEFAULT_TIMEOUT_MINUTES
-            }),
+        let (timeout_minutes, timeout_minutes_expression) = match &job.timeout_minutes {
+            None => (DEFAULT_TIMEOUT_MINUTES, None),
+            Some(raw) => match number_field(&resolver, raw) {
+                Ok(Setting::Known(minutes)) => (minutes, None),
+                Ok(Setting::RunTime(text)) if waits_for_needs(&text, &resolver) => (DEFAULT_TIMEOUT_MINUTES, Some(text)),
+                Ok(Setting::RunTime(text)) => {
+                    fail(pos_of("timeout-minutes"), format!("expected a number of minutes, got '{text}' (it must be known before the job starts)"));
+                    (DEFAULT_TIMEOUT_MINUTES, None)
+                }
+                Err(m) => {
+                    fail(pos_of("timeout-minutes"), m);
+                    (DEFAULT_TIMEOUT_MINUTES, None)
+                }
+            },
         };
-        let continue_on_error = match &job.continue_on_error {
-            None => false,
-            Some(raw) => bool_field(&resolver, raw).unwrap_or_else(|m| {
-                fail(pos_of("continue-on-error"), m);
-                false
-            }),
+        let (continue_on_error, continue_on_error_expression) = match &job.continue_on_error {
+            None => (false, None),
+            Some(raw) => match bool_field(&resolver, raw) {
+                Ok(Setting::Known(flag)) => (flag, None),
+                Ok(Setting::RunTime(text)) if waits_for_needs(&text, &resolver) => (false, Some(text)),
+                Ok(Setting::RunTime(text)) => {
+                    fail(pos_of("continue-on-error"), format!("expected true or false, got '{text}' (it must be known before the job starts)"));
+                    (false, None)
+                }
+                Err(m) => {
+                    fail(pos_of("continue-on-error"), m);
+                    (false, None)
+                }
+            },
         };
         // Kept as written: the engine evaluates the job's env when the job starts, with
         // the machine known (`github.workspace`, `runner.*`), as GitHub's runner does.
@@ -717,7 +752,9 @@ pub(crate) fn plan_job(
             needs: job.needs.clone(),
             condition: job.condition.clone(),
             timeout_minutes,
+            timeout_minutes_expression,
             continue_on_error,
+            continue_on_error_expression,
             env,
             outputs: job.outputs.clone(),
             fail_fast,
@@ -801,36 +838,52 @@ fn truthy(value: &Value) -> bool {
     }
 }
 
-fn number_field(resolver: &Resolver<'_>, raw: &Value) -> Result<u64, String> {
+/// Whether a job-level value left for later waits only for `needs` (the one context GitHub
+/// allows there that is known once the jobs it needs have finished); any other unknown
+/// context can never be known, so the value is an error now.
+fn waits_for_needs(text: &str, resolver: &Resolver<'_>) -> bool {
+    let Ok(parts) = split_template(text) else { return false };
+    parts.iter().all(|part| match part {
+        TemplatePart::Literal(_) => true,
+        TemplatePart::Expression { text, .. } => Expression::parse(text).is_ok_and(|expr| {
+            expr.referenced_contexts().iter().all(|c| c == "needs" || resolver.contexts.contains_key(c))
+        }),
+    })
+}
+
+/// A `timeout-minutes` or `continue-on-error` value: known now, or kept as written for
+/// whoever runs the job, because it uses contexts known only then.
+enum Setting<T> {
+    Known(T),
+    RunTime(String),
+}
+
+fn number_field(resolver: &Resolver<'_>, raw: &Value) -> Result<Setting<u64>, String> {
     let value = match raw {
         Value::String(s) => resolver.value(s)?,
         other => other.clone(),
     };
     let number = match &value {
         Value::Number(n) => n.as_f64(),
-        Value::String(s) if !s.contains("${{") => s.trim().parse::<f64>().ok(),
+        Value::String(s) if s.contains("${{") => return Ok(Setting::RunTime(s.clone())),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
         _ => None,
     };
     match number {
-        Some(n) if n >= 0.0 && n.is_finite() => Ok(n.ceil() as u64),
-        _ => Err(format!(
-            "expected a number of minutes, got '{}' (it must be known before the job starts)",
-            value_text(&value)
-        )),
+        Some(n) if n >= 0.0 && n.is_finite() => Ok(Setting::Known(n.ceil() as u64)),
+        _ => Err(format!("expected a number of minutes, got '{}'", value_text(&value))),
     }
 }
 
-fn bool_field(resolver: &Resolver<'_>, raw: &Value) -> Result<bool, String> {
+fn bool_field(resolver: &Resolver<'_>, raw: &Value) -> Result<Setting<bool>, String> {
     let value = match raw {
         Value::String(s) => resolver.value(s)?,
         other => other.clone(),
     };
     match &value {
-        Value::Bool(b) => Ok(*b),
-        Value::String(s) if s.contains("${{") => Err(format!(
-            "expected true or false, got '{s}' (it must be known before the job starts)"
-        )),
-        other => Ok(truthy(other)),
+        Value::Bool(b) => Ok(Setting::Known(*b)),
+        Value::String(s) if s.contains("${{") => Ok(Setting::RunTime(s.clone())),
+        other => Ok(Setting::Known(truthy(other))),
     }
 }
 
@@ -853,20 +906,27 @@ fn plan_step(
         step_env.iter().map(|(k, v)| (k.clone(), Value::String(v.as_str().unwrap_or_default().to_owned()))).collect();
     let working_directory =
         step.working_directory.as_deref().or(defaults.working_directory.as_deref()).map(str::to_owned);
-    let continue_on_error = match &step.continue_on_error {
-        None => false,
-        Some(raw) => bool_field(resolver, raw).unwrap_or_else(|m| {
-            diag.push(WorkflowErrorKind::Expression, step.pos, m);
-            false
-        }),
-    };
-    let timeout_minutes = match &step.timeout_minutes {
-        None => None,
-        Some(raw) => match number_field(resolver, raw) {
-            Ok(n) => Some(n),
+    // Kept as written when they use run-time contexts: the engine evaluates them with
+    // the contexts of that moment, as GitHub's runner does.
+    let (continue_on_error, continue_on_error_expression) = match &step.continue_on_error {
+        None => (false, None),
+        Some(raw) => match bool_field(resolver, raw) {
+            Ok(Setting::Known(flag)) => (flag, None),
+            Ok(Setting::RunTime(text)) => (false, Some(text)),
             Err(m) => {
                 diag.push(WorkflowErrorKind::Expression, step.pos, m);
-                None
+                (false, None)
+            }
+        },
+    };
+    let (timeout_minutes, timeout_minutes_expression) = match &step.timeout_minutes {
+        None => (None, None),
+        Some(raw) => match number_field(resolver, raw) {
+            Ok(Setting::Known(n)) => (Some(n), None),
+            Ok(Setting::RunTime(text)) => (None, Some(text)),
+            Err(m) => {
+                diag.push(WorkflowErrorKind::Expression, step.pos, m);
+                (None, None)
             }
         },
     };
@@ -911,7 +971,9 @@ fn plan_step(
             working_directory,
             env,
             continue_on_error,
+            continue_on_error_expression,
             timeout_minutes,
+            timeout_minutes_expression,
         });
     }
     let uses = step.uses.as_deref()?;
@@ -939,7 +1001,9 @@ fn plan_step(
         working_directory,
         env,
         continue_on_error,
+        continue_on_error_expression,
         timeout_minutes,
+        timeout_minutes_expression,
     })
 }
 

@@ -12,7 +12,9 @@ use serde_json::{Map, Value};
 use solstice_core::{
     CheckoutSource, Engine, JobOrigin, JobQueue, MemoryQueue, Secret, WorkflowEvent, WorkflowRun, job_request_from_plan,
 };
-use solstice_workflow::{PlanOptions, WorkflowPlan, plan_any};
+use solstice_workflow::{
+    PlanOptions, RunInputs, WorkflowFormat, WorkflowPlan, has_trigger, parse_kdl_workflow, parse_workflow, plan_any, run_inputs,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -67,7 +69,21 @@ pub struct RunArgs {
     /// around the workflow file, else the current directory).
     #[arg(long)]
     repo: Option<PathBuf>,
+    /// Run as Forgejo's runner does where it differs from GitHub's: the jobs get
+    /// `FORGEJO_ACTIONS` and `GITEA_ACTIONS`, and `github.server_url` and `github.api_url`
+    /// are a Forgejo instance's (its API under `/api/v1`).
+    #[arg(long)]
+    forgejo: bool,
 }
+
+/// The variables Forgejo's runner gives every job (forgejo/runner `internal/app/run`,
+/// `NewRunner`: `GITEA_ACTIONS`, `FORGEJO_ACTIONS` and the runner's version under both names).
+const FORGEJO_RUNNER_ENV: [(&str, &str); 4] = [
+    ("GITEA_ACTIONS", "true"),
+    ("GITEA_ACTIONS_RUNNER_VERSION", env!("CARGO_PKG_VERSION")),
+    ("FORGEJO_ACTIONS", "true"),
+    ("FORGEJO_ACTIONS_RUNNER_VERSION", env!("CARGO_PKG_VERSION")),
+];
 
 /// The repository a local run checks out: the workflow's git top level, or the cwd.
 fn repository_dir(workflow: &Path) -> PathBuf {
@@ -122,8 +138,28 @@ fn secrets(args: &RunArgs) -> anyhow::Result<Vec<(String, String)>> {
     Ok(secrets)
 }
 
+/// The workflow's `on:` as written (null when it cannot be read: planning reports why).
+fn triggers(text: &str, display: &str) -> Value {
+    let workflow = match WorkflowFormat::from_file_name(display) {
+        Some(WorkflowFormat::Yaml) => parse_workflow(text, display).ok(),
+        Some(WorkflowFormat::Kdl) => parse_kdl_workflow(text, display).ok(),
+        _ => None,
+    };
+    workflow.map(|w| w.on).unwrap_or(Value::Null)
+}
+
+/// The event a run without --event stands for: `push`, unless the workflow runs only on
+/// demand (`workflow_dispatch`, else `workflow_call`, without `push`).
+fn default_event(on: &Value) -> String {
+    let on_demand = ["workflow_dispatch", "workflow_call"].into_iter().find(|e| has_trigger(on, e));
+    match on_demand {
+        Some(event) if !has_trigger(on, "push") => event.to_owned(),
+        _ => "push".to_owned(),
+    }
+}
+
 /// The options the workflow is planned with: the contexts a forge would give.
-fn plan_options(args: &RunArgs, repo: &Path, workflow_name: &str) -> anyhow::Result<PlanOptions> {
+fn plan_options(args: &RunArgs, repo: &Path, workflow_name: &str, on: &Value) -> anyhow::Result<PlanOptions> {
     let payload = match &args.eventpath {
         None => None,
         Some(path) => {
@@ -133,20 +169,38 @@ fn plan_options(args: &RunArgs, repo: &Path, workflow_name: &str) -> anyhow::Res
             Some(value)
         }
     };
-    let inputs = object(pairs("--input", &args.inputs, '=')?);
+    let event = args.event.clone().unwrap_or_else(|| default_event(on));
+    // The inputs given: --input, else (as act does) the payload's `inputs`.
+    let given = match object(pairs("--input", &args.inputs, '=')?) {
+        Value::Object(flags) if !flags.is_empty() => flags,
+        _ => payload.as_ref().and_then(|p| p.get("inputs")).and_then(Value::as_object).cloned().unwrap_or_default(),
+    };
+    // Typed and checked against the declarations as GitHub does when it accepts a
+    // dispatch; other events have no inputs.
+    let inputs = match event.as_str() {
+        "workflow_dispatch" | "workflow_call" => run_inputs(on, &event, &given)
+            .map_err(|e| ProgramError::usage(anyhow::anyhow!("cannot start a {event} run: {e}")))?,
+        _ if !args.inputs.is_empty() => {
+            return Err(ProgramError::usage(anyhow::anyhow!(
+                "--input is for workflow_dispatch and workflow_call runs; this run's event is {event} (see --event)"
+            ))
+            .into());
+        }
+        _ => RunInputs::default(),
+    };
     let flags = github::EventFlags {
-        name: args.event.clone(),
+        name: Some(event.clone()),
         payload,
         actor: args.actor.clone(),
-        inputs: inputs.as_object().cloned().unwrap_or_default(),
+        forgejo: args.forgejo,
+        // A dispatch event carries its inputs as strings (`github.event.inputs`).
+        inputs: if event == "workflow_dispatch" { inputs.event_inputs.clone() } else { Map::new() },
     };
     let github = github::context(repo, workflow_name, flags);
-    // With an event payload but no --input, the inputs are the payload's, as on GitHub.
-    let inputs = if args.inputs.is_empty() { github["event"].get("inputs").cloned().unwrap_or(inputs) } else { inputs };
     Ok(PlanOptions::new()
         .context("github", github)
         .context("vars", object(pairs("--var", &args.vars, '=')?))
-        .context("inputs", inputs))
+        .context("inputs", Value::Object(inputs.context)))
 }
 
 fn plan(text: &str, display: &str, options: &PlanOptions) -> anyhow::Result<WorkflowPlan> {
@@ -162,7 +216,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let repo = args.repo.clone().unwrap_or_else(|| repository_dir(&args.workflow));
     // `github.workflow` is the workflow's name, known once it is read.
     let name = plan(&text, &display, &PlanOptions::new())?.name;
-    let options = plan_options(&args, &repo, &name)?;
+    let options = plan_options(&args, &repo, &name, &triggers(&text, &display))?;
     let plan = plan(&text, &display, &options)?;
 
     let mut builder = WorkflowRun::builder(plan.clone(), options)
@@ -176,6 +230,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     for (name, value) in secrets(&args)? {
         builder = builder.secret(name, Secret::new(value));
+    }
+    if args.forgejo {
+        for (name, value) in FORGEJO_RUNNER_ENV {
+            builder = builder.env(name, value);
+        }
     }
 
     // The labels the planned jobs need: with --host all run on this host (jobs whose

@@ -18,12 +18,6 @@ use std::time::{Duration, Instant};
 /// passes (the test says when).
 const KNOWN_GAPS: &[(&str, &str)] = &[
     (
-        "input-from-cli",
-        "`--input` exists, but solstice run does not check inputs against the workflow's declarations yet. act \
-         dispatches with SOME_INPUT, which the workflow does not declare, and without its required inputs NAME and \
-         SOME_VALUE; GitHub refuses such a dispatch, so solstice run must refuse it too and name the input",
-    ),
-    (
         "issue-1195",
         "the case expects `github.repository_owner` to be `nektos`, which act takes from its own checkout's git \
          remote; solstice run takes it from the `origin` remote of --repo, and the case runs in a copy with no \
@@ -34,18 +28,6 @@ const KNOWN_GAPS: &[(&str, &str)] = &[
         "`--secret` exists (the test passes act's `.secrets` as `--secret NAME=VALUE`), but the last two steps read `env.HELLO` and `env.MULTILINE_ENV`, which act seeds from `.env` (its \
          --env-file); GitHub has no such input (the nearest is `vars`) and neither has solstice run, so this case \
          stays here until solstice run can seed the `env` context",
-    ),
-    (
-        "workflow_call_inputs",
-        "`--eventpath` exists, but the `inputs` context is not yet built as GitHub builds it: from the event's \
-         `inputs` typed by the workflow's declarations (`boolean` as a boolean, since the input is declared \
-         `type: boolean`), with `with_default` from the declared default (`on.*.inputs.*.default`)",
-    ),
-    (
-        "workflow_dispatch",
-        "`--eventpath` exists, but the `inputs` context is not yet built as GitHub builds it: from the event's \
-         `inputs` typed by the workflow's declarations (`boolean` as a boolean, since the input is declared \
-         `type: boolean`), with `with_default` from the declared default (`on.*.inputs.*.default`)",
     ),
 ];
 

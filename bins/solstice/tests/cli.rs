@@ -282,7 +282,13 @@ fn git_repo(workflow: &str) -> (tempfile::TempDir, String) {
 // accessing-contextual-information-about-workflow-runs#github-context).
 #[test]
 fn a_local_run_gets_the_github_context_from_the_checkout_and_the_flags() {
-    let workflow = r#"on: [push, workflow_dispatch]
+    let workflow = r#"on:
+  push:
+  workflow_dispatch:
+    inputs:
+      level:
+        type: choice
+        options: [low, high]
 jobs:
   show:
     runs-on: host
@@ -359,4 +365,91 @@ jobs:
     let out = solstice(&["run", "--host", &wf, "--job", "missing"]);
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
+}
+
+// GitHub's docs (`on.workflow_dispatch.inputs`; the `inputs` context) and REST API ("Create a
+// workflow dispatch event", HTTP 422 "Unexpected inputs provided"): `inputs` keeps the
+// declared types, with defaults filled in, while `github.event.inputs` holds strings; an
+// undeclared input, a missing required one or a `choice` outside its options is refused,
+// naming the input.
+#[test]
+fn dispatch_inputs_are_typed_defaulted_and_checked_against_the_declarations() {
+    let workflow = r#"on:
+  workflow_dispatch:
+    inputs:
+      name:
+        required: true
+      debug:
+        type: boolean
+      retries:
+        type: number
+        default: 2
+      level:
+        type: choice
+        options: [low, high]
+        default: low
+jobs:
+  show:
+    runs-on: host
+    steps:
+      - run: |
+          echo "name=${{ inputs.name }} debug=${{ inputs.debug }} retries=${{ inputs.retries }} level=${{ inputs.level }}"
+          echo "typed=${{ inputs.debug == true }} event=${{ github.event.inputs.debug == 'true' }} name=${{ github.event_name }}"
+"#;
+    let (dir, wf) = git_repo(workflow);
+    let _keep = &dir;
+    let out = solstice(&["run", "--host", &wf, "--input", "name=n", "--input", "debug=true"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("name=n debug=true retries=2 level=low"), "{text}");
+    assert!(text.contains("typed=true event=true name=workflow_dispatch"), "without --event, a dispatch-only workflow is dispatched:\n{text}");
+    for (args, named) in [
+        (vec!["--input", "name=n", "--input", "colour=red"], "colour"),
+        (vec!["--input", "debug=false"], "'name'"),
+        (vec!["--input", "name=n", "--input", "level=mid"], "'level'"),
+        (vec!["--input", "name=n", "--input", "debug=maybe"], "'debug'"),
+    ] {
+        let mut command = vec!["run", "--host", wf.as_str()];
+        command.extend(args.iter().copied());
+        let out = solstice(&command);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(3), "{args:?} must be refused (a usage error):\n{}\n{stderr}", stdout(&out));
+        assert!(stderr.contains(named), "{args:?}: the error names {named}:\n{stderr}");
+    }
+}
+
+
+// With --forgejo, a local run follows Forgejo's runner where it differs from GitHub's:
+// its jobs get `GITEA_ACTIONS` and `FORGEJO_ACTIONS` (forgejo/runner `NewRunner`), the
+// instance's API is under `/api/v1` (Forgejo's API docs), and Forgejo documents `forge`
+// as another name of the `github` context. Without it, none of the Forgejo variables.
+#[test]
+fn forgejo_mode_sets_forgejo_runner_variables_and_urls() {
+    let workflow = r#"on: push
+jobs:
+  show:
+    runs-on: host
+    steps:
+      - run: |
+          echo "gitea=${GITEA_ACTIONS:-unset} forgejo=${FORGEJO_ACTIONS:-unset}"
+          echo "server=${{ github.server_url }} api=${{ github.api_url }} env-server=$GITHUB_SERVER_URL"
+          echo "forge=${{ forge.repository }}"
+"#;
+    let (dir, wf) = git_repo(workflow);
+    let git = |args: &[&str]| Command::new("git").arg("-C").arg(dir.path()).args(args).output().expect("git");
+    git(&["remote", "set-url", "origin", "git@code.example:team/tool.git"]);
+    let out = solstice(&["run", "--host", "--forgejo", &wf]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for expected in [
+        "gitea=true forgejo=true",
+        "server=https://code.example api=https://code.example/api/v1 env-server=https://code.example",
+        "forge=team/tool",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+    let out = solstice(&["run", "--host", &wf]);
+    let text = stdout(&out);
+    assert!(text.contains("gitea=unset forgejo=unset"), "{text}");
+    assert!(text.contains("api=https://code.example/api/v3"), "GitHub Enterprise's API path without --forgejo:\n{text}");
 }

@@ -42,6 +42,20 @@ const ALWAYS_PRESENT: &[&str] = &["github", "vars", "secrets", "inputs", "needs"
 /// Forgejo documents `forge` as another name of `github`, and Gitea names it `gitea`.
 const GITHUB_ALIASES: &[&str] = &["forge", "gitea"];
 
+/// Where the job's event payload is in the machine, as GitHub's runner puts it
+/// (`<runner.temp>/_github_workflow/event.json`, actions/runner `JobExtension.cs`);
+/// `None` for a machine without a temporary directory.
+pub(crate) fn event_path(machine: &Machine) -> Option<String> {
+    let temp = machine.runner.temp.trim_end_matches('/');
+    (!temp.is_empty()).then(|| format!("{temp}/_github_workflow/event.json"))
+}
+
+/// The event payload as the file at [`event_path`] holds it: `github.event`, or `{}`.
+pub(crate) fn event_payload(job: &JobRequest) -> String {
+    let event = job.contexts.get("github").and_then(|github| github.get("event")).filter(|e| !e.is_null());
+    event.map_or_else(|| "{}".to_owned(), Value::to_string)
+}
+
 /// A job's `env:` (workflow then job, already merged by the translator), evaluated when
 /// the job starts against the job's contexts.
 ///
@@ -91,6 +105,9 @@ pub(crate) fn process_env(job: &JobRequest, machine: &Machine, env: &BTreeMap<St
     process.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
     process.extend(github_env(job.contexts.get("github")));
     process.insert("GITHUB_WORKSPACE".to_owned(), machine.workspace.clone());
+    if let Some(path) = event_path(machine) {
+        process.insert("GITHUB_EVENT_PATH".to_owned(), path);
+    }
     process.extend(machine.runner.env());
     process.insert("SOLSTICE_JOB_ID".to_owned(), job.id.to_string());
     process.insert("SOLSTICE_MACHINE".to_owned(), machine.id.clone());
@@ -117,6 +134,9 @@ impl JobContexts {
         }
         if let Some(Value::Object(github)) = map.get_mut("github") {
             github.insert("workspace".into(), Value::String(machine.workspace.clone()));
+            if let Some(path) = event_path(machine) {
+                github.insert("event_path".into(), Value::String(path));
+            }
         }
         for alias in GITHUB_ALIASES {
             if !map.contains_key(*alias) {
@@ -200,6 +220,7 @@ mod tests {
         assert_eq!(process["GITHUB_RUN_NUMBER"], "7");
         assert_eq!(process["GITHUB_SERVER_URL"], "https://code.example");
         assert_eq!(process["GITHUB_WORKSPACE"], "/work/ws");
+        assert_eq!(process["GITHUB_EVENT_PATH"], "/work/tmp/_github_workflow/event.json");
         assert_eq!(process["RUNNER_OS"], "SunOS");
         // GitHub: "Currently you can overwrite the value of the CI variable".
         assert_eq!(process["CI"], "false");

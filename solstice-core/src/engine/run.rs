@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::commands::{self, CommandSettings, JobCommands, StepCommands};
 use super::condition::{JobStatus, evaluate_condition, interpolate};
-use super::contexts::{JobContexts, job_env, process_env};
+use super::contexts::{JobContexts, event_path, event_payload, job_env, process_env};
 use super::debug::{Declined, DebugKeeper, OnDestroyed, Reservation, authorized_keys, install_script};
 use super::debug_slot::{SharedSlot, SlotRefused};
 use super::emit::Emitter;
@@ -392,6 +392,15 @@ async fn run_steps(
             return JobResult::Failure;
         }
     };
+    // The event payload is a file before the first step, as on GitHub ("Set up job");
+    // a machine where it cannot be written fails the job.
+    if let Some(path) = event_path(machine)
+        && let Err(e) = engine.executor.write_file(machine, &path, &event_payload(job), cancel).await
+    {
+        let message = format!("##[error]Could not write the event payload to {path}: {}", error_chain(&e));
+        emitter.log(None, LogStream::System, &message).await;
+        return JobResult::Failure;
+    }
     let mut job_commands = JobCommands::default();
 
     for (index, step) in job.steps.iter().enumerate() {
@@ -452,7 +461,8 @@ async fn run_steps(
         };
         if let Some(message) = env_error {
             emitter.log(Some(index), LogStream::System, &format!("##[error]{message}")).await;
-            let conclusion = if step.continue_on_error { JobResult::Success } else { JobResult::Failure };
+            let conclusion =
+                if continues_on_error(step, index, contexts, emitter).await { JobResult::Success } else { JobResult::Failure };
             if conclusion == JobResult::Failure {
                 false_with_failure(&mut status);
             }
@@ -464,7 +474,8 @@ async fn run_steps(
         // A step that runs after the job was cancelled (always(), cancelled()) gets a
         // fresh token with a bounded time; otherwise the step shares the job's token.
         let step_cancel = if cancel.is_cancelled() { CancellationToken::new() } else { cancel.child_token() };
-        let limit = match (step.timeout, cancel.is_cancelled()) {
+        let timeout = step_timeout(step, index, contexts, emitter).await;
+        let limit = match (timeout, cancel.is_cancelled()) {
             (Some(t), true) => Some(t.min(CLEANUP_STEP_LIMIT)),
             (None, true) => Some(CLEANUP_STEP_LIMIT),
             (t, false) => t,
@@ -504,7 +515,11 @@ async fn run_steps(
         let changes = step_commands.finish();
         // A command that could not be processed fails the step (`CommandResult`).
         let outcome = if changes.failed && outcome == JobResult::Success { JobResult::Failure } else { outcome };
-        let conclusion = if outcome == JobResult::Failure && step.continue_on_error { JobResult::Success } else { outcome };
+        let conclusion = if outcome == JobResult::Failure && continues_on_error(step, index, contexts, emitter).await {
+            JobResult::Success
+        } else {
+            outcome
+        };
         match conclusion {
             JobResult::Failure if status == JobStatus::Success => status = JobStatus::Failure,
             JobResult::Cancelled => status = JobStatus::Cancelled,
@@ -524,6 +539,46 @@ async fn run_steps(
         JobStatus::Success => JobResult::Success,
         JobStatus::Failure => JobResult::Failure,
         JobStatus::Cancelled => JobResult::Cancelled,
+    }
+}
+
+/// The step's time limit: `timeout-minutes` as planned, or its run-time expression
+/// evaluated now. As GitHub's runner does (actions/runner `StepsRunner.RunStepAsync`), a
+/// value that cannot be evaluated, or is not a number, is reported as an error and the
+/// step runs without a limit of its own (the job's limit still holds).
+async fn step_timeout(step: &StepCommand, index: usize, contexts: &Map<String, Value>, emitter: &mut Emitter) -> Option<Duration> {
+    match planned_timeout(step, contexts) {
+        Ok(limit) => limit,
+        Err(e) => {
+            let message = format!("##[error]An error occurred when attempting to determine the step timeout: {}", error_chain(&e));
+            emitter.log(Some(index), LogStream::System, &message).await;
+            None
+        }
+    }
+}
+
+fn planned_timeout(step: &StepCommand, contexts: &Map<String, Value>) -> Result<Option<Duration>, solstice_workflow::SettingError> {
+    let Some(text) = &step.timeout_expression else { return Ok(step.timeout) };
+    let minutes = solstice_workflow::timeout_minutes_at_run_time(text, contexts)?;
+    Ok(minutes.map(|m| Duration::from_secs(m.saturating_mul(60))))
+}
+
+/// Whether a failed step's failure is forgiven: `continue-on-error` as planned, or its
+/// run-time expression evaluated now, once the step has failed, as GitHub's runner does
+/// (actions/runner `StepsRunner.RunStepAsync`). A value that cannot be evaluated, or is not
+/// a boolean, is reported and the step stays failed.
+async fn continues_on_error(step: &StepCommand, index: usize, contexts: &Map<String, Value>, emitter: &mut Emitter) -> bool {
+    let Some(text) = &step.continue_on_error_expression else { return step.continue_on_error };
+    match solstice_workflow::continue_on_error_at_run_time(text, contexts) {
+        Ok(forgiven) => forgiven,
+        Err(e) => {
+            let message = format!(
+                "##[error]The step failed and an error occurred when attempting to determine whether to continue on error: {}",
+                error_chain(&e)
+            );
+            emitter.log(Some(index), LogStream::System, &message).await;
+            false
+        }
     }
 }
 
@@ -680,5 +735,26 @@ fn human_duration(d: Duration) -> String {
         format!("{} min", secs / 60)
     } else {
         format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The limit a step gets from a run-time `timeout-minutes` (the integration tests cannot
+    // wait minutes for one to fire): GitHub's runner arms `TimeSpan.FromMinutes(value)`
+    // when the value is above 0 (actions/runner `StepsRunner.RunStepAsync`).
+    #[test]
+    fn a_run_time_timeout_becomes_the_step_limit() {
+        let mut step = StepCommand::run("s", "true");
+        step.timeout = Some(Duration::from_secs(60));
+        step.timeout_expression = Some("${{ fromJSON(env.T) }}".to_owned());
+        let contexts = json!({"env": {"T": "7"}}).as_object().cloned().unwrap_or_default();
+        assert_eq!(planned_timeout(&step, &contexts).ok(), Some(Some(Duration::from_secs(7 * 60))));
+        let zero = json!({"env": {"T": "0"}}).as_object().cloned().unwrap_or_default();
+        assert_eq!(planned_timeout(&step, &zero).ok(), Some(None), "0 arms no limit");
+        step.timeout_expression = None;
+        assert_eq!(planned_timeout(&step, &contexts).ok(), Some(Some(Duration::from_secs(60))), "the planned limit without an expression");
     }
 }

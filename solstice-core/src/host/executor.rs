@@ -197,6 +197,14 @@ impl StepExecutor for HostExecutor {
         Ok(StepExit { exit_code, files: read_back })
     }
 
+    async fn write_file(&self, machine: &Machine, path: &str, text: &str, _cancel: &CancellationToken) -> Result<(), ExecError> {
+        check_local(machine)?;
+        if let Some(dir) = Path::new(path).parent() {
+            tokio::fs::create_dir_all(dir).await.map_err(|e| setup_error(format!("could not create {}", dir.display()), e))?;
+        }
+        tokio::fs::write(path, text).await.map_err(|e| setup_error(format!("could not write {path}"), e))
+    }
+
     async fn checkout(
         &self,
         machine: &Machine,

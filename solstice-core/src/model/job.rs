@@ -145,6 +145,17 @@ pub struct StepCommand {
     /// `timeout-minutes`, as a duration.
     #[serde(default, with = "opt_duration_secs")]
     pub timeout: Option<std::time::Duration>,
+    /// `continue-on-error` as written when only the running job can evaluate it
+    /// (`${{ steps.probe.outputs.flaky }}`): the engine evaluates it once the step has
+    /// failed, as GitHub's runner does, and it then decides instead of
+    /// [`StepCommand::continue_on_error`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continue_on_error_expression: Option<String>,
+    /// `timeout-minutes` as written when only the running job can evaluate it
+    /// (`${{ fromJSON(env.MINUTES) }}`): the engine evaluates it when the step starts, and
+    /// it then decides instead of [`StepCommand::timeout`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_expression: Option<String>,
 }
 
 impl StepCommand {
@@ -162,6 +173,8 @@ impl StepCommand {
             condition: None,
             continue_on_error: false,
             timeout: None,
+            continue_on_error_expression: None,
+            timeout_expression: None,
         }
     }
 }

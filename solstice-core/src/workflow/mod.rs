@@ -137,6 +137,7 @@ pub struct WorkflowRun {
     matrix_filter: BTreeMap<String, Vec<String>>,
     checkout: Option<CheckoutSource>,
     secrets: BTreeMap<String, Secret>,
+    env: BTreeMap<String, String>,
 }
 
 /// Settings of a [`WorkflowRun`]; see [`WorkflowRun::builder`].
@@ -161,6 +162,7 @@ impl WorkflowRun {
                 matrix_filter: BTreeMap::new(),
                 checkout: None,
                 secrets: BTreeMap::new(),
+                env: BTreeMap::new(),
             },
         }
     }
@@ -213,6 +215,14 @@ impl WorkflowRunBuilder {
     /// A secret: in the `secrets` context of every job and masked in its logs. Default: none.
     pub fn secret(mut self, name: impl Into<String>, value: Secret) -> Self {
         self.run.secrets.insert(name.into(), value);
+        self
+    }
+
+    /// A variable every job gets under its own `env:` (the forge's runner's variables,
+    /// such as Forgejo's `FORGEJO_ACTIONS`); a workflow or job `env:` of the same name
+    /// wins. Default: none.
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.run.env.insert(name.into(), value.into());
         self
     }
 
@@ -380,12 +390,30 @@ impl WorkflowRun {
             let _ = events.send(event).await;
             return Ok(done);
         }
+        // The combinations run one at a time, so `max-parallel` always holds. With
+        // `fail-fast` (the default), a failed combination cancels the ones not yet run:
+        // GitHub "cancels all in-progress and queued jobs in the matrix if any job in the
+        // matrix fails" (workflow syntax, `jobs.<job_id>.strategy.fail-fast`); a failure
+        // forgiven by the job's `continue-on-error` does not count.
+        let mut failed: Option<String> = None;
         for plan in &plans {
+            if let Some(first) = failed.as_ref().filter(|_| plan.fail_fast) {
+                let reason = format!("`{first}` failed and the matrix is fail-fast (strategy.fail-fast)");
+                let _ = events
+                    .send(WorkflowEvent::JobNotRun { job: plan.id.clone(), name: plan.name.clone(), result: JobResult::Cancelled, reason })
+                    .await;
+                done.results.push(JobResult::Cancelled);
+                outcome.jobs.push((plan.name.clone(), JobResult::Cancelled));
+                continue;
+            }
             let result = if abort.is_cancelled() {
                 JobResult::Cancelled
             } else {
                 self.run_job(plan, &needs, queue, events, &mut done.outputs).await?
             };
+            if result == JobResult::Failure {
+                failed.get_or_insert_with(|| plan.name.clone());
+            }
             done.results.push(result);
             outcome.jobs.push((plan.name.clone(), result));
         }
@@ -417,10 +445,24 @@ impl WorkflowRun {
     ) -> Result<JobResult, WorkflowRunError> {
         let mut request = job_request_from_plan(plan, JobOrigin { source: self.source.clone(), ..JobOrigin::default() });
         request.contexts.insert("needs".into(), needs.clone());
+        let continue_on_error = match job_settings(plan, &request.contexts) {
+            Ok((timeout, continue_on_error)) => {
+                request.timeout = timeout;
+                continue_on_error
+            }
+            Err(reason) => {
+                let event = WorkflowEvent::JobNotRun { job: plan.id.clone(), name: plan.name.clone(), result: JobResult::Failure, reason };
+                let _ = events.send(event).await;
+                return Ok(JobResult::Failure);
+            }
+        };
         let secrets: Map<String, Value> =
             self.secrets.iter().map(|(k, v)| (k.clone(), Value::String(v.expose().to_owned()))).collect();
         request.contexts.insert("secrets".into(), Value::Object(secrets));
         request.secrets = self.secrets.values().cloned().collect();
+        for (name, value) in &self.env {
+            request.env.entry(name.clone()).or_insert_with(|| value.clone());
+        }
         request.checkout = self.checkout.clone();
         let served = |label: &str| self.labels.as_ref().is_none_or(|labels| labels.iter().any(|l| l == label));
         if !served(request.route_label())
@@ -460,7 +502,12 @@ impl WorkflowRun {
             }
         };
         let (result, ()) = tokio::join!(serving, forwarding);
-        let result = result?;
+        let result = match result? {
+            // A failed job with `continue-on-error` lets the run succeed and shows as
+            // `success` in `needs.<job>.result` (GitHub's behaviour, actions/runner#1161).
+            JobResult::Failure if continue_on_error => JobResult::Success,
+            other => other,
+        };
         // Outputs are evaluated whatever the job's result, as GitHub's runner does when
         // it finalizes a job, so an `always()` job after it can read them.
         for (output, value) in steps.job_outputs(&plan.outputs, &contexts, result.as_str()) {
@@ -476,4 +523,23 @@ impl WorkflowRun {
         }
         Ok(result)
     }
+}
+
+/// The job's time limit and `continue-on-error`, evaluating the ones that waited for the
+/// `needs` context (GitHub allows `github`, `needs`, `strategy`, `matrix`, `vars` and
+/// `inputs` there). A value that cannot be evaluated, or has the wrong type, fails the job
+/// with the reason.
+fn job_settings(plan: &JobPlan, contexts: &Map<String, Value>) -> Result<(std::time::Duration, bool), String> {
+    let timeout = match &plan.timeout_minutes_expression {
+        None => plan.timeout_minutes,
+        Some(text) => solstice_workflow::timeout_minutes_at_run_time(text, contexts)
+            .map_err(|e| format!("its {}", crate::support::error_chain(&e)))?
+            .unwrap_or(solstice_workflow::DEFAULT_TIMEOUT_MINUTES),
+    };
+    let continue_on_error = match &plan.continue_on_error_expression {
+        None => plan.continue_on_error,
+        Some(text) => solstice_workflow::continue_on_error_at_run_time(text, contexts)
+            .map_err(|e| format!("its {}", crate::support::error_chain(&e)))?,
+    };
+    Ok((std::time::Duration::from_secs(timeout.saturating_mul(60)), continue_on_error))
 }

@@ -51,7 +51,8 @@ pub(super) fn needs_context(needs: &[String], finished: &HashMap<String, Finishe
 /// point of failure or skip onwards", and `failure()` "returns true if any ancestor job
 /// fails" (docs.github.com/actions/writing-workflows/workflow-syntax-for-github-actions,
 /// `jobs.<job_id>.needs`; .../evaluate-expressions-in-workflows-and-actions, `failure`).
-/// So every ancestor counts, not only the direct needs.
+/// So every ancestor counts, not only the direct needs, and a skipped ancestor makes
+/// `success()` false without making `failure()` true ([`JobStatus::Skipped`]).
 pub(super) fn ancestor_status(
     needs: &[String],
     needs_of: &HashMap<String, Vec<String>>,
@@ -69,8 +70,10 @@ pub(super) fn ancestor_status(
     let results: Vec<JobResult> = seen.iter().map(|j| finished.get(*j).map_or(JobResult::Skipped, Finished::result)).collect();
     if results.contains(&JobResult::Cancelled) {
         JobStatus::Cancelled
-    } else if results.iter().any(|r| matches!(r, JobResult::Failure | JobResult::Skipped)) {
+    } else if results.contains(&JobResult::Failure) {
         JobStatus::Failure
+    } else if results.contains(&JobResult::Skipped) {
+        JobStatus::Skipped
     } else {
         JobStatus::Success
     }
@@ -96,6 +99,8 @@ mod tests {
         assert_eq!(ancestor_status(&["b".into()], &needs_of, &finished), JobStatus::Cancelled);
         finished.insert("a".to_owned(), done(JobResult::Success));
         assert_eq!(ancestor_status(&["b".into()], &needs_of, &finished), JobStatus::Success);
+        finished.insert("a".to_owned(), done(JobResult::Skipped));
+        assert_eq!(ancestor_status(&["b".into()], &needs_of, &finished), JobStatus::Skipped, "skipped is not failed");
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod masking;
 mod memory_queue;
 mod orphans;
 mod runtime_contexts;
+mod runtime_settings;
 mod serve;
 mod service;
 mod store;

@@ -139,3 +139,32 @@ jobs:
         .collect();
     assert_eq!(names[1], format!("Release 1.2 on {}", solstice_core::RunnerInfo::host_os()));
 }
+
+/// GitHub's docs (default environment variables): `GITHUB_EVENT_PATH` is "the path to the
+/// file on the runner that contains the full event webhook payload", and
+/// `github.event_path` names the same file; the runner writes it under `RUNNER_TEMP`
+/// before the first step (actions/runner `JobExtension.cs`, `_github_workflow/event.json`).
+#[tokio::test]
+async fn the_event_payload_is_a_file_before_the_first_step() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let hv = HostHypervisor::new().in_dir(scratch.path());
+    let engine = Engine::builder().hypervisor(hv).executor(HostExecutor::new()).build().expect("engine");
+    let event = json!({ "pull_request": { "number": 42, "title": "it's \"quoted\"\nand multi-line" } });
+    let options = PlanOptions::new().context("github", json!({ "event_name": "pull_request", "event": event, "workspace": "" }));
+    let yaml = r#"
+on: pull_request
+jobs:
+  build:
+    runs-on: host
+    steps:
+      - run: |
+          grep -q '"number":42' "$GITHUB_EVENT_PATH" && echo found-the-number
+          test "$GITHUB_EVENT_PATH" = "${{ github.event_path }}" && echo same-path
+          case "$GITHUB_EVENT_PATH" in "$RUNNER_TEMP"/*) echo under-runner-temp ;; esac
+"#;
+    let plan = plan_workflow(yaml, "ci.yml", &options).expect("plans");
+    let job = job_request_from_plan(&plan.jobs[0], JobOrigin::default());
+    let (result, events) = engine.run_job_collect(job).await;
+    assert_eq!(result, JobResult::Success, "{:#?}", log_lines(&events));
+    assert_eq!(step_lines(&events, 0)[..3], ["found-the-number", "same-path", "under-runner-temp"]);
+}

@@ -290,3 +290,140 @@ async fn an_unknown_job_is_refused_before_anything_runs() {
     let err = WorkflowRun::builder(plan, PlanOptions::new()).job("nope").build().expect_err("unknown job");
     assert!(err.to_string().contains("nope"));
 }
+
+// GitHub's docs (workflow syntax, `jobs.<job_id>.continue-on-error` and
+// `jobs.<job_id>.timeout-minutes`; the context availability table allows `needs` in both):
+// a value from a needed job's outputs is known once that job finished. A failed job with
+// `continue-on-error` does not fail the run and shows as `success` in `needs.<job>.result`
+// (actions/runner#1161, where the runner's maintainers confirm it).
+#[tokio::test]
+async fn job_continue_on_error_and_timeout_from_needs_are_evaluated_when_the_job_starts() {
+    let yaml = r#"
+on: push
+jobs:
+  setup:
+    runs-on: host
+    outputs:
+      lenient: ${{ steps.s.outputs.lenient }}
+      minutes: ${{ steps.s.outputs.minutes }}
+    steps:
+      - id: s
+        run: printf 'lenient=true\nminutes=abc\n' >> "$GITHUB_OUTPUT"
+  flaky:
+    needs: setup
+    runs-on: host
+    continue-on-error: ${{ fromJSON(needs.setup.outputs.lenient) }}
+    timeout-minutes: ${{ fromJSON('10') }}
+    steps:
+      - run: exit 1
+  after:
+    needs: flaky
+    runs-on: host
+    steps:
+      - run: echo "flaky was ${{ needs.flaky.result }}"
+  strict:
+    needs: setup
+    runs-on: host
+    timeout-minutes: ${{ needs.setup.outputs.minutes }}
+    steps:
+      - run: echo must not run
+"#;
+    let (outcome, events) = run_workflow(yaml, PlanOptions::new(), |b| b).await;
+    assert_eq!(result_of(&outcome, "flaky"), Some(&JobResult::Success), "{:?}", outcome.jobs);
+    assert!(log_lines(&events).contains(&"flaky was success".to_owned()), "{:?}", log_lines(&events));
+    assert_eq!(result_of(&outcome, "strict"), Some(&JobResult::Failure));
+    let reason = events
+        .iter()
+        .find_map(|e| match e {
+            WorkflowEvent::JobNotRun { job, reason, .. } if job == "strict" => Some(reason.clone()),
+            _ => None,
+        })
+        .expect("the job says why it did not run");
+    assert!(reason.contains("`timeout-minutes` must be a number of minutes, not 'abc'"), "{reason}");
+    assert!(!log_lines(&events).iter().any(|l| l == "must not run"));
+    assert_eq!(outcome.not_succeeded(), 1, "only the strict job");
+}
+
+// GitHub's docs (workflow syntax, `jobs.<job_id>.strategy.fail-fast`): "If fail-fast is set
+// to true, or its expression evaluates to true, GitHub will cancel all in-progress and
+// queued jobs in the matrix if any job in the matrix fails. This property defaults to
+// true." With `fail-fast: false` every combination runs.
+#[tokio::test]
+async fn fail_fast_cancels_the_combinations_not_yet_run_after_a_failure() {
+    let workflow = |fail_fast: &str| {
+        format!(
+            r#"
+on: push
+jobs:
+  test:
+    runs-on: host
+    strategy:
+      {fail_fast}
+      matrix:
+        n: [1, 2, 3]
+    steps:
+      - run: echo "leg ${{{{ matrix.n }}}}" && test ${{{{ matrix.n }}}} != 1
+"#
+        )
+    };
+    let (outcome, events) = run_workflow(&workflow(""), PlanOptions::new(), |b| b).await;
+    assert_eq!(result_of(&outcome, "test (1)"), Some(&JobResult::Failure));
+    assert_eq!(result_of(&outcome, "test (2)"), Some(&JobResult::Cancelled), "{:?}", outcome.jobs);
+    assert_eq!(result_of(&outcome, "test (3)"), Some(&JobResult::Cancelled));
+    assert!(!log_lines(&events).iter().any(|l| l == "leg 2" || l == "leg 3"), "{:?}", log_lines(&events));
+    let reason = events
+        .iter()
+        .find_map(|e| match e {
+            WorkflowEvent::JobNotRun { name, reason, .. } if name == "test (2)" => Some(reason.clone()),
+            _ => None,
+        })
+        .expect("the cancelled leg says why");
+    assert!(reason.contains("`test (1)` failed") && reason.contains("fail-fast"), "{reason}");
+
+    let (outcome, events) = run_workflow(&workflow("fail-fast: false"), PlanOptions::new(), |b| b).await;
+    assert_eq!(outcome.jobs.iter().map(|(_, r)| *r).collect::<Vec<_>>(), [JobResult::Failure, JobResult::Success, JobResult::Success]);
+    assert!(log_lines(&events).contains(&"leg 3".to_owned()));
+}
+
+// GitHub's docs: a skip "applies to all jobs in the dependency chain from the point of
+// failure or skip onwards" unless the dependent uses `always()` (workflow syntax,
+// `jobs.<job_id>.needs`), and `failure()` "returns true if any ancestor job fails"
+// (evaluate expressions, status check functions): a skipped ancestor is not a failed one.
+#[tokio::test]
+async fn a_skipped_ancestor_skips_dependents_without_making_failure_true() {
+    let yaml = r#"
+on: push
+jobs:
+  never:
+    if: false
+    runs-on: host
+    steps:
+      - run: echo never
+  plain:
+    needs: never
+    runs-on: host
+    steps:
+      - run: echo plain ran
+  on-failure:
+    needs: never
+    if: failure()
+    runs-on: host
+    steps:
+      - run: echo on-failure ran
+  always:
+    needs: never
+    if: always()
+    runs-on: host
+    steps:
+      - run: echo "always ran, never was ${{ needs.never.result }}"
+"#;
+    let (outcome, events) = run_workflow(yaml, PlanOptions::new(), |b| b).await;
+    assert_eq!(result_of(&outcome, "never"), Some(&JobResult::Skipped));
+    assert_eq!(result_of(&outcome, "plain"), Some(&JobResult::Skipped), "{:?}", outcome.jobs);
+    assert_eq!(result_of(&outcome, "on-failure"), Some(&JobResult::Skipped), "a skipped ancestor is not a failure");
+    assert_eq!(result_of(&outcome, "always"), Some(&JobResult::Success));
+    let lines = log_lines(&events);
+    assert!(lines.contains(&"always ran, never was skipped".to_owned()), "{lines:?}");
+    assert!(!lines.iter().any(|l| l == "on-failure ran" || l == "plain ran"), "{lines:?}");
+    assert_eq!(outcome.not_succeeded(), 0);
+}

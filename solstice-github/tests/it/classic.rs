@@ -138,6 +138,24 @@ async fn a_job_with_an_unsupported_action_fails_with_the_reason() {
     runner.shutdown().await;
 }
 
+// GitHub's runner only prepares and fails a step it starts: an action it cannot run under
+// an `if:` that is false is skipped and the job succeeds (actions/runner `StepsRunner`:
+// the condition is evaluated before the step runs).
+#[tokio::test]
+async fn an_unsupported_action_under_a_false_condition_is_skipped() {
+    let fake = FakeGithub::start(FakeConfig::default()).await.expect("fake");
+    let (_dir, runner) = runner(&fake, "classic-6b").await;
+    let guarded = json!({"type": "action", "name": "__action", "reference": {"type": "repository", "name": "actions/cache",
+        "ref": "v4", "repositoryType": "GitHub", "path": ""}, "inputs": {"type": 2, "map": []}, "condition": "failure()"});
+    let id = fake.enqueue(job("guarded").run("echo hi").step(guarded).run("echo after")).await;
+    let view = fake.wait_completed(&id, JOB_LIMIT).await.expect("job");
+    assert_eq!(view.result.as_deref(), Some("succeeded"), "{view:#?}");
+    let steps = view.step_results();
+    assert_eq!(steps[2], ("Run actions/cache@v4".to_owned(), "skipped".to_owned()));
+    assert_eq!(steps[3].1, "succeeded");
+    runner.shutdown().await;
+}
+
 #[tokio::test]
 async fn fips_services_get_ps256_assertions_and_sha256_session_keys() {
     let config = FakeConfig { require_fips: true, fips_session_keys: true, ..Default::default() };

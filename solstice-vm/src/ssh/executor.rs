@@ -237,6 +237,14 @@ impl StepExecutor for SshExecutor {
         Ok(StepExit { exit_code: code, files })
     }
 
+    async fn write_file(&self, machine: &Machine, path: &str, text: &str, _cancel: &CancellationToken) -> Result<(), ExecError> {
+        let session = self.session(machine).await?;
+        if let Some((dir, _)) = path.rsplit_once('/').filter(|(dir, _)| !dir.is_empty()) {
+            session.create_dir_all(dir).await.map_err(|e| setup_error(format!("could not create {dir} in the machine"), e))?;
+        }
+        session.upload(path, text.as_bytes(), 0o644).await.map_err(|e| setup_error(format!("could not write {path} in the machine"), e))
+    }
+
     async fn checkout(
         &self,
         machine: &Machine,

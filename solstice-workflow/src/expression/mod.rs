@@ -46,6 +46,12 @@ pub enum JobStatus {
     Failure,
     /// The job was cancelled.
     Cancelled,
+    /// A needed job (or one further up the `needs` chain) was skipped and none failed:
+    /// `success()`, `failure()` and `cancelled()` are all false, so a job-level `if:`
+    /// without `always()` skips the job too. GitHub's docs: "a failure or skip applies to
+    /// all jobs in the dependency chain", and `failure()` "returns true if any ancestor job
+    /// fails" (not when one was skipped).
+    Skipped,
 }
 
 /// The kind of an expression result, as named in GitHub's conformance data.
@@ -407,6 +413,10 @@ mod tests {
         assert_eq!(evaluate_condition("  ", &c, JobStatus::Cancelled), Ok(false));
         assert_eq!(evaluate_condition("cancelled()", &c, JobStatus::Cancelled), Ok(true));
         assert_eq!(evaluate_condition("${{ success() }}", &c, JobStatus::Success), Ok(true));
+        for condition in ["", "success()", "failure()", "cancelled()", "true", "failure() || cancelled()"] {
+            assert_eq!(evaluate_condition(condition, &c, JobStatus::Skipped), Ok(false), "{condition}");
+        }
+        assert_eq!(evaluate_condition("always()", &c, JobStatus::Skipped), Ok(true));
     }
 
     #[test]

@@ -15,7 +15,10 @@ pub struct EventFlags {
     pub payload: Option<Value>,
     /// `--actor`.
     pub actor: Option<String>,
-    /// `--input NAME=VALUE`, for `workflow_dispatch`.
+    /// `--forgejo`: the server is a Forgejo instance.
+    pub forgejo: bool,
+    /// The dispatch event's inputs as strings, replacing the payload's (empty for other
+    /// events).
     pub inputs: serde_json::Map<String, Value>,
 }
 
@@ -51,17 +54,21 @@ pub fn context(repo: &Path, workflow: &str, flags: EventFlags) -> Value {
     let sha = git(repo, &["rev-parse", "HEAD"]).unwrap_or_default();
     let git_ref = git(repo, &["symbolic-ref", "-q", "HEAD"]).unwrap_or_default();
     let ref_name = git_ref.strip_prefix("refs/heads/").unwrap_or(&git_ref).to_owned();
-    let (host, repository) = git(repo, &["remote", "get-url", "origin"])
-        .and_then(|url| parse_remote(&url))
-        .unwrap_or_else(|| {
-            let dir = repo.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            ("github.com".to_owned(), dir)
-        });
+    let remote = git(repo, &["remote", "get-url", "origin"]).and_then(|url| parse_remote(&url));
+    let repository = remote.as_ref().map(|(_, r)| r.clone()).unwrap_or_else(|| {
+        repo.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    });
     let owner = repository.split_once('/').map(|(o, _)| o.to_owned()).unwrap_or_default();
-    let (server_url, api_url, graphql_url) = if host == "github.com" {
-        ("https://github.com".to_owned(), "https://api.github.com".to_owned(), "https://api.github.com/graphql".to_owned())
-    } else {
-        (format!("https://{host}"), format!("https://{host}/api/v3"), format!("https://{host}/api/graphql"))
+    let (server_url, api_url, graphql_url) = match (remote.map(|(host, _)| host), flags.forgejo) {
+        // Forgejo serves its API under /api/v1 and has no GraphQL API; without a remote,
+        // the instance is Forgejo's default ROOT_URL (forgejo.org config cheat sheet:
+        // `http://localhost:3000/`).
+        (Some(host), true) => (format!("https://{host}"), format!("https://{host}/api/v1"), String::new()),
+        (None, true) => ("http://localhost:3000".to_owned(), "http://localhost:3000/api/v1".to_owned(), String::new()),
+        (Some(host), false) if host != "github.com" => {
+            (format!("https://{host}"), format!("https://{host}/api/v3"), format!("https://{host}/api/graphql"))
+        }
+        _ => ("https://github.com".to_owned(), "https://api.github.com".to_owned(), "https://api.github.com/graphql".to_owned()),
     };
     let actor = flags
         .actor
@@ -69,11 +76,12 @@ pub fn context(repo: &Path, workflow: &str, flags: EventFlags) -> Value {
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_default();
     let mut event = flags.payload.unwrap_or_else(|| json!({}));
-    // As act does: inputs given on the command line are the dispatch event's inputs.
+    // A dispatch event's inputs are what GitHub accepted: every declared input, defaults
+    // filled in, as strings.
     if !flags.inputs.is_empty()
         && let Value::Object(payload) = &mut event
     {
-        payload.entry("inputs").or_insert_with(|| Value::Object(flags.inputs.clone()));
+        payload.insert("inputs".to_owned(), Value::Object(flags.inputs.clone()));
     }
     let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(1);
     json!({

@@ -225,3 +225,43 @@ async fn workflow_commands_and_command_files_work_in_the_vm() {
     assert_eq!((annotation.file.as_deref(), annotation.line, annotation.message.as_str()), (Some("build.sh"), Some(7), "it broke"));
     assert_eq!(hypervisor.live_machines(), 0);
 }
+
+/// The run-time part of a job in the guest, as on GitHub: the event payload is a file at
+/// `GITHUB_EVENT_PATH` before the first step (docs, default environment variables;
+/// actions/runner writes `<RUNNER_TEMP>/_github_workflow/event.json`), a `$GITHUB_ENV`
+/// write overrides the job's `env:` for later steps ("Store information in variables"),
+/// and `$GITHUB_OUTPUT` feeds `steps.<id>.outputs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_file_env_overrides_and_step_outputs_work_in_the_vm() {
+    let run_dir = tempfile::tempdir().expect("tempdir");
+    let hypervisor = hypervisor(run_dir.path());
+    let mut probe = sh(
+        "probe",
+        "grep -q '\"number\":7' \"$GITHUB_EVENT_PATH\" && echo event-found\n\
+         echo \"level=$LEVEL\"\n\
+         echo LEVEL=from-github-env >> \"$GITHUB_ENV\"\n\
+         echo word=guest >> \"$GITHUB_OUTPUT\"",
+    );
+    probe.id = Some("probe".into());
+    let read = sh("read", "echo \"level=$LEVEL word=${{ steps.probe.outputs.word }} path=${{ github.event_path }}\"");
+    let mut job = JobRequest::new("e2e-runtime", vec![LABEL.into()], vec![probe, read]);
+    job.env.insert("LEVEL".into(), "job".into());
+    job.contexts.insert("github".into(), serde_json::json!({ "event_name": "pull_request", "event": { "number": 7 } }));
+    let engine = Engine::builder().hypervisor(hypervisor.clone()).executor(SshExecutor::new()).build().expect("engine");
+    let (result, events) = engine.run_job_collect(job).await;
+    let lines: Vec<(Option<usize>, String)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            JobEventKind::Log { step, line, .. } => Some((*step, line.clone())),
+            _ => None,
+        })
+        .collect();
+    let dump = lines.iter().map(|(s, l)| format!("{s:?} {l}")).collect::<Vec<_>>().join("\n");
+    assert_eq!(result, JobResult::Success, "{dump}");
+    let step = |i: usize| lines.iter().filter(|(s, _)| *s == Some(i)).map(|(_, l)| l.as_str()).collect::<Vec<_>>();
+    assert_eq!(step(0)[..2], ["event-found", "level=job"], "{dump}");
+    let read = step(1).first().copied().unwrap_or_default();
+    let path = read.strip_prefix("level=from-github-env word=guest path=").unwrap_or_else(|| panic!("{dump}"));
+    assert!(path.starts_with('/') && path.ends_with("/_github_workflow/event.json"), "{dump}");
+    assert_eq!(hypervisor.live_machines(), 0);
+}
