@@ -82,7 +82,14 @@ const CASES: &[Case] = &[
         )
         .must_print_one_of(&["Working directory '/root' is not under '"])
         .needs_root_dir(),
-    Case::new("workflow_call_inputs", "workflow_call_inputs.yml", Outcome::Success).args(&["--eventpath", "event.json"]),
+    Case::new("workflow_call_inputs", "workflow_call_inputs.yml", Outcome::Refused)
+        .args(&["--eventpath", "event.json"])
+        .solstice_differs(
+            "act runs it, but its `workflow_call` inputs `required` and `with_default` have no `type`, which \
+             GitHub's workflow schema requires for `on.workflow_call.inputs` (GitHub refuses the file: \
+             \"Required property is missing: type\")",
+        )
+        .must_print_one_of(&["Required property is missing: type"]),
     Case::new("workflow_dispatch", "workflow_dispatch.yml", Outcome::Success).args(&["--eventpath", "event.json"]),
     Case::new("workflow_dispatch-scalar", "workflow_dispatch.yml", Outcome::Success),
     Case::new("workflow_dispatch_no_inputs_mapping", "workflow_dispatch.yml", Outcome::Success),

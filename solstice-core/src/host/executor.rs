@@ -199,10 +199,18 @@ impl StepExecutor for HostExecutor {
 
     async fn write_file(&self, machine: &Machine, path: &str, text: &str, _cancel: &CancellationToken) -> Result<(), ExecError> {
         check_local(machine)?;
+        // Private from creation on, like everything else of the job (issue 16, item 6): the
+        // event payload can name private repositories and users.
         if let Some(dir) = Path::new(path).parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(|e| setup_error(format!("could not create {}", dir.display()), e))?;
+            tokio::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(PRIVATE_DIR)
+                .create(dir)
+                .await
+                .map_err(|e| setup_error(format!("could not create {}", dir.display()), e))?;
         }
-        tokio::fs::write(path, text).await.map_err(|e| setup_error(format!("could not write {path}"), e))
+        let _ = tokio::fs::remove_file(path).await;
+        write_private(Path::new(path), text).await.map_err(|e| setup_error(format!("could not write {path}"), e))
     }
 
     async fn checkout(
