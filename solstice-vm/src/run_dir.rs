@@ -111,10 +111,11 @@ fn claim_abandoned(dir: &Path) -> Option<Option<File>> {
             }
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let young = std::fs::metadata(dir)
+            // A directory whose age cannot be read counts as young: kept.
+            let old = std::fs::metadata(dir)
                 .and_then(|m| m.modified())
-                .map_or(true, |modified| SystemTime::now().duration_since(modified).unwrap_or_default() < YOUNG_MACHINE_DIR);
-            (!young).then_some(None)
+                .is_ok_and(|modified| SystemTime::now().duration_since(modified).unwrap_or_default() >= YOUNG_MACHINE_DIR);
+            old.then_some(None)
         }
         Err(e) => {
             tracing::warn!(path = %dir.display(), error = %e, "cannot open a run directory's owner lock; keeping it");
