@@ -79,8 +79,12 @@ pub fn reap_abandoned_run_dirs(parent: &Path) -> std::io::Result<Vec<PathBuf>> {
             continue;
         }
         let dir = entry.path();
-        let Some(_claim) = claim_abandoned(&dir) else { continue };
-        stop_processes_using(&dir);
+        let Some(claim) = claim_abandoned(&dir) else { continue };
+        if let Claim::DeadOwner(_) = claim {
+            // Only where the owner is known to be dead: a directory without a lock may
+            // be a live run's of an older version, whose QEMU must not be killed.
+            stop_processes_using(&dir);
+        }
         if holds_a_locked_file(&dir) {
             tracing::warn!(path = %dir.display(), "a machine still uses the files of a dead `solstice run`; leaving them");
             continue;
@@ -98,12 +102,19 @@ pub fn reap_abandoned_run_dirs(parent: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(reaped)
 }
 
-/// The owner lock of `dir` if its owner is dead (the lock was free and is now ours), or
-/// `Some(None)` for an old directory without an owner lock; `None` while it is in use.
-fn claim_abandoned(dir: &Path) -> Option<Option<File>> {
+/// Why a run directory may be removed.
+enum Claim {
+    /// Its owner lock was free and is now held by the reaper until it is done.
+    DeadOwner(#[allow(dead_code, reason = "held, not read: the lock lasts as long as the file is open")] File),
+    /// It has no owner lock and is older than a run takes to make one.
+    Unowned,
+}
+
+/// Whether `dir` may be removed; `None` while it is, or may be, in use.
+fn claim_abandoned(dir: &Path) -> Option<Claim> {
     match File::open(dir.join(OWNER_LOCK)) {
         Ok(owner) => match owner.try_lock() {
-            Ok(()) => Some(Some(owner)),
+            Ok(()) => Some(Claim::DeadOwner(owner)),
             Err(TryLockError::WouldBlock) => None,
             Err(TryLockError::Error(e)) => {
                 tracing::warn!(path = %dir.display(), error = %e, "cannot tell whether a run directory is in use; keeping it");
@@ -115,8 +126,10 @@ fn claim_abandoned(dir: &Path) -> Option<Option<File>> {
             let old = std::fs::metadata(dir)
                 .and_then(|m| m.modified())
                 .is_ok_and(|modified| SystemTime::now().duration_since(modified).unwrap_or_default() >= YOUNG_MACHINE_DIR);
-            old.then_some(None)
+            old.then_some(Claim::Unowned)
         }
+        // Another user's run (directories are theirs alone): not ours to judge.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => None,
         Err(e) => {
             tracing::warn!(path = %dir.display(), error = %e, "cannot open a run directory's owner lock; keeping it");
             None
