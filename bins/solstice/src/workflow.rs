@@ -37,7 +37,7 @@ pub fn run(command: WorkflowCommand) -> anyhow::Result<()> {
                     Ok(())
                 }
                 Err(errors) => {
-                    eoutln!("{errors}")?;
+                    eprintln!("{errors}");
                     Err(ProgramError::InvalidWorkflow.into())
                 }
             }
@@ -58,7 +58,7 @@ pub fn run(command: WorkflowCommand) -> anyhow::Result<()> {
                     Ok(())
                 }
                 Err(e) => {
-                    eoutln!("{}", serde_json::json!({ "kind": format!("{:?}", e.kind()), "error": e.to_string() }))?;
+                    eprintln!("{}", serde_json::json!({ "kind": format!("{:?}", e.kind()), "error": e.to_string() }));
                     Err(ProgramError::InvalidWorkflow.into())
                 }
             }

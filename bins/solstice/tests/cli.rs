@@ -436,10 +436,10 @@ fn issue_16_a_killed_runs_machine_files_are_reaped_by_the_next_run() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
-    let stdout = sleeper.stdout.take().expect("stdout");
+    let piped = sleeper.stdout.take().expect("stdout");
     let (lines, seen) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(piped).lines().map_while(Result::ok) {
             let _ = lines.send(line);
         }
     });
