@@ -218,8 +218,12 @@ mod tests {
         std::fs::create_dir(&machine).expect("mkdir");
         let arg = format!("{}/overlay.qcow2", machine.display());
         // A stand-in for an orphaned QEMU: its command line names a file of the machine.
-        let mut child =
-            std::process::Command::new("sh").args(["-c", "while :; do sleep 1; done", &arg]).spawn().expect("spawn");
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "while :; do sleep 1; done", &arg])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
         let OwnedRunDir { dir, _owner } = run;
         let path = dir.keep();
         drop(_owner);
