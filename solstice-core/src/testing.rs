@@ -5,6 +5,8 @@
 //! tested deterministically; the real host and VM implementations have tests of their
 //! own.
 
+pub mod secret_corpus;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde_json::{Map, Value};
-use solstice_core::{JobEvent, JobEventKind, JobRequest, JobResult, StepsContext};
+use solstice_core::support::Masker;
+use solstice_core::{JobEvent, JobEventKind, JobRequest, JobResult, Secret, StepsContext};
 use time::OffsetDateTime;
 
 use crate::proto::Timestamp;
@@ -61,6 +62,9 @@ pub(crate) struct Progress {
     steps_context: StepsContext,
     output_exprs: Map<String, Value>,
     contexts: Map<String, Value>,
+    /// The job's secrets, for the runner's own rows and the job's outputs (rows from the
+    /// engine's events are masked already).
+    masker: Masker,
     /// Rows from `acked` on, not yet acknowledged by the server.
     pending: VecDeque<pb::LogRow>,
     acked: i64,
@@ -86,6 +90,7 @@ impl Progress {
             steps_context: StepsContext::new(vec![None; steps]),
             output_exprs: Map::new(),
             contexts: Map::new(),
+            masker: Masker::default(),
             pending: VecDeque::new(),
             acked: 0,
             outputs: BTreeMap::new(),
@@ -105,6 +110,7 @@ impl Progress {
         progress.steps_context = StepsContext::for_job(job);
         progress.output_exprs = output_exprs;
         progress.contexts = job.contexts.clone();
+        progress.masker = Masker::new(job.secrets.iter().map(Secret::expose));
         progress
     }
 
@@ -113,8 +119,15 @@ impl Progress {
         self.task_id
     }
 
-    /// Appends a log row outside any event (runner messages).
+    /// Appends a log row outside any event (runner messages), masked: it may quote an
+    /// evaluated value.
     pub(crate) fn push_row(&mut self, at: OffsetDateTime, content: &str) {
+        let content = self.masker.mask(content);
+        self.push_masked_row(at, &content);
+    }
+
+    /// Appends a row whose secrets are masked already (a log line of the engine's).
+    fn push_masked_row(&mut self, at: OffsetDateTime, content: &str) {
         if self.started_at.is_none() {
             self.started_at = Some(timestamp(at));
         }
@@ -182,7 +195,7 @@ impl Progress {
                     step.log_length = 0;
                 }
             }
-            JobEventKind::Log { line, .. } => self.push_row(event.at, line),
+            JobEventKind::Log { line, .. } => self.push_masked_row(event.at, line),
             JobEventKind::StepFinished { index, outcome, .. } => {
                 self.steps_context.record(&event.kind);
                 let rows = self.rows_total();
@@ -257,6 +270,12 @@ impl Progress {
                     continue;
                 }
             };
+            // GitHub's runner drops an output that holds a secret, with this warning
+            // (`JobExtension.cs`, `FinalizeJob`): it would reach the forge in clear.
+            if self.masker.reveals_secret(&value) {
+                self.push_row(at, &format!("##[warning]Skip output '{key}' since it may contain secret."));
+                continue;
+            }
             if key.len() > MAX_OUTPUT_KEY || value.len() > MAX_OUTPUT_VALUE {
                 self.push_row(at, &format!("##[warning]Job output `{key}` is too large for Forgejo and was dropped."));
                 continue;
@@ -427,6 +446,30 @@ mod tests {
         let next = p.log_request(10);
         assert_eq!(next.index, 1);
         assert_eq!(next.rows.iter().map(|r| r.content.as_str()).collect::<Vec<_>>(), ["r1", "r2", "r3"]);
+    }
+
+    // Issue 16 items 1 and 2: an output holding a secret (in any form the masker knows)
+    // is dropped with the runner's warning (`JobExtension.cs`), and the warning for an
+    // output that could not be evaluated does not quote the secret.
+    #[test]
+    fn outputs_with_a_secret_are_dropped_and_warnings_are_masked() {
+        let mut job = JobRequest::new("j", vec!["x".into()], vec![StepCommand::run("s", "true")]);
+        job.secrets = vec![Secret::new("hunter2-Secret")];
+        job.contexts.insert("secrets".into(), json!({"S": "hunter2-Secret"}));
+        let mut exprs = Map::new();
+        exprs.insert("plain".into(), json!("${{ secrets.S }}"));
+        exprs.insert("base64".into(), json!("aHVudGVyMi1TZWNyZXQ="));
+        exprs.insert("broken".into(), json!("${{ fromJSON(secrets.S) }}"));
+        exprs.insert("fine".into(), json!("ok"));
+        let mut p = Progress::for_job(1, &job, exprs);
+        p.finish(JobResult::Success, OffsetDateTime::UNIX_EPOCH);
+        let sent = p.state_request();
+        assert_eq!(sent.outputs.keys().collect::<Vec<_>>(), ["fine"]);
+        let rows: Vec<String> = p.log_request(100).rows.into_iter().map(|r| r.content).collect();
+        assert!(rows.iter().any(|r| r == "##[warning]Skip output 'plain' since it may contain secret."), "{rows:?}");
+        assert!(rows.iter().any(|r| r.contains("Skip output 'base64'")), "{rows:?}");
+        assert!(rows.iter().any(|r| r.contains("`broken` could not be evaluated")), "{rows:?}");
+        assert!(rows.iter().all(|r| !r.contains("hunter2")), "{rows:?}");
     }
 
     #[test]

@@ -500,7 +500,7 @@ impl GithubSource {
             self.inner.auth.http().clone(),
             self.inner.listener.settings.agent_name.clone(),
             &translation.steps,
-            translation.regex_masks,
+            crate::report::JobMasks { regexes: translation.regex_masks, values: translation.masker.clone() },
             translation.contexts,
         );
         if let Some(line) = debug_line {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
+use solstice_core::support::Masker;
 use solstice_core::{CheckoutSource, CheckoutStep, JobId, JobOrigin, JobRequest, Secret, StepAction, StepCommand};
 
 use crate::protocol::job::{JobMessage, Reference, StepMessage};
@@ -35,6 +36,8 @@ pub(crate) struct Translation {
     pub regex_masks: Vec<regex::Regex>,
     /// The contexts known at the start, for `jobOutputs` at the end.
     pub contexts: Map<String, Value>,
+    /// The job's secrets, for what the runner reports itself (job outputs, its own lines).
+    pub masker: Masker,
 }
 
 impl Translation {
@@ -187,11 +190,22 @@ pub(crate) fn translate(msg: &JobMessage, source: &str, runs_on: &[String]) -> T
         .get(solstice_workflow::DEBUG_SSH_ENV)
         .and_then(Value::as_str)
         .is_some_and(solstice_workflow::debug_ssh_requested);
+    // Display names are evaluated with the `secrets` context and shown in the timeline;
+    // GitHub's runner masks them like log lines (issue 16 item 5), and so the reasons a
+    // step cannot run, which may quote an evaluated value.
+    let masker = Masker::new(secrets.iter().map(Secret::expose));
+    for plan in &mut plans {
+        plan.display_name = masker.mask(&plan.display_name);
+    }
+    for step in &mut request.steps {
+        step.name = masker.mask(&step.name);
+    }
+    let problems = problems.map(|(index, why)| (index, masker.mask(&why)));
     request.env = env;
     request.secrets = secrets;
     request.checkout = checkout;
     request.contexts = contexts.clone();
-    Translation { request, steps: plans, unsupported: problems, regex_masks, contexts }
+    Translation { request, steps: plans, unsupported: problems, regex_masks, contexts, masker }
 }
 
 type StepError = Box<(StepPlan, String)>;

@@ -329,7 +329,7 @@ impl StepCommands<'_> {
         if self.echo && !omit_echo {
             shown.push(Shown::Line(stream, line.to_owned()));
         }
-        if let Err(message) = self.run(&mut shown, stream, line, command.clone()) {
+        if let Err(message) = self.run(&mut shown, stream, command.clone()) {
             let what = if omit_echo { command.name.to_ascii_lowercase() } else { line.to_owned() };
             self.error(&mut shown, &format!("Unable to process command '{what}' successfully."));
             self.error(&mut shown, &message);
@@ -358,7 +358,7 @@ impl StepCommands<'_> {
     }
 
     /// Runs one command; `Err` is the message of the runner's exception.
-    fn run(&mut self, shown: &mut Vec<Shown>, stream: LogStream, line: &str, mut command: WorkflowCommand) -> Result<(), String> {
+    fn run(&mut self, shown: &mut Vec<Shown>, stream: LogStream, mut command: WorkflowCommand) -> Result<(), String> {
         let name = command.name.to_ascii_lowercase();
         match name.as_str() {
             "set-output" | "save-state" => {
@@ -398,8 +398,19 @@ impl StepCommands<'_> {
                 }
                 add_path(&mut self.changes.path, &command.data);
             }
-            // Masking stays with the emitter, which reads the line itself.
-            "add-mask" => shown.push(Shown::Line(stream, line.to_owned())),
+            // `AddMaskCommandExtension`: the value (already unescaped, `%0A` and all) is
+            // trimmed; the command line itself is never shown, only `***` in its echo.
+            "add-mask" => {
+                let value = command.data.trim();
+                if value.is_empty() {
+                    self.warning(shown, "Can't add secret mask for empty string in ##[add-mask] command.");
+                } else {
+                    shown.push(Shown::Mask(value.to_owned()));
+                    if self.echo {
+                        shown.push(Shown::Line(stream, "::add-mask::***".to_owned()));
+                    }
+                }
+            }
             "add-matcher" | "remove-matcher" => {
                 self.warning(shown, &format!("Solstice CI does not support problem matchers; the `{name}` command is ignored."));
             }

@@ -35,17 +35,14 @@ impl Emitter {
         }
     }
 
-    /// Emits a log line, masked; `::add-mask::VALUE` registers a secret and is not shown.
+    /// Emits a log line, masked. (`::add-mask::` in a step's output is a workflow
+    /// command, registered through [`Emitter::add_mask`] before the lines after it.)
     pub(crate) async fn log(&mut self, step: Option<usize>, stream: LogStream, line: &str) {
-        if let Some(value) = line.trim_start().strip_prefix("::add-mask::") {
-            self.masker.add(value);
-            return;
-        }
         let line = self.masker.mask(line);
         self.emit(JobEventKind::Log { step, stream, line }).await;
     }
 
-    /// Masks `value` in every later line (a `stop-commands` token).
+    /// Masks `value` in every later line (`::add-mask::`, a `stop-commands` token).
     pub(crate) fn add_mask(&mut self, value: &str) {
         self.masker.add(value);
     }

@@ -3,6 +3,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::FutureExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
@@ -107,12 +108,7 @@ impl StepExecutor for HostExecutor {
         let pid = child.id();
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
-        let readers = async {
-            tokio::join!(
-                pump(stdout, LogStream::Stdout, output),
-                pump(stderr, LogStream::Stderr, output)
-            )
-        };
+        let readers = pump_both(stdout, stderr, output);
         tokio::pin!(readers);
         let mut readers_done = false;
         let status = tokio::select! {
@@ -212,15 +208,43 @@ fn kill_group(pid: Option<u32>) {
     }
 }
 
-async fn pump(reader: Option<impl AsyncRead + Unpin>, stream: LogStream, sink: &LogSink) {
-    let Some(mut reader) = reader else { return };
-    let mut pending = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => sink.send_chunk(stream, &mut pending, &buf[..n]).await,
+/// Reads the step's stdout and stderr in one place: whenever one has data, what the
+/// other holds at that moment is read too and both go to the sink together
+/// ([`LogSink::send_read_together`]), so an `::add-mask::` on one stream takes effect
+/// before a line the step printed after it on the other.
+async fn pump_both(stdout: Option<impl AsyncRead + Unpin>, stderr: Option<impl AsyncRead + Unpin>, sink: &LogSink) {
+    let (mut stdout, mut stderr) = (stdout, stderr);
+    let (mut out_pending, mut err_pending) = (Vec::new(), Vec::new());
+    let (mut out_buf, mut err_buf) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    while stdout.is_some() || stderr.is_some() {
+        let (mut out_read, mut err_read) = (0, 0);
+        tokio::select! {
+            n = read_some(&mut stdout, &mut out_buf), if stdout.is_some() => out_read = n,
+            n = read_some(&mut stderr, &mut err_buf), if stderr.is_some() => err_read = n,
         }
+        // What the other stream holds now was written before what was just read from
+        // this one was read: take it too (a read that would wait is dropped unstarted).
+        if out_read == 0 && stdout.is_some() {
+            out_read = read_some(&mut stdout, &mut out_buf).now_or_never().unwrap_or(0);
+        }
+        if err_read == 0 && stderr.is_some() {
+            err_read = read_some(&mut stderr, &mut err_buf).now_or_never().unwrap_or(0);
+        }
+        sink.send_read_together((&mut out_pending, &out_buf[..out_read]), (&mut err_pending, &err_buf[..err_read])).await;
     }
-    sink.flush(stream, &mut pending).await;
+    sink.flush(LogStream::Stdout, &mut out_pending).await;
+    sink.flush(LogStream::Stderr, &mut err_pending).await;
+}
+
+/// Reads once from `reader`; at the end of the stream (or on an error) sets it to `None`
+/// and returns 0.
+async fn read_some(reader: &mut Option<impl AsyncRead + Unpin>, buf: &mut [u8]) -> usize {
+    let Some(r) = reader.as_mut() else { return 0 };
+    match r.read(buf).await {
+        Ok(0) | Err(_) => {
+            *reader = None;
+            0
+        }
+        Ok(n) => n,
+    }
 }

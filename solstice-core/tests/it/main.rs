@@ -5,6 +5,7 @@ mod commands;
 mod debug_ssh;
 mod engine;
 mod host;
+mod masking;
 mod memory_queue;
 mod orphans;
 mod runtime_contexts;

@@ -4,5 +4,6 @@
 mod client;
 mod debug_ssh;
 mod e2e;
+mod masking;
 mod support;
 mod wire;

@@ -17,6 +17,7 @@ mod timeline;
 use std::time::Instant;
 
 use serde_json::{Map, Value, json};
+use solstice_core::support::Masker;
 use solstice_core::{JobEvent, JobEventKind, JobId, JobResult, StepsContext};
 use time::OffsetDateTime;
 
@@ -113,6 +114,16 @@ pub(crate) enum Flavor {
     Broker { change_order: u64, job_log_uploaded: bool },
 }
 
+/// What the reporter masks in what it sends itself: the job's `mask[]` regular
+/// expressions and its secret values.
+#[derive(Debug, Default)]
+pub(crate) struct JobMasks {
+    /// `mask[]` regular expressions, applied to every line.
+    pub regexes: Vec<regex::Regex>,
+    /// The job's secrets, for the runner's own lines and the job's outputs.
+    pub values: Masker,
+}
+
 /// Everything the reporter keeps about one job.
 #[derive(Debug)]
 pub(crate) struct JobReport {
@@ -123,6 +134,9 @@ pub(crate) struct JobReport {
     pub flavor: Flavor,
     pub records: Vec<Record>,
     regex_masks: Vec<regex::Regex>,
+    /// The job's secrets: for the runner's own lines and the job's outputs (lines from
+    /// the engine are masked already).
+    masker: Masker,
     contexts: Map<String, Value>,
     steps_ctx: StepsContext,
     last: Option<(u32, u64)>,
@@ -133,6 +147,8 @@ pub(crate) struct JobReport {
     /// Batches for the broker path's live console websocket task.
     live: Option<tokio::sync::mpsc::Sender<String>>,
     pub result: Option<JobResult>,
+    /// The job's outputs, evaluated when it finished.
+    final_outputs: Option<Value>,
     completed: bool,
 }
 
@@ -143,9 +159,10 @@ impl JobReport {
         http: Http,
         runner_name: String,
         steps: &[StepPlan],
-        regex_masks: Vec<regex::Regex>,
+        masks: JobMasks,
         contexts: Map<String, Value>,
     ) -> Self {
+        let JobMasks { regexes: regex_masks, values: masker } = masks;
         let mut records = vec![Record::new(uuid::Uuid::new_v4().to_string(), "Set up job".into(), "__setup".into(), 1, "runner")];
         for (i, step) in steps.iter().enumerate() {
             records.push(Record::new(step.record_id.clone(), step.display_name.clone(), step.ref_name.clone(), i + 2, step.kind));
@@ -164,6 +181,7 @@ impl JobReport {
             flavor,
             records,
             regex_masks,
+            masker,
             contexts,
             steps_ctx: StepsContext::new(steps.iter().map(|s| s.context_name.clone()).collect()),
             last: None,
@@ -171,6 +189,7 @@ impl JobReport {
             feed_since: None,
             live: None,
             result: None,
+            final_outputs: None,
             completed: false,
             msg,
         }
@@ -275,13 +294,15 @@ impl JobReport {
     /// Adds a line of the runner's own to the job-level log ("Set up job" before the
     /// first step starts), masked like every other line.
     pub(crate) fn job_line(&mut self, line: &str) {
-        self.push_line(self.job_level, line);
+        let line = self.masker.mask(line);
+        self.push_line(self.job_level, &line);
     }
 
     /// A line of the runner's own in the job-level log (before the final event).
     pub(crate) fn push_job_line(&mut self, line: &str) {
         let index = self.job_level;
-        self.push_line(index, line);
+        let line = self.masker.mask(line);
+        self.push_line(index, &line);
     }
 
     /// `text` with the job's regular-expression masks applied.
@@ -315,6 +336,11 @@ impl JobReport {
                 record.complete(r);
             }
         }
+        // Evaluated before "Complete job" closes, so that a dropped output's warning is
+        // in its log; once only, as this may run again after an error.
+        if self.final_outputs.is_none() {
+            self.final_outputs = Some(self.job_outputs());
+        }
         self.records[last].start();
         self.records[last].complete(JobResult::Success);
         self.flush_feed(true).await;
@@ -323,7 +349,7 @@ impl JobReport {
         self.upload_log(last).await?;
         self.sync().await?;
         if !self.completed {
-            let outputs = self.job_outputs();
+            let outputs = self.final_outputs.clone().unwrap_or_else(|| json!({}));
             match &self.flavor {
                 Flavor::Classic { .. } => self.classic_finish(result, &outputs).await?,
                 Flavor::Broker { .. } => self.broker_finish(result, &outputs).await?,
@@ -334,17 +360,28 @@ impl JobReport {
     }
 
     /// `jobOutputs` evaluated with the final contexts: `{name: {value, isSecret}}`.
-    fn job_outputs(&self) -> Value {
-        let Some(token) = &self.msg.job_outputs else { return json!({}) };
+    ///
+    /// As GitHub's runner does (`JobExtension.cs`, `FinalizeJob`), an empty output is
+    /// left out and one that holds a secret is dropped with a warning in the job's log,
+    /// so no output goes to GitHub with a secret, and none is marked `isSecret`.
+    fn job_outputs(&mut self) -> Value {
+        let Some(token) = self.msg.job_outputs.clone() else { return json!({}) };
         let mut ctx = self.contexts.clone();
         ctx.insert("steps".to_owned(), Value::Object(self.steps_ctx.as_map().clone()));
         let mut out = Map::new();
-        if let Token::Mapping(pairs) = token {
+        if let Token::Mapping(pairs) = &token {
             for (k, v) in pairs {
                 let (Ok(k), Ok(v)) = (k.evaluate_string(&ctx), v.evaluate_string(&ctx)) else {
                     tracing::warn!(job_id = %self.job_id, "a job output could not be evaluated");
                     continue;
                 };
+                if v.is_empty() {
+                    continue;
+                }
+                if self.masker.reveals_secret(&v) || self.regex_mask(&v) != v {
+                    self.push_job_line(&format!("##[warning]Skip output '{k}' since it may contain secret."));
+                    continue;
+                }
                 out.insert(k, json!({"value": v, "isSecret": false}));
             }
         }

@@ -4,6 +4,7 @@
 mod broker;
 mod classic;
 mod debug_ssh;
+mod masking;
 mod registration;
 mod shutdown;
 mod support;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use russh::ChannelMsg;
 use russh::client::{self, Handle};
 use russh::keys::{PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
@@ -260,16 +261,37 @@ impl SshSession {
                     break;
                 }
             };
-            match msg {
-                Some(ChannelMsg::Data { data }) => sink.send_chunk(LogStream::Stdout, &mut out, &data).await,
-                Some(ChannelMsg::ExtendedData { data, .. }) => sink.send_chunk(LogStream::Stderr, &mut err, &data).await,
-                Some(ChannelMsg::ExitStatus { exit_status }) => code = i32::try_from(exit_status).ok(),
-                Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
-                    tracing::debug!(?signal_name, "remote command died of a signal");
-                    code = None;
+            // What else has arrived already is taken with it, and both streams' data go
+            // to the sink together, `::add-mask::` commands first
+            // (`LogSink::send_read_together`): a mask on one stream covers a value the
+            // SSH server forwarded after it on the other.
+            let mut batch = vec![msg];
+            while !matches!(batch.last(), Some(None)) {
+                match channel.wait().now_or_never() {
+                    Some(next) => batch.push(next),
+                    None => break,
                 }
-                Some(_) => {}
-                None => break,
+            }
+            let (mut read_out, mut read_err) = (Vec::new(), Vec::new());
+            let mut closed = false;
+            for msg in batch {
+                match msg {
+                    Some(ChannelMsg::Data { data }) => read_out.extend_from_slice(&data),
+                    Some(ChannelMsg::ExtendedData { data, .. }) => read_err.extend_from_slice(&data),
+                    Some(ChannelMsg::ExitStatus { exit_status }) => code = i32::try_from(exit_status).ok(),
+                    Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                        tracing::debug!(?signal_name, "remote command died of a signal");
+                        code = None;
+                    }
+                    Some(_) => {}
+                    None => closed = true,
+                }
+            }
+            if !read_out.is_empty() || !read_err.is_empty() {
+                sink.send_read_together((&mut out, &read_out), (&mut err, &read_err)).await;
+            }
+            if closed {
+                break;
             }
         }
         sink.flush(LogStream::Stdout, &mut out).await;

@@ -296,3 +296,17 @@ fn step_summaries_go_to_the_log() {
 }
 
 const STEP_SUMMARY_LIMIT_FOR_TESTS: usize = 1024 * 1024;
+
+// `AddMaskCommandExtension`: the data is unescaped like any command's (`%0A`, `%0D`,
+// `%25`) and trimmed; an empty value only warns; the command line is never shown, its
+// echo shows `***` (issue 16: a leading space and `%0A` escapes leaked).
+#[test]
+fn add_mask_registers_the_unescaped_trimmed_value() {
+    let (shown, _) = run(settings(), &["::add-mask::  first%0Asecond%25 ", "::add-mask::   "]);
+    assert_eq!(shown[0], Shown::Mask("first\nsecond%".into()));
+    assert!(lines(&shown).iter().all(|l| !l.contains("first")), "{shown:?}");
+    assert!(lines(&shown)[0].contains("Can't add secret mask for empty string"), "{shown:?}");
+    let echo = CommandSettings { debug: true, ..settings() };
+    let (shown, _) = run(echo, &["::add-mask::value"]);
+    assert_eq!(shown, [Shown::Mask("value".into()), Shown::Line(LogStream::Stdout, "::add-mask::***".into())]);
+}

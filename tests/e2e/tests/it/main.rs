@@ -7,3 +7,4 @@ mod debug_ssh;
 mod egress;
 mod isolation;
 mod job;
+mod masking;
