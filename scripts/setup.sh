@@ -38,6 +38,15 @@ ensure_rust() {
     fi
 }
 
+# ensure_cargo_audit — cargo-audit, for the dependency audit (.ci/audit.sh). Built from
+# crates.io with its own lock file the first time (several minutes: it compiles), then
+# kept in ~/.cargo/bin. Its build goes to a temporary directory, not the workspace's.
+ensure_cargo_audit() {
+    cargo audit --version >/dev/null 2>&1 && return 0
+    log "installing cargo-audit from crates.io (compiled once)"
+    env -u CARGO_TARGET_DIR cargo install --locked cargo-audit >&2
+}
+
 # One target directory for the demo, the tests and CI, outside the checkout, so a
 # second run (or a fresh clone on the same machine) does not rebuild everything.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/solstice-target}"

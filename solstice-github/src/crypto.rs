@@ -1,15 +1,19 @@
 //! The runner's RSA key: OAuth client assertions, session keys, message bodies.
 
 use aes::cipher::{BlockModeDecrypt, KeyIvInit, block_padding::Pkcs7};
+use aws_lc_rs::encoding::AsDer as _;
+use aws_lc_rs::rsa::{
+    KeyPair, KeyPairComponents, KeySize, OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OaepAlgorithm, OaepPrivateDecryptingKey,
+    PrivateDecryptingKey, PublicKeyComponents,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use rsa::pkcs1::der::Decode;
-use rsa::pkcs1::{EncodeRsaPrivateKey, RsaPrivateKey, UintRef};
-use rsa::traits::PublicKeyParts;
 use serde::Serialize;
 use solstice_core::Secret;
 
 use crate::GithubError;
+
+mod der;
 
 /// How long a client assertion is valid. The token service refuses more than 5 minutes.
 const ASSERTION_LIFETIME_SECS: i64 = 300;
@@ -20,11 +24,15 @@ const CLOCK_SKEW_SECS: i64 = 30;
 /// The runner's 2048-bit RSA key pair.
 ///
 /// It signs the OAuth client assertions (RS256, or PS256 when the service requires FIPS
-/// cryptography) and unwraps the session key of a pool session. `Debug` never shows it.
+/// cryptography) and unwraps the session key of a pool session. The RSA arithmetic is
+/// aws-lc-rs's (constant-time, already in the tree through rustls), not the `rsa` crate,
+/// whose decryption leaks timing (RUSTSEC-2023-0071, no fixed release). `Debug` never
+/// shows it.
 pub struct RunnerKey {
-    key: rsa::PrivateKey,
-    /// PKCS#1 DER of the private key, for the JWT signer.
-    der: Secret,
+    decrypting: OaepPrivateDecryptingKey,
+    public: PublicKeyParams,
+    /// PKCS#1 DER of the private key, base64, for the JWT signer and the key file.
+    pkcs1: Secret,
 }
 
 impl std::fmt::Debug for RunnerKey {
@@ -59,25 +67,30 @@ impl RunnerKey {
     /// # Errors
     /// [`GithubError::Crypto`] if the system's random number generator fails.
     pub fn generate() -> Result<Self, GithubError> {
-        let key = rsa::PrivateKey::new(&mut getrandom::SysRng, 2048)
-            .map_err(|_| GithubError::Crypto("generate an RSA key"))?;
-        Self::from_key(key)
+        let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|_| GithubError::Crypto("generate an RSA key"))?;
+        Self::from_pair(&pair)
     }
 
-    fn from_key(key: rsa::PrivateKey) -> Result<Self, GithubError> {
-        let der = key.to_pkcs1_der().map_err(|_| GithubError::Crypto("encode the RSA key"))?;
+    fn from_pair(pair: &KeyPair) -> Result<Self, GithubError> {
+        let pkcs8 = pair.as_der().map_err(|_| GithubError::Crypto("encode the RSA key"))?;
+        let pkcs8 = pkcs8.as_ref();
+        let decrypting = PrivateDecryptingKey::from_pkcs8(pkcs8)
+            .ok()
+            .and_then(|key| OaepPrivateDecryptingKey::new(key).ok())
+            .ok_or(GithubError::Crypto("load the RSA key for decryption"))?;
+        let pkcs1 = der::pkcs1_in_pkcs8(pkcs8).ok_or(GithubError::Crypto("encode the RSA key"))?;
+        let parts = der::rsa_private_key(pkcs1).ok_or(GithubError::Crypto("encode the RSA key"))?;
+        let public = PublicKeyParams {
+            exponent: STANDARD.encode(strip_zeros(parts.public_exponent)),
+            modulus: STANDARD.encode(strip_zeros(parts.modulus)),
+        };
         // DER bytes are binary; keep them base64-encoded inside the Secret.
-        let der = Secret::new(STANDARD.encode(der.as_bytes()));
-        Ok(Self { key, der })
+        Ok(Self { decrypting, public, pkcs1: Secret::new(STANDARD.encode(pkcs1)) })
     }
 
     /// The public exponent and modulus, base64-encoded.
     pub fn public_params(&self) -> PublicKeyParams {
-        let public = self.key.as_public_key();
-        PublicKeyParams {
-            exponent: STANDARD.encode(strip_zeros(&public.e_bytes())),
-            modulus: STANDARD.encode(strip_zeros(&public.n_bytes())),
-        }
+        self.public.clone()
     }
 
     /// The public key in the XML form of the runner-admin registration.
@@ -93,24 +106,25 @@ impl RunnerKey {
     /// [`GithubError::Crypto`] if the key cannot be encoded.
     pub fn to_rsaparams_json(&self) -> Result<Secret, GithubError> {
         let der = self.der_bytes()?;
-        let k = RsaPrivateKey::<UintRef<'_>>::from_der(&der).map_err(|_| GithubError::Crypto("encode the RSA key"))?;
-        let n = strip_zeros(k.modulus.as_bytes());
+        let k = der::rsa_private_key(&der).ok_or(GithubError::Crypto("encode the RSA key"))?;
+        let n = strip_zeros(k.modulus);
         let half = n.len().div_ceil(2);
         let enc = |bytes: &[u8], len: usize| STANDARD.encode(pad(strip_zeros(bytes), len));
         let json = serde_json::json!({
-            "d": enc(k.private_exponent.as_bytes(), n.len()),
-            "dp": enc(k.exponent1.as_bytes(), half),
-            "dq": enc(k.exponent2.as_bytes(), half),
-            "exponent": STANDARD.encode(strip_zeros(k.public_exponent.as_bytes())),
-            "inverseQ": enc(k.coefficient.as_bytes(), half),
+            "d": enc(k.private_exponent, n.len()),
+            "dp": enc(k.exponent1, half),
+            "dq": enc(k.exponent2, half),
+            "exponent": STANDARD.encode(strip_zeros(k.public_exponent)),
+            "inverseQ": enc(k.coefficient, half),
             "modulus": STANDARD.encode(n),
-            "p": enc(k.prime1.as_bytes(), half),
-            "q": enc(k.prime2.as_bytes(), half),
+            "p": enc(k.prime1, half),
+            "q": enc(k.prime2, half),
         });
         Ok(Secret::new(json.to_string()))
     }
 
-    /// Reads a key from `.credentials_rsaparams` JSON (keys in any casing).
+    /// Reads a key from `.credentials_rsaparams` JSON (keys in any casing), as this
+    /// runner and the official one write it.
     ///
     /// # Errors
     /// [`GithubError::Config`] if a value is missing or the key is inconsistent.
@@ -121,28 +135,25 @@ impl RunnerKey {
             let text = crate::json::str_field(&value, name).ok_or_else(|| bad(&format!("lacks `{name}`")))?;
             STANDARD.decode(text.trim()).map_err(|_| bad(&format!("has an invalid `{name}`")))
         };
-        let (n, e, d, p, q, dp, dq, qi) =
-            (get("modulus")?, get("exponent")?, get("d")?, get("p")?, get("q")?, get("dp")?, get("dq")?, get("inverseQ")?);
-        fn uint(b: &[u8]) -> Result<UintRef<'_>, GithubError> {
-            UintRef::new(strip_zeros(b)).map_err(|_| GithubError::Config("the RSA key file has an invalid number".to_owned()))
-        }
-        let parts = RsaPrivateKey {
-            modulus: uint(&n)?,
-            public_exponent: uint(&e)?,
-            private_exponent: uint(&d)?,
-            prime1: uint(&p)?,
-            prime2: uint(&q)?,
-            exponent1: uint(&dp)?,
-            exponent2: uint(&dq)?,
-            coefficient: uint(&qi)?,
-            other_prime_infos: None,
+        let (n, e) = (get("modulus")?, get("exponent")?);
+        let components = KeyPairComponents {
+            // aws-lc-rs wants the public integers without leading zeros; the private ones
+            // may keep .NET's padding.
+            public_key: PublicKeyComponents { n: strip_zeros(&n), e: strip_zeros(&e) },
+            d: get("d")?,
+            p: get("p")?,
+            q: get("q")?,
+            dP: get("dp")?,
+            dQ: get("dq")?,
+            qInv: get("inverseQ")?,
         };
-        let key = rsa::PrivateKey::try_from(parts).map_err(|_| bad("holds an inconsistent key"))?;
-        Self::from_key(key)
+        // from_components checks n = p*q and every CRT value against d and the primes.
+        let pair = KeyPair::from_components(&components).map_err(|_| bad("holds an inconsistent key"))?;
+        Self::from_pair(&pair)
     }
 
     fn der_bytes(&self) -> Result<Vec<u8>, GithubError> {
-        STANDARD.decode(self.der.expose()).map_err(|_| GithubError::Crypto("encode the RSA key"))
+        STANDARD.decode(self.pkcs1.expose()).map_err(|_| GithubError::Crypto("encode the RSA key"))
     }
 
     /// Signs a client assertion for the token service: `sub` = `iss` = `client_id`,
@@ -169,18 +180,21 @@ impl RunnerKey {
             .map_err(|_| GithubError::Crypto("sign the OAuth client assertion"))
     }
 
-    /// Unwraps a session key: RSA-OAEP with SHA-256 when `fips`, else SHA-1; if that
-    /// fails, the other hash is tried (services have been seen to disagree with their
-    /// own flag).
+    /// Unwraps a session key: RSA-OAEP with SHA-256 when `fips`, else SHA-1 (MGF1 with
+    /// the same hash, no label); if that fails, the other hash is tried (services have
+    /// been seen to disagree with their own flag).
     ///
     /// # Errors
     /// [`GithubError::Crypto`] if neither hash decrypts it.
     pub fn decrypt_session_key(&self, ciphertext: &[u8], fips: bool) -> Result<Secret, GithubError> {
-        let sha1 = || self.key.oaep_decrypt::<sha1::Sha1>(ciphertext);
-        let sha256 = || self.key.oaep_decrypt::<sha2::Sha256>(ciphertext);
-        let plain = if fips { sha256().or_else(|_| sha1()) } else { sha1().or_else(|_| sha256()) }
+        let mut out = vec![0u8; self.decrypting.min_output_size()];
+        let decrypt = |algorithm: &'static OaepAlgorithm, out: &mut [u8]| self.decrypting.decrypt(algorithm, ciphertext, out, None).map(|p| p.len());
+        let (first, second) =
+            if fips { (&OAEP_SHA256_MGF1SHA256, &OAEP_SHA1_MGF1SHA1) } else { (&OAEP_SHA1_MGF1SHA1, &OAEP_SHA256_MGF1SHA256) };
+        let len = decrypt(first, &mut out)
+            .or_else(|_| decrypt(second, &mut out))
             .map_err(|_| GithubError::Crypto("decrypt the session key"))?;
-        Ok(Secret::new(STANDARD.encode(plain)))
+        Ok(Secret::new(STANDARD.encode(&out[..len])))
     }
 }
 
@@ -254,20 +268,56 @@ pub(crate) mod tests {
         assert_eq!(back.public_params(), key.public_params());
     }
 
+    /// Wraps `secret` for `key` as the service does: RSA-OAEP, MGF1 with the same hash.
+    fn wrap(key: &RunnerKey, secret: &[u8], algorithm: &'static OaepAlgorithm) -> Vec<u8> {
+        use aws_lc_rs::rsa::{OaepPublicEncryptingKey, PublicEncryptingKey};
+        let p = key.public_params();
+        let (n, e) = (STANDARD.decode(&p.modulus).expect("b64"), STANDARD.decode(&p.exponent).expect("b64"));
+        let public: PublicEncryptingKey = PublicKeyComponents { n: &n[..], e: &e[..] }.try_into().expect("public key");
+        let public = OaepPublicEncryptingKey::new(public).expect("oaep key");
+        let mut out = vec![0u8; public.ciphertext_size()];
+        public.encrypt(algorithm, secret, &mut out, None).expect("encrypt").to_vec()
+    }
+
     #[test]
     fn session_keys_decrypt_with_either_hash() {
         let key = test_key();
-        let public = key.key.to_public_key();
         let secret = [7u8; 32];
-        for (ct, fips) in [
-            (public.oaep_encrypt::<sha1::Sha1>(&secret).expect("enc"), false),
-            (public.oaep_encrypt::<sha2::Sha256>(&secret).expect("enc"), true),
-        ] {
+        for (ct, fips) in [(wrap(key, &secret, &OAEP_SHA1_MGF1SHA1), false), (wrap(key, &secret, &OAEP_SHA256_MGF1SHA256), true)] {
             for flag in [fips, !fips] {
                 let plain = key.decrypt_session_key(&ct, flag).expect("decrypt");
                 assert_eq!(STANDARD.decode(plain.expose()).expect("b64"), secret);
             }
         }
+        assert!(key.decrypt_session_key(&[1u8; 256], false).is_err(), "garbage is refused");
+    }
+
+    /// A key file in the official runner's layout, made by OpenSSL rather than by this
+    /// code, still loads, unwraps OpenSSL's OAEP ciphertexts and is written back
+    /// identically: runners registered before the move to aws-lc-rs keep working.
+    #[test]
+    fn an_existing_key_file_still_loads_and_decrypts() {
+        const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/openssl-rsa/");
+        let read = |name: &str| std::fs::read(format!("{DIR}{name}")).expect("fixture");
+        let json = String::from_utf8(read("credentials_rsaparams.json")).expect("utf-8");
+        let key = RunnerKey::from_rsaparams_json(&json).expect("load");
+        let plain = read("plain.bin");
+        for (name, fips) in [("ct_sha1.bin", false), ("ct_sha256.bin", true)] {
+            let got = key.decrypt_session_key(&read(name), fips).expect("decrypt");
+            assert_eq!(STANDARD.decode(got.expose()).expect("b64"), plain, "{name}");
+        }
+        let written: serde_json::Value = serde_json::from_str(key.to_rsaparams_json().expect("encode").expose()).expect("json");
+        let original: serde_json::Value = serde_json::from_str(&json).expect("json");
+        assert_eq!(written, original);
+    }
+
+    #[test]
+    fn an_inconsistent_key_file_is_refused() {
+        let json = test_key().to_rsaparams_json().expect("encode");
+        let mut value: serde_json::Value = serde_json::from_str(json.expose()).expect("json");
+        value["dp"] = serde_json::Value::String(STANDARD.encode([5u8; 128]));
+        let err = RunnerKey::from_rsaparams_json(&value.to_string()).expect_err("inconsistent");
+        assert!(err.to_string().contains("inconsistent"), "{err}");
     }
 
     #[test]

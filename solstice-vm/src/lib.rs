@@ -116,6 +116,7 @@ mod net;
 pub mod ports;
 pub mod qemu;
 pub mod qmp;
+mod run_dir;
 pub mod seed;
 mod setup;
 pub mod ssh;
@@ -128,6 +129,7 @@ pub use guest::GuestProfile;
 pub use hypervisor::{QemuHypervisor, QemuHypervisorBuilder, VmError};
 pub use image::{ImageCatalog, ImageEntry, ImageError};
 pub use net::EgressConfig;
+pub use run_dir::reap_abandoned_run_dirs;
 pub use setup::{MachineLimits, MachineSetup, Machines, SetupError};
 pub use ssh::SshExecutor;
 #[cfg(feature = "test-guest")]

@@ -71,7 +71,7 @@ pub struct Machines {
     pub executor: ExecutorByAccess,
     /// Every label served.
     pub labels: Vec<String>,
-    _run_dir: Option<tempfile::TempDir>,
+    _run_dir: Option<crate::run_dir::OwnedRunDir>,
 }
 
 impl MachineSetup {
@@ -117,8 +117,10 @@ impl MachineSetup {
         self
     }
 
-    /// Where machines keep their files. Default: a fresh temporary directory, removed
-    /// with the [`Machines`].
+    /// Where machines keep their files. Default: a fresh `solstice-vms-*` directory in
+    /// the system temporary directory, removed with the [`Machines`], or by
+    /// [`reap_abandoned_run_dirs`](crate::reap_abandoned_run_dirs) in a later process if
+    /// this one is killed first.
     pub fn run_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.run_dir = Some(dir.into());
         self
@@ -189,7 +191,9 @@ impl MachineSetup {
             let run_dir = match &self.run_dir {
                 Some(dir) => dir.clone(),
                 None => {
-                    let dir = tempfile::Builder::new().prefix("solstice-vms-").tempdir().map_err(SetupError::RunDir)?;
+                    // Owned, so that a later process can tell it from a live one's and
+                    // reap it if this process is killed (`reap_abandoned_run_dirs`).
+                    let dir = crate::run_dir::OwnedRunDir::create(&std::env::temp_dir()).map_err(SetupError::RunDir)?;
                     let path = dir.path().to_path_buf();
                     run_dir_guard = Some(dir);
                     path

@@ -6,6 +6,8 @@ use clap::{Subcommand, ValueEnum};
 use solstice_config::{ConfigError, Program};
 use solstice_service::check_config_text;
 
+use crate::output::outln;
+
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Check a configuration file and say what is wrong and where (file:line:column).
@@ -60,7 +62,7 @@ pub fn run(command: ConfigCommand) -> anyhow::Result<()> {
         Program::Serve => "`solstice serve`".to_owned(),
         other => format!("`{}`", other.name()),
     };
-    println!("{name}: a valid {program} configuration");
+    outln!("{name}: a valid {program} configuration")?;
     Ok(())
 }
 

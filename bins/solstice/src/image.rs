@@ -9,6 +9,7 @@ use solstice_vm::image::{DownloadProgress, ImageCache, machine_dirs, prune_machi
 use solstice_vm::{ImageCatalog, ImageEntry};
 
 use solstice_service::ProgramError;
+use crate::output::outln;
 
 #[derive(Debug, Args)]
 pub struct ImageArgs {
@@ -122,7 +123,7 @@ async fn pull(catalog: &ImageCatalog, cache: &ImageCache, labels: &[String]) -> 
         let path = cache.ensure(source, &bar).await.with_context(|| format!("pulling `{label}`"))?;
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or_default();
         let note = if was_cached { "already cached" } else { "downloaded, checksum verified" };
-        println!("✓ {label}: {note}, {} at {}", HumanBytes(size), path.display());
+        outln!("✓ {label}: {note}, {} at {}", HumanBytes(size), path.display())?;
     }
     Ok(())
 }
@@ -151,10 +152,10 @@ fn list(catalog: Option<&ImageCatalog>, cache: &ImageCache) -> anyhow::Result<()
     let widths: Vec<usize> = (0..6).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     for row in &rows {
         let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-        println!("{}", line.join("  ").trim_end());
+        outln!("{}", line.join("  ").trim_end())?;
     }
     if catalog.is_none() {
-        println!("(no --catalog: only the cache is shown)");
+        outln!("(no --catalog: only the cache is shown)")?;
     }
     Ok(())
 }
@@ -171,13 +172,13 @@ fn prune(catalog: &ImageCatalog, cache: &ImageCache, run_dir: &std::path::Path, 
     };
     let mut freed = 0;
     for image in &images {
-        println!("{verb} image {} ({})", image.path.display(), HumanBytes(image.size));
+        outln!("{verb} image {} ({})", image.path.display(), HumanBytes(image.size))?;
         freed += image.size;
     }
     for dir in &machines {
-        println!("{verb} machine files {} ({})", dir.path.display(), HumanBytes(dir.size));
+        outln!("{verb} machine files {} ({})", dir.path.display(), HumanBytes(dir.size))?;
         freed += dir.size;
     }
-    println!("{verb} {} images and {} machine directories, {}", images.len(), machines.len(), HumanBytes(freed));
+    outln!("{verb} {} images and {} machine directories, {}", images.len(), machines.len(), HumanBytes(freed))?;
     Ok(())
 }

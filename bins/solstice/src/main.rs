@@ -6,6 +6,7 @@
 mod config;
 mod image;
 mod machines;
+mod output;
 mod printer;
 mod run;
 mod serve;
@@ -62,14 +63,16 @@ fn main() -> ExitCode {
             return run_serve(config).await;
         }
         init_logging(Some(level.unwrap_or("warn")), format, &LogConfig::default());
-        match cli.command {
+        let result = match cli.command {
             Command::Run(args) => run::run(*args).await,
             Command::Workflow(cmd) => workflow::run(cmd),
             Command::Config(cmd) => config::run(cmd),
             Command::Image(args) => image::run(args).await,
             Command::Vm(args) => vm::run(args).await,
             Command::Serve(_) => Ok(()),
-        }
+        };
+        // `… | head` closed our stdout: the reader has what it wanted (see `output`).
+        result.or_else(|e| if output::is_broken_pipe(&e) { Ok(()) } else { Err(e) })
     })
 }
 

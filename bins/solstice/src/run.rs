@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::printer::Printer;
 use crate::read_workflow;
 use solstice_service::ProgramError;
+use crate::output::outln;
 
 /// The flags follow nektos/act where it has the same thing (`-s`, `--secret-file`,
 /// `--var`, `--input`, `-e/--eventpath`, `--actor`, `-j`, `--matrix`).
@@ -251,6 +252,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.host {
         builder = builder.fallback_label("host");
     }
+    crate::machines::reap_leftovers().await;
     let machines = crate::machines::for_labels(&needed, &host_labels, args.catalog.as_deref()).await?;
     let labels = machines.labels.clone();
     let workflow_run = builder.labels(labels.clone()).build().map_err(ProgramError::usage)?;
@@ -284,9 +286,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     drop(machines);
     let outcome = outcome?;
 
-    println!("━━ summary ━━");
+    let _ = outln!("━━ summary ━━");
     for (name, result) in &outcome.jobs {
-        println!("{result:>9}  {name}");
+        let _ = outln!("{result:>9}  {name}");
     }
     let failed = outcome.not_succeeded();
     if failed > 0 {
@@ -301,22 +303,22 @@ async fn print_events(mut events: mpsc::Receiver<WorkflowEvent>) {
     while let Some(event) = events.recv().await {
         match event {
             WorkflowEvent::JobStarted { name, steps, .. } => {
-                println!("━━ {name} ━━");
+                let _ = outln!("━━ {name} ━━");
                 printer = Printer::new(steps);
             }
             WorkflowEvent::Job(event) => printer.print(&event),
             WorkflowEvent::JobNotRun { name, result, reason, .. } => {
-                println!("━━ {name} ━━");
-                println!("{} {result}: {reason}", if result == solstice_core::JobResult::Skipped { "○" } else { "✗" });
+                let _ = outln!("━━ {name} ━━");
+                let _ = outln!("{} {result}: {reason}", if result == solstice_core::JobResult::Skipped { "○" } else { "✗" });
             }
             WorkflowEvent::JobUnroutable { name, label, .. } => {
-                println!("━━ {name} ━━");
-                println!(
+                let _ = outln!("━━ {name} ━━");
+                let _ = outln!(
                     "✗ no machine serves `{label}` here: give an image catalog with --catalog, use `runs-on: tiny-linux` or `host`, or run with --host"
                 );
             }
             WorkflowEvent::OutputNotEvaluated { job, output, reason } => {
-                println!("! the output `{output}` of job `{job}` could not be evaluated: {reason}");
+                let _ = outln!("! the output `{output}` of job `{job}` could not be evaluated: {reason}");
             }
             _ => {}
         }

@@ -9,6 +9,7 @@ use solstice_core::{Hypervisor, Store, VmRecord};
 use solstice_vm::QemuHypervisor;
 
 use solstice_service::ProgramError;
+use crate::output::outln;
 
 #[derive(Debug, Args)]
 pub struct VmArgs {
@@ -84,7 +85,7 @@ fn process_runs(record: &VmRecord) -> bool {
 async fn list(store: &Store) -> anyhow::Result<()> {
     let vms = store.all_vms().await.map_err(ProgramError::failed)?;
     if vms.is_empty() {
-        println!("no machine recorded");
+        outln!("no machine recorded")?;
         return Ok(());
     }
     let mut rows = vec![["MACHINE", "JOB", "JOB STATE", "OWNER", "PID", "SSH", "PROCESS"].map(str::to_owned)];
@@ -106,7 +107,7 @@ async fn list(store: &Store) -> anyhow::Result<()> {
     let widths: Vec<usize> = (0..7).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     for row in &rows {
         let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-        println!("{}", line.join("  ").trim_end());
+        outln!("{}", line.join("  ").trim_end())?;
     }
     Ok(())
 }
@@ -130,7 +131,7 @@ async fn kill(store: &Store, ids: &[String], forget: bool) -> anyhow::Result<()>
         }
         let what = if was_running { "stopped and removed" } else { "was not running; removed its files" };
         let record_note = if forget { ", record deleted" } else { "" };
-        println!("✓ {}: {what}{record_note}", record.id);
+        outln!("✓ {}: {what}{record_note}", record.id)?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use solstice_workflow::{PlanOptions, evaluate_expression, plan_any};
 
 use solstice_service::ProgramError;
 use crate::read_workflow;
+use crate::output::outln;
 
 #[derive(Debug, Subcommand)]
 pub enum WorkflowCommand {
@@ -32,7 +33,7 @@ pub fn run(command: WorkflowCommand) -> anyhow::Result<()> {
             let text = read_workflow(&file)?;
             match plan_any(&text, &file.display().to_string(), &PlanOptions::new()) {
                 Ok(plan) => {
-                    println!("{}", serde_json::to_string_pretty(&plan)?);
+                    outln!("{}", serde_json::to_string_pretty(&plan)?)?;
                     Ok(())
                 }
                 Err(errors) => {
@@ -53,7 +54,7 @@ pub fn run(command: WorkflowCommand) -> anyhow::Result<()> {
             };
             match evaluate_expression(&expression, &contexts) {
                 Ok(value) => {
-                    println!("{}", serde_json::to_string(&value)?);
+                    outln!("{}", serde_json::to_string(&value)?)?;
                     Ok(())
                 }
                 Err(e) => {

@@ -453,3 +453,123 @@ jobs:
     assert!(text.contains("gitea=unset forgejo=unset"), "{text}");
     assert!(text.contains("api=https://code.example/api/v3"), "GitHub Enterprise's API path without --forgejo:\n{text}");
 }
+
+/// Runs `solstice` with a standard output whose reader is already gone, as after
+/// `solstice … | head` once `head` has its lines: every write fails with EPIPE.
+fn solstice_into_closed_pipe(args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_solstice"))
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run solstice")
+}
+
+/// Issue #16 item 19: `solstice workflow plan … | head` panicked on the broken pipe.
+/// Every subcommand that prints now exits 0 without a word, as ripgrep does
+/// (crates/core/main.rs treats `BrokenPipe` as success); `run` keeps its job's result.
+#[test]
+fn issue_16_a_closed_stdout_is_a_quiet_success() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hello = format!("{root}/examples/workflows/hello.yml");
+    let config = format!("{root}/docs/deploy/solstice.toml");
+    let cache = dir.path().to_string_lossy().into_owned();
+    let store = format!("sqlite://{}/state.db", dir.path().display());
+    let commands: [&[&str]; 6] = [
+        &["workflow", "plan", &hello],
+        &["workflow", "eval", "format('{0}', 'x')"],
+        &["config", "check", &config],
+        &["image", "list", "--cache-dir", &cache],
+        &["vm", "list", "--store", &store],
+        &["run", "--host", &hello],
+    ];
+    for args in commands {
+        let out = solstice_into_closed_pipe(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+    }
+}
+
+/// The `solstice-vms-*` run directories under `tmp`.
+fn run_dirs(tmp: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<_> = std::fs::read_dir(tmp)
+        .expect("read tmp")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("solstice-vms-")))
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// Issue #16 item 17: a `solstice run` killed by SIGKILL left its machine's directory
+/// (the overlay, and the seed with the guest's SSH host key) in the temporary directory
+/// for good, where `serve` reaps its own leftovers when it starts. The next `solstice run`
+/// now removes it, and leaves the directory of a run that is still going alone.
+#[test]
+fn issue_16_a_killed_runs_machine_files_are_reaped_by_the_next_run() {
+    use std::io::BufRead as _;
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sleepy = write(&dir, "sleep.yml", "on: push\njobs:\n  nap:\n    runs-on: tiny-linux\n    steps:\n      - run: echo napping; sleep 600\n");
+    let hello = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/workflows/hello.yml");
+    let quick_run = || {
+        Command::new(env!("CARGO_BIN_EXE_solstice")).args(["run", "--host", hello]).env("TMPDIR", tmp.path()).output().expect("run")
+    };
+
+    let mut sleeper = Command::new(env!("CARGO_BIN_EXE_solstice"))
+        .args(["run", &sleepy])
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let piped = sleeper.stdout.take().expect("stdout");
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(piped).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let mut output = String::new();
+    while !output.contains("│ napping") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match seen.recv_timeout(left) {
+            Ok(line) => output += &format!("{line}\n"),
+            Err(_) => {
+                let _ = sleeper.kill();
+                panic!("the job never started in its VM:\n{output}");
+            }
+        }
+    }
+    let leftover = run_dirs(tmp.path());
+    assert_eq!(leftover.len(), 1, "{leftover:?}");
+    let has_seed = std::fs::read_dir(&leftover[0])
+        .expect("read run dir")
+        .filter_map(Result::ok)
+        .any(|machine| machine.path().join("seed.iso").exists());
+    assert!(has_seed, "the machine's seed is in {}", leftover[0].display());
+
+    // A run that starts while the VM run is alive leaves its directory alone.
+    let out = quick_run();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(leftover[0].exists(), "a live run's files were removed");
+    assert_eq!(sleeper.try_wait().expect("try_wait"), None, "the live run was disturbed");
+
+    sleeper.kill().expect("SIGKILL");
+    let _ = sleeper.wait();
+    assert!(leftover[0].exists(), "SIGKILL leaves the directory behind");
+
+    // The next run reaps it, and works.
+    let out = quick_run();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("✓ job success"), "{text}");
+    assert_eq!(run_dirs(tmp.path()), Vec::<std::path::PathBuf>::new(), "the killed run's files are gone");
+}

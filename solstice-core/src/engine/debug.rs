@@ -116,9 +116,11 @@ impl Default for DebugKeeperBuilder {
 
 impl DebugKeeperBuilder {
     /// Listens for debug connections on `addr`, which may be a public address: anyone
-    /// who can reach it can try to log in to a kept machine. The machine accepts only the
-    /// public keys the forge publishes for the user who started the run, the forward
-    /// exists only while the machine is kept, and nothing else is ever forwarded there.
+    /// who can reach it can try to log in to a kept machine. Its `authorized_keys` is
+    /// replaced by the public keys the forge publishes for the user who started the run,
+    /// but the job ran as root before and may have left other ways in: whoever wrote the
+    /// job may control the machine too. The forward exists only while the machine is
+    /// kept, and nothing else is ever forwarded there.
     /// Default: `127.0.0.1` (reachable from this host only).
     pub fn dangerous_listen(mut self, addr: IpAddr) -> Self {
         self.listen = addr;

@@ -337,7 +337,14 @@ async fn keep_for_debug(
         human_duration(kept.ttl)
     ))
     .await;
-    say(format!("Debug SSH: the machine accepts only the {n} public key(s) the forge publishes for the user who started this run.")).await;
+    // What holds, and no more (issue #16): the job ran as root in this machine before it
+    // was kept, so it may have left keys, an `sshd` of its own or any other backdoor
+    // after `authorized_keys` was replaced. See docs/debug-ssh.md, "Security notes".
+    say(format!(
+        "Debug SSH: root's authorized_keys now holds the {n} public key(s) the forge publishes for the user who started this run; nothing else checks who logs in."
+    ))
+    .await;
+    say("Debug SSH: the job ran as root in this machine before it was kept and may have left keys or a backdoor of its own: treat the machine as controlled by whoever wrote the job (no agent forwarding, no credentials of yours).".to_owned()).await;
     say(format!("Debug SSH: the machine's host key is {host_key}")).await;
     say("Debug SSH: connect with".to_owned()).await;
     say(format!("ssh -p {} {user}@{}", kept.port, kept.host)).await;

@@ -143,6 +143,11 @@ async fn a_kept_machine_keeps_its_store_record_until_the_keeper_destroys_it() {
     let last = log.last().cloned().unwrap_or_default();
     let port: u16 = last.strip_prefix("ssh -p ").and_then(|r| r.strip_suffix(" root@ci.example.org")).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{dump}"));
     assert!(dump.contains("Debug SSH: 1 key(s) authorised for root"), "{dump}");
+    // Issue #16 item 16: the job ran as root before the machine was kept, so the log
+    // must not promise that only the user's keys get in; it says who controls the machine.
+    assert!(!dump.contains("accepts only"), "{dump}");
+    assert!(dump.contains("root's authorized_keys now holds the 1 public key(s)"), "{dump}");
+    assert!(dump.contains("may have left keys or a backdoor of its own: treat the machine as controlled by whoever wrote the job"), "{dump}");
     assert!(dump.contains("kept for 1.5 s (until "), "{dump}");
     assert!(dump.contains("the machine's host key is ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGhvc3Qta2V5LW9mLXRoZS1tYWNoaW5l"), "{dump}");
     let all = format!("{events:?}");

@@ -8,7 +8,7 @@
 
 mod cache;
 mod catalog;
-mod overlays;
+pub(crate) mod overlays;
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};

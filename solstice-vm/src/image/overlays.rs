@@ -109,7 +109,7 @@ pub fn prune_machine_dirs(run_dir: &Path) -> Result<Vec<MachineDir>, ImageError>
 /// Whether another open file description locks a regular file under `dir`, or a file's
 /// lock could not be queried. Symbolic links are not followed: a machine's own files are
 /// regular files in its directory.
-fn holds_a_locked_file(dir: &Path) -> bool {
+pub(crate) fn holds_a_locked_file(dir: &Path) -> bool {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,

@@ -5,7 +5,7 @@
 use aes::cipher::{BlockModeEncrypt, KeyIvInit, block_padding::Pkcs7};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use rsa::pkcs1::{RsaPublicKey, UintRef};
+use aws_lc_rs::rsa::{OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OaepPublicEncryptingKey, PublicEncryptingKey, PublicKeyComponents};
 
 /// The registered public key of an agent (base64 big-endian, as sent at registration).
 #[derive(Debug, Clone)]
@@ -19,21 +19,20 @@ fn decode(text: &str) -> Result<Vec<u8>, String> {
 }
 
 impl AgentKey {
-    fn public(&self) -> Result<rsa::PublicKey, String> {
+    fn public(&self) -> Result<OaepPublicEncryptingKey, String> {
         let n = decode(&self.modulus)?;
         let e = decode(&self.exponent)?;
-        let parts = RsaPublicKey {
-            modulus: UintRef::new(&n).map_err(|_| "bad modulus")?,
-            public_exponent: UintRef::new(&e).map_err(|_| "bad exponent")?,
-        };
-        rsa::PublicKey::try_from(parts).map_err(|_| "invalid public key".to_owned())
+        let public: PublicEncryptingKey =
+            PublicKeyComponents { n: &n[..], e: &e[..] }.try_into().map_err(|_| "invalid public key".to_owned())?;
+        OaepPublicEncryptingKey::new(public).map_err(|_| "invalid public key".to_owned())
     }
 
-    /// Wraps `key` with RSA-OAEP (SHA-256 when `sha256`, else SHA-1).
+    /// Wraps `key` with RSA-OAEP (SHA-256 when `sha256`, else SHA-1; MGF1 with the same hash).
     pub fn wrap(&self, key: &[u8], sha256: bool) -> Result<String, String> {
         let public = self.public()?;
-        let ct = if sha256 { public.oaep_encrypt::<sha2::Sha256>(key) } else { public.oaep_encrypt::<sha1::Sha1>(key) }
-            .map_err(|_| "OAEP encryption failed".to_owned())?;
+        let algorithm = if sha256 { &OAEP_SHA256_MGF1SHA256 } else { &OAEP_SHA1_MGF1SHA1 };
+        let mut out = vec![0u8; public.ciphertext_size()];
+        let ct = public.encrypt(algorithm, key, &mut out, None).map_err(|_| "OAEP encryption failed".to_owned())?;
         Ok(STANDARD.encode(ct))
     }
 
