@@ -5,6 +5,7 @@
 
 pub(crate) mod kdl;
 mod limits;
+mod triggers;
 pub(crate) mod yaml;
 
 pub use self::kdl::parse_kdl_workflow;
@@ -594,6 +595,8 @@ fn read_workflow(root: &Node, diag: &mut Diagnostics) -> Workflow {
             "run-name" => workflow.run_name = r.within(contexts::WORKFLOW, |r| r.string(value)),
             "on" => {
                 check_workflow_call(&mut r, value);
+                triggers::check_workflow_dispatch(&mut r, value);
+                triggers::check_schedule(&mut r, value);
                 workflow.on = value.to_json();
             }
             "env" => workflow.env = r.within(contexts::WORKFLOW_ENV, |r| r.string_map(value)),

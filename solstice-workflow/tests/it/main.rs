@@ -15,3 +15,4 @@ mod permissions;
 mod pending;
 mod robustness;
 mod support;
+mod triggers;
