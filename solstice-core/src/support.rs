@@ -14,7 +14,8 @@
 //!   as the engine does.
 //! - [`checkout_dir`], [`working_dir`] and [`resolve_path`]: a step executor that must
 //!   keep checkout `path:` and `working-directory` inside the job's directories (then
-//!   checks symbolic links on its machine, which only it can see).
+//!   checks symbolic links on its machine, which only it can see); [`resolve_working_dir`]
+//!   where the machine goes with the job and any directory in it will do.
 //! - [`GitFetch`]: a step executor that fetches a repository with git, the token kept
 //!   out of every command line.
 
@@ -23,4 +24,4 @@ pub use crate::error_chain::error_chain;
 pub use crate::executor::{ShellCommand, shell_command};
 pub use crate::git::{GitFetch, MIN_GIT_VERSION, check_git_version};
 pub use crate::mask::Masker;
-pub use crate::workspace::{checkout_dir, is_within, job_dirs, resolve_path, working_dir};
+pub use crate::workspace::{checkout_dir, is_within, job_dirs, resolve_path, resolve_working_dir, working_dir};

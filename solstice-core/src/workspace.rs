@@ -58,19 +58,29 @@ pub fn job_dirs(machine: &Machine) -> Vec<String> {
 }
 
 /// The directory a step with `working-directory: dir` runs in: the workspace when `dir`
-/// is `None` or empty, else `dir` resolved against the workspace.
+/// is `None` or empty, else `dir` resolved against the workspace. Nothing is refused: an
+/// executor whose machine goes with the job (a VM) may run a step anywhere in it, as
+/// GitHub's runners do.
+pub fn resolve_working_dir(machine: &Machine, dir: Option<&str>) -> String {
+    let workspace = resolve_path("/", &machine.workspace);
+    match dir.filter(|d| !d.is_empty()) {
+        Some(dir) => resolve_path(&workspace, dir),
+        None => workspace,
+    }
+}
+
+/// [`resolve_working_dir`], refused outside the job's own directories: for executors
+/// whose machine outlives the job (the host), where a directory made elsewhere would stay.
 ///
 /// # Errors
 /// [`ExecError::OutsideWorkspace`] when `dir` resolves outside the workspace,
 /// `runner.temp` and `runner.tool_cache` ([`job_dirs`]).
 pub fn working_dir(machine: &Machine, dir: Option<&str>) -> Result<String, ExecError> {
-    let workspace = resolve_path("/", &machine.workspace);
-    let Some(dir) = dir.filter(|d| !d.is_empty()) else { return Ok(workspace) };
-    let resolved = resolve_path(&workspace, dir);
+    let resolved = resolve_working_dir(machine, dir);
     if job_dirs(machine).iter().any(|root| is_within(&resolved, root)) {
         Ok(resolved)
     } else {
-        Err(ExecError::OutsideWorkspace { what: "Working directory", path: resolved, workspace })
+        Err(ExecError::OutsideWorkspace { what: "Working directory", path: resolved, workspace: resolve_path("/", &machine.workspace) })
     }
 }
 

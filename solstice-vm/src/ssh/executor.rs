@@ -10,7 +10,7 @@ use solstice_core::{
     CheckoutSource, CheckoutStep, CommandFiles, ExecError, LogSink, LogStream, Machine, MachineAccess, ScriptRun, SshAccess,
     StepExecutor, StepExit,
 };
-use solstice_core::support::{GitFetch, check_git_version, checkout_dir, resolve_path, shell_command};
+use solstice_core::support::{GitFetch, check_git_version, checkout_dir, resolve_working_dir, shell_command};
 use tokio_util::sync::CancellationToken;
 
 use super::{SshError, SshSession};
@@ -160,11 +160,7 @@ impl StepExecutor for SshExecutor {
         // runners (`/tmp`, `/opt/build`): the machine and everything in it go with the
         // job. Only the host executor refuses it (issue 16, item 8: there an escaped
         // directory outlives the job).
-        let workspace = resolve_path("/", &machine.workspace);
-        let cwd = match step.working_directory.as_deref().filter(|d| !d.is_empty()) {
-            Some(dir) => resolve_path(&workspace, dir),
-            None => workspace,
-        };
+        let cwd = resolve_working_dir(machine, step.working_directory.as_deref());
         let session = self.session(machine).await?;
         let command = shell_command(&step.shell, step.index);
         let dir = &self.scratch;
