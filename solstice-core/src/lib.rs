@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod actions;
 mod backoff;
 mod dispatch;
 mod engine;
@@ -57,6 +58,7 @@ pub mod support;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use actions::{ActionFetchError, ActionFetcher, FetchedAction};
 pub use dispatch::serve_source;
 pub use engine::{
     DEFAULT_DEBUG_PORTS, DEFAULT_DEBUG_TTL, DebugKeeper, DebugKeeperBuilder, DebugSshError, Engine, EngineBuilder, EngineError,

@@ -70,6 +70,7 @@
 //! None: the crate has no cargo features.
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod action_ref;
 mod dialect;
 mod error;
 mod expression;
@@ -80,6 +81,7 @@ mod plan;
 mod setting;
 mod syntax;
 
+pub use action_ref::{ActionReference, ActionReferenceError};
 pub use error::{WorkflowError, WorkflowErrorKind, WorkflowErrors};
 pub use plan::{
     ActionPlan, CheckoutPlan, DEBUG_SSH_ENV, DEFAULT_SHELL, DEFAULT_TIMEOUT_MINUTES, JobPlan, MAX_MATRIX_JOBS, PlanOptions, StepKind, StepPlan, Submodules,

@@ -54,6 +54,9 @@ pub(crate) struct EngineInner {
     /// How long a claim on a served job lasts unless renewed (see `serve`).
     pub(crate) claim_lease: std::time::Duration,
     pub(crate) queue_depth_interval: std::time::Duration,
+    /// Fetches remote actions; none: a remote `uses:` step fails, naming the action.
+    #[allow(dead_code)] // read by the action runtime (issue #17), which lands next
+    pub(crate) actions: Option<Arc<dyn crate::ActionFetcher>>,
 }
 
 impl std::fmt::Debug for EngineInner {
@@ -153,6 +156,7 @@ pub struct EngineBuilder {
     claim_lease: Option<std::time::Duration>,
     queue_depth_interval: Option<std::time::Duration>,
     debug: Option<DebugKeeper>,
+    actions: Option<Arc<dyn crate::ActionFetcher>>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -233,6 +237,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Fetches the files of remote `uses:` actions. Default: none, and a step that uses
+    /// a remote action fails with a message naming it (local `./` actions still run).
+    pub fn action_fetcher(mut self, fetcher: Arc<dyn crate::ActionFetcher>) -> Self {
+        self.actions = Some(fetcher);
+        self
+    }
+
     /// Builds the engine.
     ///
     /// # Errors
@@ -249,6 +260,7 @@ impl EngineBuilder {
             claim_lease: self.claim_lease.unwrap_or(std::time::Duration::from_secs(30)),
             queue_depth_interval: self.queue_depth_interval.unwrap_or(std::time::Duration::from_secs(5)),
             debug: self.debug,
+            actions: self.actions,
         };
         Ok(Engine { inner: Arc::new(inner) })
     }

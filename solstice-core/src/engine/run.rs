@@ -677,6 +677,8 @@ async fn execute_step(
                 None => Err("this job has no repository to check out".to_owned()),
             },
             StepAction::UnsupportedAction { message, .. } => Err(message.clone()),
+            // Not yet: the action runtime (issue #17) replaces this arm.
+            StepAction::Action(action) => Err(format!("the action '{}' cannot run on Solstice CI yet", action.uses)),
         };
         // Stop the timer once the step is over.
         cancel.cancel();

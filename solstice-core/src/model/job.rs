@@ -108,6 +108,10 @@ pub enum StepAction {
     },
     /// The built-in checkout.
     Checkout(CheckoutStep),
+    /// An action step (`uses:`): the engine resolves the action (from the job's
+    /// workspace, or fetched from a forge through its [`crate::ActionFetcher`]), reads its
+    /// `action.yml` and runs it.
+    Action(ActionStep),
     /// An action step (`uses:`) this runner cannot run yet. The step fails with `message`
     /// when its `if:` lets it run, and is skipped like any other step otherwise. Kept with
     /// its action reference so that a runner able to run actions can run it instead.
@@ -120,6 +124,18 @@ pub enum StepAction {
         /// Why the step cannot run, shown as the step's error.
         message: String,
     },
+}
+
+/// A `uses:` step the engine runs as an action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionStep {
+    /// `uses:` as written (`dtolnay/rust-toolchain@stable`, `./.github/actions/build`,
+    /// `https://code.forgejo.org/actions/cache@v4`); see
+    /// [`solstice_workflow::ActionReference`].
+    pub uses: String,
+    /// The `with:` inputs. Values may hold `${{ }}`, evaluated when the step runs.
+    #[serde(default)]
+    pub with: BTreeMap<String, String>,
 }
 
 /// One step of a job, ready to run.
@@ -217,6 +233,14 @@ pub struct JobRequest {
     /// `steps`, `job` and `runner` when it evaluates a step's `if:`.
     #[serde(default)]
     pub contexts: serde_json::Map<String, serde_json::Value>,
+    /// What JavaScript actions get from the forge besides the step environment, as the
+    /// official runners give it to them only: `ACTIONS_RUNTIME_URL`,
+    /// `ACTIONS_RUNTIME_TOKEN`, `ACTIONS_RESULTS_URL`, `ACTIONS_CACHE_URL`,
+    /// `ACTIONS_ID_TOKEN_REQUEST_URL`, `ACTIONS_ID_TOKEN_REQUEST_TOKEN`. Sources fill it
+    /// from the job message; the tokens are in [`JobRequest::secrets`] too, so they are
+    /// masked.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub action_runtime: BTreeMap<String, String>,
 }
 
 impl JobRequest {
@@ -249,6 +273,7 @@ impl JobRequest {
             debug_ssh: false,
             debug_keys: Vec::new(),
             contexts: serde_json::Map::new(),
+            action_runtime: BTreeMap::new(),
         }
     }
 }
